@@ -1,0 +1,15 @@
+"""DVC stage `env`: write the environment fingerprint that builds depend on."""
+
+from vae_engines import entry
+from vae_engines.envinfo import fingerprint
+from vae_engines.fileio import write_json
+
+
+def main(args):
+    write_json(args.out, fingerprint())
+
+
+if __name__ == "__main__":
+    p = entry.parser(__doc__)
+    p.add_argument("--out", required=True)
+    entry.run(main, p)

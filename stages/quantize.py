@@ -1,0 +1,22 @@
+"""DVC stage `quantize@<variant>`: per-tensor ranges and the Q/DQ ONNX of one INT8 variant."""
+
+from vae_engines import config, entry
+from vae_engines.errors import UserError
+from vae_engines.quantize import quantize_variant
+
+
+def main(args):
+    params = config.load(args.params)
+    if args.variant not in params.int8:
+        raise UserError(f"{args.params}: int8 has no variant {args.variant!r}; known: {', '.join(params.int8)}")
+    quantize_variant(args.variant, params.int8[args.variant], args.onnx, args.calibration, args.out, args.ranges)
+
+
+if __name__ == "__main__":
+    p = entry.parser(__doc__)
+    p.add_argument("--variant", required=True)
+    p.add_argument("--onnx", required=True, help="fp32 ONNX")
+    p.add_argument("--calibration", required=True, help="calibration latent set directory")
+    p.add_argument("--out", required=True, help="Q/DQ ONNX path")
+    p.add_argument("--ranges", required=True, help="ranges JSON path")
+    entry.run(main, p)

@@ -1,0 +1,57 @@
+"""What every stage entry point shares: logging, user errors as one line, clean kills.
+
+A `UserError` prints as one line on stderr and exits 1; with --debug (or
+VAE_ENGINES_DEBUG=1) the traceback is shown too. Any other exception is a bug and keeps
+its traceback. SIGTERM becomes SystemExit, so in-flight temporaries are removed on the
+way out; SIGKILL cannot be caught, and the next run sweeps what it left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+
+from .errors import UserError
+
+NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch", "diffusers", "matplotlib", "PIL", "numexpr")
+
+
+def setup_logging(debug: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if not debug:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+    return p
+
+
+def run(main: Callable[[argparse.Namespace], None], arg_parser: argparse.ArgumentParser,
+        argv: Sequence[str] | None = None) -> None:
+    args = arg_parser.parse_args(argv)
+    debug = args.debug or os.environ.get("VAE_ENGINES_DEBUG") == "1"
+    setup_logging(debug)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        main(args)
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted; the previous outputs are intact, run the command again", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,105 @@
+"""Atomic artifact writes, hashing and small JSON helpers.
+
+Every function that makes an artifact writes to a temporary name in the destination's own
+directory and renames it into place only when complete, so that no reader (DVC, a later
+stage, a user) ever sees half a file, and a killed stage leaves the previous good
+artifact untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+TMP_PREFIX = ".tmp-"
+
+
+def _mkstemp_beside(path: Path, is_dir: bool) -> Path:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if is_dir:
+            return Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
+        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+        os.close(fd)
+        return Path(name)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}; make {path.parent} writable") from exc
+
+
+def remove_stale_temps(directory: Path) -> None:
+    """Delete temporaries a killed run left behind in `directory` (ours only, by prefix)."""
+    if not directory.is_dir():
+        return
+    for leftover in directory.glob(TMP_PREFIX + "*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds.
+
+    On any exception the temporary is removed and `path` keeps its previous content.
+    """
+    final = Path(path)
+    remove_stale_temps(final.parent)
+    tmp = _mkstemp_beside(final, is_dir)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)  # mkstemp makes 0600; artifacts are shared
+        if final.is_dir() and not final.is_symlink():
+            # A directory cannot be replaced atomically by rename(2); move the old one
+            # aside first so the window without a good copy is two renames wide.
+            old = _mkstemp_beside(final, is_dir=True)
+            old.rmdir()
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except OSError as exc:
+        raise UserError(f"cannot write {final}: {exc.strerror}; make {final.parent} writable") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write stable, diff-friendly JSON (sorted keys, fixed indent, trailing newline)."""
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise UserError(f"{path} does not exist; run the stage that makes it (dvc repro)") from exc
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc.msg}); delete it and run dvc repro") from exc
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

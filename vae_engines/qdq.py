@@ -1,0 +1,164 @@
+"""Explicit Q/DQ INT8 placed the way TensorRT wants it, written directly into the graph.
+
+ORT's quantize_static makes a model TensorRT either refuses or runs slowly: by default
+it quantizes biases to int32 (TensorRT rejects DequantizeLinear on int32) and puts Q/DQ
+on conv outputs as well as inputs, which splits the conv + Snake + residual Add fusions
+TensorRT would otherwise make. So the placement is done here, following TensorRT's
+explicit-quantization guide:
+
+- every Conv / ConvTranspose that is not kept in float gets Q/DQ on its activation input
+  (per-tensor, symmetric int8, zero point 0) and an int8 weight initializer behind a
+  per-channel DequantizeLinear on the output-channel axis (axis 0 for Conv's [O, I, k],
+  axis 1 for ConvTranspose's [I, O, k]);
+- outputs, Snake and residual Adds get no Q/DQ; biases stay float;
+- a kept layer is left untouched and runs in the network's float type.
+
+A "layer" is named after its weight initializer without `.weight` (`block.0.conv_t1`),
+which is stable across exports and readable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+
+QUANTIZABLE = ("Conv", "ConvTranspose")
+INT8_MAX = 127
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str  # weight initializer name without ".weight"
+    node: str  # ONNX node name
+    op_type: str
+    activation: str  # the input tensor that gets Q/DQ
+    weight: str  # the weight initializer
+
+
+def quantizable_layers(model: Any) -> list[Layer]:
+    """Conv and ConvTranspose nodes with initializer weights, in network (graph) order."""
+    inits = {i.name for i in model.graph.initializer}
+    layers = []
+    for node in model.graph.node:
+        if node.op_type in QUANTIZABLE and len(node.input) > 1 and node.input[1] in inits:
+            weight = node.input[1]
+            name = weight[: -len(".weight")] if weight.endswith(".weight") else weight
+            layers.append(Layer(name, node.name, node.op_type, node.input[0], weight))
+    return layers
+
+
+def select_layers(layers: list[Layer], *, keep_first: int = 0, keep_last: int = 0,
+                  exclude_nodes: tuple[str, ...] = (), exclude_op_types: tuple[str, ...] = ()) -> list[Layer]:
+    """The layers to quantize: all but the first / last few and the excluded ones.
+
+    exclude_nodes matches a layer name or an ONNX node name; a name that matches nothing
+    is an error (a typo would otherwise silently quantize the layer).
+    """
+    n = len(layers)
+    if keep_first + keep_last > n:
+        raise UserError(f"keep_first + keep_last = {keep_first + keep_last} but the model has only {n} "
+                        "convolution layers; lower them")
+    known = {l.name for l in layers} | {l.node for l in layers}
+    for name in exclude_nodes:
+        if name not in known:
+            sample = ", ".join(l.name for l in layers[:3])
+            raise UserError(f"exclude_nodes: {name!r} is not a convolution layer of this model; use layer names "
+                            f"like {sample} (see engines/onnx/<variant>.ranges.json)")
+    kept = set(range(keep_first)) | set(range(n - keep_last, n))
+    return [l for i, l in enumerate(layers)
+            if i not in kept and l.name not in exclude_nodes and l.node not in exclude_nodes
+            and l.op_type not in exclude_op_types]
+
+
+def _per_channel_int8(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    reduce = tuple(d for d in range(weight.ndim) if d != axis)
+    amax = np.abs(weight).max(axis=reduce)
+    scale = np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    q = np.clip(np.rint(weight / scale.reshape(shape)), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return q, scale
+
+
+def insert_qdq(model: Any, layers: list[Layer], amax: dict[str, float]) -> Any:
+    """Return a copy of `model` with Q/DQ on `layers` (see module docstring). amax: per
+    activation tensor, from calibration."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {i.name: i for i in graph.initializer}
+    by_node = {n.name: n for n in graph.node}
+    new_nodes: dict[str, list[Any]] = {}  # node name -> Q/DQ nodes to insert before it
+    quantized_acts: dict[str, str] = {}
+    for layer in layers:
+        if layer.activation not in amax:
+            raise UserError(f"no calibrated range for {layer.activation} (input of {layer.name}); the ranges file "
+                            "does not belong to this model: run dvc repro")
+        node = by_node[layer.node]
+        pre = new_nodes.setdefault(layer.node, [])
+        act = layer.activation
+        if act not in quantized_acts:
+            scale = numpy_helper.from_array(np.array(amax[act] / INT8_MAX, dtype=np.float32), f"{act}_scale")
+            zero = numpy_helper.from_array(np.array(0, dtype=np.int8), f"{act}_zero_point")
+            graph.initializer.extend([scale, zero])
+            pre.append(helper.make_node("QuantizeLinear", [act, scale.name, zero.name], [f"{act}_quantized"],
+                                        name=f"{layer.name}.input_quantize"))
+            pre.append(helper.make_node("DequantizeLinear", [f"{act}_quantized", scale.name, zero.name],
+                                        [f"{act}_dequantized"], name=f"{layer.name}.input_dequantize"))
+            quantized_acts[act] = f"{act}_dequantized"
+        node.input[0] = quantized_acts[act]
+
+        axis = 0 if layer.op_type == "Conv" else 1
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if layer.op_type == "ConvTranspose" and group != 1:
+            raise UserError(f"{layer.name}: grouped ConvTranspose has no single output-channel axis; exclude it")
+        weight = numpy_helper.to_array(inits[layer.weight])
+        q, scale = _per_channel_int8(weight, axis)
+        wq = numpy_helper.from_array(q, f"{layer.weight}_quantized")
+        ws = numpy_helper.from_array(scale, f"{layer.weight}_scale")
+        wz = numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{layer.weight}_zero_point")
+        graph.initializer.extend([wq, ws, wz])
+        pre.append(helper.make_node("DequantizeLinear", [wq.name, ws.name, wz.name], [f"{layer.weight}_dequantized"],
+                                    name=f"{layer.name}.weight_dequantize", axis=axis))
+        node.input[1] = f"{layer.weight}_dequantized"
+
+    used = {i for n in graph.node for i in n.input}
+    kept_inits = [i for i in graph.initializer if i.name in used or i.name.endswith(
+        ("_quantized", "_scale", "_zero_point"))]
+    del graph.initializer[:]
+    graph.initializer.extend(kept_inits)
+    ordered = []
+    for node in graph.node:
+        ordered.extend(new_nodes.get(node.name, []))
+        ordered.append(node)
+    del graph.node[:]
+    graph.node.extend(ordered)
+    del graph.value_info[:]  # stale float types would mislead shape inference
+    if out.opset_import[0].version < 13:
+        raise UserError("per-channel DequantizeLinear needs opset >= 13; raise export.opset")
+    _ = TensorProto  # int8 type comes from the numpy arrays
+    return out
+
+
+def qdq_onnx_from_onnx(fp32_path: str | Path, out_path: str | Path, amax: dict[str, float],
+                       layers: list[Layer]) -> Path:
+    """Write the Q/DQ model of `fp32_path` to `out_path` (atomic, checked)."""
+    import onnx
+
+    from .export import load_onnx
+    from .fileio import atomic_path
+
+    model = insert_qdq(load_onnx(fp32_path), layers, amax)
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        onnx.save_model(model, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+    return out_path

@@ -1,0 +1,144 @@
+"""The thin runner: deserialize a plan, set the input shape per call, run on a stream.
+
+numpy in, numpy out, device memory through cuda-python (`cuda.bindings`); no torch. It
+needs an NVIDIA GPU that the plan's backend accepts (TensorRT: the GPU it was built for;
+TensorRT-RTX: compute capability 8.x or 12.x). Where there is none, `unavailable_reason`
+says why and callers report "not measured: <reason>".
+
+Everything that can be checked without a GPU is checked first, as plain functions: the
+plan's bytes against the metadata written at build time (a truncated or corrupted plan
+is a clear error, not a crash inside deserialization), the call's shape against the
+profile, and the dtype mapping.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..fileio import read_json, sha256_file
+
+log = logging.getLogger(__name__)
+
+NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "BF16": None}
+
+
+def numpy_dtype(trt_dtype_name: str) -> Any:
+    """numpy dtype for a TensorRT DataType name (`FLOAT`, `HALF`, ...)."""
+    name = trt_dtype_name.split(".")[-1]
+    if NUMPY_DTYPES.get(name) is None:
+        raise UserError(f"engine I/O type {name} has no numpy equivalent; export with float32 or float16 I/O")
+    return NUMPY_DTYPES[name]
+
+
+def check_shape(shape: tuple[int, ...], lo: list[int], hi: list[int]) -> None:
+    """A call's input shape must lie inside the engine's profile, dimension by dimension."""
+    if len(shape) != len(lo) or any(s < a or s > b for s, a, b in zip(shape, lo, hi)):
+        raise UserError(f"input shape {list(shape)} is outside the engine's profile {lo} .. {hi}; rebuild with a "
+                        "wider profile or split the call")
+
+
+def verify_plan(plan_path: str | Path) -> dict:
+    """The plan's build metadata, after checking the plan is whole and unchanged."""
+    plan_path = Path(plan_path)
+    if not plan_path.is_file():
+        raise UserError(f"{plan_path} does not exist; build it with `dvc repro`")
+    meta = read_json(plan_path.with_suffix(".json"))
+    size = plan_path.stat().st_size
+    if size != meta.get("plan_bytes"):
+        raise UserError(f"{plan_path} is {size} bytes but was built as {meta.get('plan_bytes')}: it is truncated or "
+                        "replaced; rebuild it with `dvc repro`")
+    if sha256_file(plan_path) != meta.get("plan_sha256"):
+        raise UserError(f"{plan_path} does not match its build metadata (sha256): it is corrupted; rebuild it with "
+                        "`dvc repro`")
+    return meta
+
+
+def unavailable_reason(backend_name: str) -> str | None:
+    """Why no engine of `backend_name` can run here, or None if one may."""
+    from .backend import resolve
+
+    try:
+        resolve(backend_name)
+    except UserError:
+        return f"{backend_name} is not installed"
+    try:
+        from cuda.bindings import runtime as cudart  # noqa: F401
+    except ImportError:
+        return "cuda-python is not installed (pip install 'vae-engines[runner]')"
+    if shutil.which("nvidia-smi") is None:
+        return "no NVIDIA GPU on this machine"
+    try:
+        caps = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=10).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return "nvidia-smi failed: no usable NVIDIA GPU"
+    if not caps:
+        return "no NVIDIA GPU on this machine"
+    if backend_name == "tensorrt_rtx" and not any(c.startswith(("8.", "12.")) for c in caps):
+        return f"TensorRT-RTX runs only on compute capability 8.x / 12.x GPUs; this one is {caps[0]}"
+    return None
+
+
+def _check(result: Any) -> Any:
+    err, *rest = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA error {err}")
+    return rest[0] if len(rest) == 1 else rest
+
+
+class EngineRunner:
+    """Run one plan. decode(latent [B, C, T] float32) -> audio [B, 2, T * hop]."""
+
+    def __init__(self, backend: Any, plan_path: str | Path) -> None:
+        from cuda.bindings import runtime as cudart
+
+        self.meta = verify_plan(plan_path)
+        self.cudart = cudart
+        self.trt = backend.trt
+        self.logger = backend.logger()
+        self.runtime = self.trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
+        if self.engine is None:
+            raise UserError(f"{backend.name} could not load {plan_path} ({'; '.join(self.logger.errors[-2:])}); "
+                            "rebuild it for this GPU and version")
+        self.context = self.engine.create_execution_context()
+        self.stream = _check(cudart.cudaStreamCreate())
+        self.input = self.meta["inputs"][0]["name"]
+        self.output = self.meta["outputs"][0]["name"]
+
+    def device_memory_bytes(self) -> int:
+        return int(self.engine.device_memory_size_v2) if hasattr(self.engine, "device_memory_size_v2") else \
+            int(self.engine.device_memory_size)
+
+    def decode(self, latent: np.ndarray) -> np.ndarray:
+        cudart = self.cudart
+        check_shape(latent.shape, self.meta["profile"]["min"], self.meta["profile"]["max"])
+        latent = np.ascontiguousarray(latent, dtype=numpy_dtype(self.meta["inputs"][0]["dtype"]))
+        self.context.set_input_shape(self.input, latent.shape)
+        out_shape = tuple(self.context.get_tensor_shape(self.output))
+        out = np.empty(out_shape, dtype=numpy_dtype(self.meta["outputs"][0]["dtype"]))
+        d_in = _check(cudart.cudaMalloc(latent.nbytes))
+        d_out = _check(cudart.cudaMalloc(out.nbytes))
+        try:
+            kind = cudart.cudaMemcpyKind
+            _check(cudart.cudaMemcpyAsync(d_in, latent.ctypes.data, latent.nbytes, kind.cudaMemcpyHostToDevice,
+                                          self.stream))
+            self.context.set_tensor_address(self.input, int(d_in))
+            self.context.set_tensor_address(self.output, int(d_out))
+            if not self.context.execute_async_v3(self.stream):
+                raise RuntimeError("execute_async_v3 failed")
+            _check(cudart.cudaMemcpyAsync(out.ctypes.data_as(ctypes.c_void_p).value, d_out, out.nbytes,
+                                          kind.cudaMemcpyDeviceToHost, self.stream))
+            _check(cudart.cudaStreamSynchronize(self.stream))
+        finally:
+            cudart.cudaFree(d_in)
+            cudart.cudaFree(d_out)
+        return out.astype(np.float32, copy=False)
