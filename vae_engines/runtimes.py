@@ -107,3 +107,13 @@ def check_finite(audio: np.ndarray, variant: str, runtime: str) -> np.ndarray:
         raise UserError(f"variant {variant} produced {bad} NaN/Inf samples on {runtime}; its ranges or fp16 "
                         "overflow break it: keep more layers in float or use another calibrator")
     return audio
+
+
+def variant_runtime(backend_name: str, plan_path: str | Path, onnx_path: str | Path,
+                    threads: int = 2) -> tuple[Any, str]:
+    """The runtime a variant's numbers come from: its TensorRT engine where one can run,
+    else ONNX Runtime on the CPU for the same ONNX. Returns (runtime, tensorrt status)."""
+    reason = TensorRTRuntime.unavailable_reason(backend_name)
+    if reason is None:
+        return TensorRTRuntime(backend_name, plan_path), "measured"
+    return OrtRuntime(onnx_path, threads), f"not measured: {reason}"

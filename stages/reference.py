@@ -1,0 +1,20 @@
+"""DVC stage `reference`: fp32 and fp16 decodes of the held-out data, computed once."""
+
+from vae_engines import config, entry
+from vae_engines.evaluate import reference_outputs
+from vae_engines.runtimes import OrtRuntime
+
+
+def main(args):
+    params = config.load(args.params)
+    threads = params.evaluate.threads
+    reference_outputs(OrtRuntime(args.fp32, threads), OrtRuntime(args.fp16, threads), args.holdout, args.out)
+
+
+if __name__ == "__main__":
+    p = entry.parser(__doc__)
+    p.add_argument("--fp32", required=True)
+    p.add_argument("--fp16", required=True)
+    p.add_argument("--holdout", required=True)
+    p.add_argument("--out", required=True)
+    entry.run(main, p)

@@ -1,0 +1,27 @@
+"""What goes beside every number: versions, device, runtime, model and params hash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .config import section_hash
+from .export import load_onnx, onnx_metadata
+from .fileio import read_json
+
+
+def provenance(env_json: str | Path, onnx_path: str | Path, *sections: Any) -> dict:
+    env = read_json(env_json)
+    meta = onnx_metadata(load_onnx(onnx_path, load_weights=False))
+    return {
+        "model": meta.get("model", "unknown"),
+        "device": {"cpu": env.get("cpu"), "cpu_count": env.get("cpu_count"), "gpu": env.get("gpu")},
+        "versions": env.get("versions", {}),
+        "params_hash": section_hash(*sections),
+    }
+
+
+def model_facts(onnx_path: str | Path) -> tuple[int, int]:
+    """(hop, sampling_rate) from the exported ONNX's metadata."""
+    meta = onnx_metadata(load_onnx(onnx_path, load_weights=False))
+    return int(meta.get("hop", 1920)), int(meta.get("sampling_rate", 48000))
