@@ -33,23 +33,26 @@ def main(args):
     plan_meta = read_json(Path(args.plan).with_suffix(".json"))
     engine = {k: plan_meta[k] for k in ("backend", "backend_version", "target", "build_seconds", "plan_bytes",
                                         "num_layers")}
-    result = {
+    tensorrt = trt_status if "tensorrt" in bench.runtimes else "not measured: not in bench.runtimes"
+    # bench.json holds the numbers (DVC metrics); bench.provenance.json the full stats and their origin
+    write_json(args.out, {
         "variant": args.variant,
-        "runtimes": {name: r.describe() for name, r in runtimes.items()},
-        "engine": engine,
-        "tensorrt": trt_status if "tensorrt" in bench.runtimes else "not measured: not in bench.runtimes",
-        "latency": latency,
+        "tensorrt": tensorrt,
+        "median_ms": {name: {point: s["median_ms"] for point, s in pts.items()} for name, pts in latency.items()},
         "speedup_vs_fp32": ratios(latency, args.variant, "fp32"),
         "speedup_vs_fp16": ratios(latency, args.variant, "fp16"),
         "streaming": stream,
         "memory": {"plan_bytes": plan_meta["plan_bytes"], "onnx_bytes": Path(args.onnx).stat().st_size,
                    "peak_rss_mib": {k: round(v / 2**20, 1) for k, v in rss.items()},
-                   "engine_device_memory": trt_status if trt_status != "measured"
-                   else runtime.describe().get("device_memory_bytes")},
+                   "engine_device_memory_bytes": runtime.describe().get("device_memory_bytes", tensorrt)},
+    })
+    write_json(Path(args.out).with_suffix(".provenance.json"), {
+        "runtimes": {name: r.describe() for name, r in runtimes.items()},
+        "engine": engine,
+        "latency": latency,
         "provenance": provenance(args.env, args.onnx, params.model, params.profile, params.bench,
                                  params.int8.get(args.variant)),
-    }
-    write_json(args.out, result)
+    })
     rows = [{"variant": args.variant, "runtime": name, "batch": int(point.split("_")[0][1:]),
              "frames": int(point.split("_f")[1]), "median_ms": stats["median_ms"]}
             for name, points_ in latency.items() for point, stats in points_.items()]

@@ -19,13 +19,18 @@ def main(args):
     variant = params.int8.get(args.variant)
     ranges = Path(args.onnx).with_suffix(".ranges.json")
     kept = read_json(ranges)["kept_in_float"] if variant is not None else None
+    described = runtime.describe()
+    # quality.json holds the numbers (DVC metrics); the provenance beside it says where they come from
     write_json(out / "quality.json", {
         "variant": args.variant,
         "precision": "fp16" if variant is None else "int8",
-        **result,
-        "kept_in_float": kept,
-        "runtime": runtime.describe(),
+        "runtime": f"{described['runtime']} {described['version']}",
         "tensorrt": trt_status,
+        **result,
+    })
+    write_json(out / "quality.provenance.json", {
+        "runtime": described,
+        "kept_in_float": kept,
         "fp16_note": "fp16 ONNX executed by ONNX Runtime's CPU kernels" if runtime.name == "onnxruntime" else None,
         "provenance": provenance(args.env, args.onnx, params.model, params.holdout, variant, params.evaluate),
     })

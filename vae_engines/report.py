@@ -19,8 +19,9 @@ def _fmt(value: Any, digits: int = 1, suffix: str = "") -> str:
 
 
 def load_variant(reports: Path, name: str, recipe: Any) -> dict:
-    quality = read_json(reports / name / "quality.json")
-    bench = read_json(reports / name / "bench.json")
+    """A variant's metrics merged with the provenance files written beside them."""
+    quality = {**read_json(reports / name / "quality.json"), **read_json(reports / name / "quality.provenance.json")}
+    bench = {**read_json(reports / name / "bench.json"), **read_json(reports / name / "bench.provenance.json")}
     return {"name": name, "recipe": recipe, "quality": quality, "bench": bench, "plan": bench["engine"]}
 
 
