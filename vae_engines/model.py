@@ -157,7 +157,7 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedVAE:
         if not weights:
             raise UserError(f"{folder} has no .safetensors weights; give the folder that holds them")
         cfg = _config_beside(weights[0]) or {}
-        cfg = {k: v for k, v in cfg.items() if k in ACESTEP_15 or k in ("decoder_input_channels",)}
+        cfg = {k: v for k, v in cfg.items() if k in ACESTEP_15}
         vae = build_vae({**ACESTEP_15, **cfg}, seed=0)
         state: dict = {}
         for w in weights:

@@ -89,7 +89,7 @@ def insert_qdq(model: Any, layers: list[Layer], amax: dict[str, float]) -> Any:
     """Return a copy of `model` with Q/DQ on `layers` (see module docstring). amax: per
     activation tensor, from calibration."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -144,7 +144,6 @@ def insert_qdq(model: Any, layers: list[Layer], amax: dict[str, float]) -> Any:
     del graph.value_info[:]  # stale float types would mislead shape inference
     if out.opset_import[0].version < 13:
         raise UserError("per-channel DequantizeLinear needs opset >= 13; raise export.opset")
-    _ = TensorProto  # int8 type comes from the numpy arrays
     return out
 
 
