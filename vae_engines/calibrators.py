@@ -165,10 +165,6 @@ def calibrate_amax(onnx_path: str | Path, tensors: Sequence[str], latents: Itera
     input_name = model.graph.input[0].name
     sizes = _tensor_bytes(model, tensors, batch=1, frames=max(x.shape[-1] for x in latents))
     groups = group_by_budget(sizes, memory_budget_bytes)
-    existing = {o.name for o in model.graph.output}
-    for t in tensors:
-        if t not in existing:
-            model.graph.output.append(onnx.ValueInfoProto(name=t))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep tensor names
     # The arena keeps every buffer it ever grew to; at 1500 frames one activation of the
@@ -177,13 +173,20 @@ def calibrate_amax(onnx_path: str | Path, tensors: Sequence[str], latents: Itera
     options.enable_mem_pattern = False
     if threads:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    del model
     collector = make_collector(calibrator, num_bins, percentile)
     log.info("calibrating %d tensors (%s) on %d latents in %d pass(es)", len(tensors), calibrator,
              len(latents), len(groups))
     total, done = len(groups) * len(latents), 0
     for group in groups:
+        # One session per group, with only that group as extra graph outputs: ORT keeps every
+        # graph output alive for the whole run, fetched or not, so one session exposing all
+        # tensors would hold every activation at once (~25 GB at 1500 frames, full size).
+        augmented = onnx.ModelProto()
+        augmented.CopyFrom(model)
+        existing = {o.name for o in augmented.graph.output}
+        augmented.graph.output.extend(onnx.ValueInfoProto(name=t) for t in group if t not in existing)
+        session = ort.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        del augmented
         for latent in latents:
             fetched = session.run(group, {input_name: latent.astype(np.float32, copy=False)})
             collector.collect(dict(zip(group, fetched)))
@@ -191,6 +194,8 @@ def calibrate_amax(onnx_path: str | Path, tensors: Sequence[str], latents: Itera
             done += 1
             if progress:
                 progress(done, total)
+        del session
+    del model
     amax = collector.compute_amax()
     for name, value in amax.items():
         if not np.isfinite(value) or value <= 0:
