@@ -34,6 +34,8 @@ ACESTEP_15 = dict(
 # so encoder_hidden_size stays 128 for 64 latent channels).
 ACESTEP_15_SMALL = {**ACESTEP_15, "channel_multiples": [1, 1, 2, 2, 4], "decoder_channels": 64}
 ARCHITECTURES = {"acestep-1.5": ACESTEP_15, "acestep-1.5-small": ACESTEP_15_SMALL}
+# The small trained default (see its MODEL_CARD.md): acestep-1.5-small, fp16 safetensors.
+FIXTURE_DIR = Path(__file__).parent / "fixtures" / "acestep15-small"
 
 
 @dataclass
@@ -184,6 +186,12 @@ def load_vae(params: Any) -> LoadedVAE:
     """The VAE that `ModelParams` names."""
     if params.source == "checkpoint":
         return load_checkpoint(params.checkpoint)
+    if params.source == "fixture":
+        loaded = load_checkpoint(FIXTURE_DIR)
+        steps = json.loads((FIXTURE_DIR / "train_log.json").read_text())["steps"]
+        loaded.description = (f"trained fixture acestep-1.5-small ({steps} steps on the built-in corpus; "
+                              "not ACE-Step's weights)")
+        return loaded
     vae = build_vae(ARCHITECTURES[params.architecture], params.seed)
     return LoadedVAE(vae, f"seeded {params.architecture} (seed {params.seed}, random weights)", has_encoder=True)
 
