@@ -18,7 +18,8 @@ def main(args):
                               params.evaluate.clip_seconds)
     variant = params.int8.get(args.variant)
     ranges = Path(args.onnx).with_suffix(".ranges.json")
-    kept = read_json(ranges)["kept_in_float"] if variant is not None else None
+    ranges_doc = read_json(ranges) if variant is not None else {}
+    kept = ranges_doc.get("kept_in_float")
     described = runtime.describe()
     # quality.json holds the numbers (DVC metrics); the provenance beside it says where they come from
     write_json(out / "quality.json", {
@@ -31,6 +32,7 @@ def main(args):
     write_json(out / "quality.provenance.json", {
         "runtime": described,
         "kept_in_float": kept,
+        "auto": ranges_doc.get("auto") and {k: v for k, v in ranges_doc["auto"].items() if k != "steps"},
         "fp16_note": "fp16 ONNX executed by ONNX Runtime's CPU kernels" if runtime.name == "onnxruntime" else None,
         "provenance": provenance(args.env, args.onnx, params.model, params.holdout, variant, params.evaluate),
     })

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from .errors import UserError
 
-Calibrator = Literal["entropy", "minmax", "percentile", "mse"]
+Calibrator = Literal["entropy", "minmax", "percentile", "mse", "trt_cache"]
 Backend = Literal["auto", "tensorrt", "tensorrt_rtx"]
 VARIANT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 RESERVED_VARIANTS = ("fp16", "fp32")
@@ -31,13 +31,15 @@ RESERVED_VARIANTS = ("fp16", "fp32")
 class ModelParams:
     """Which VAE weights the pipeline runs.
 
-    source: `seeded` builds `architecture` with weights drawn from `seed` (for shapes and
-    speed; its audio is noise); `checkpoint` loads `checkpoint`, a diffusers
-    AutoencoderOobleck folder (config.json + safetensors, as ACE-Step ships `vae/`) or a
-    bare .safetensors state dict of the whole VAE or of the decoder alone.
+    source: `fixture` is the small trained model shipped in the package (the ACE-Step 1.5
+    structure at reduced width, trained on the built-in music-like corpus); `seeded` builds
+    `architecture` with weights drawn from `seed` (for shapes and speed; its audio is
+    noise); `checkpoint` loads `checkpoint`, a diffusers AutoencoderOobleck folder
+    (config.json + safetensors, as ACE-Step ships `vae/`) or a bare .safetensors state dict
+    of the whole VAE or of the decoder alone.
     """
 
-    source: Literal["seeded", "checkpoint"] = "seeded"
+    source: Literal["fixture", "seeded", "checkpoint"] = "fixture"
     architecture: Literal["acestep-1.5", "acestep-1.5-small"] = "acestep-1.5"
     seed: int = 0
     checkpoint: str | None = None
@@ -46,9 +48,9 @@ class ModelParams:
         if self.source == "checkpoint" and not self.checkpoint:
             raise UserError(f"{where}.checkpoint: required when source is 'checkpoint'; give the path of a "
                             "diffusers VAE folder or a .safetensors file")
-        if self.source == "seeded" and self.checkpoint:
-            raise UserError(f"{where}.checkpoint: set but source is 'seeded'; set source: checkpoint to load it, "
-                            "or remove checkpoint")
+        if self.source != "checkpoint" and self.checkpoint:
+            raise UserError(f"{where}.checkpoint: set but source is '{self.source}'; set source: checkpoint to load "
+                            "it, or remove checkpoint")
 
 
 @dataclass(frozen=True)
@@ -141,11 +143,16 @@ class HoldoutParams(LatentSetParams):
 class Int8Variant:
     """One INT8 recipe.
 
-    calibrator: entropy | minmax | percentile (with `percentile`) | mse.
+    calibrator: entropy | minmax | percentile (with `percentile`) | mse | trt_cache (scales
+    from a TensorRT 10 calibration cache file, `cache`).
     keep_first / keep_last: leading / trailing convolution layers (ConvTranspose included)
     left without Q/DQ, in the network's float type. exclude_nodes / exclude_op_types:
     further layers left in float. max_latents: use only the first N calibration latents.
-    num_bins: histogram bins for entropy / percentile / mse.
+    num_bins: histogram bins for entropy / percentile / mse. target_psnr_db: makes the
+    variant `auto`: the fewest further layers (most sensitive first) are kept in float until
+    the model reaches this peak PSNR against `target_reference` (fp32 or fp16) on the first
+    `auto_latents` calibration latents (each ranking step decodes them once per layer);
+    held-out quality is then measured by its evaluate stage.
     """
 
     calibrator: Calibrator
@@ -156,8 +163,15 @@ class Int8Variant:
     exclude_op_types: tuple[Literal["Conv", "ConvTranspose"], ...] = ()
     max_latents: int | None = None
     num_bins: int = 2048
+    cache: str | None = None
+    target_psnr_db: float | None = None
+    target_reference: Literal["fp32", "fp16"] = "fp32"
+    auto_latents: int = 2
 
     def validate(self, where: str) -> None:
+        if (self.calibrator == "trt_cache") != (self.cache is not None):
+            raise UserError(f"{where}.cache: a TensorRT calibration cache path goes with calibrator 'trt_cache' "
+                            "(and only with it)")
         if self.calibrator == "percentile":
             if self.percentile is None:
                 raise UserError(f"{where}.percentile: required for calibrator 'percentile', e.g. 99.99")
@@ -167,10 +181,27 @@ class Int8Variant:
             raise UserError(f"{where}.percentile: only used by calibrator 'percentile'; remove it")
         if self.keep_first < 0 or self.keep_last < 0:
             raise UserError(f"{where}: keep_first and keep_last must be >= 0")
+        if self.target_psnr_db is not None and not 10 <= self.target_psnr_db <= 120:
+            raise UserError(f"{where}.target_psnr_db: {self.target_psnr_db} is outside 10..120 dB")
         if self.max_latents is not None and self.max_latents < 1:
             raise UserError(f"{where}.max_latents: must be >= 1 or null")
+        if self.auto_latents < 1:
+            raise UserError(f"{where}.auto_latents: must be >= 1")
         if not 128 <= self.num_bins <= 65536:
             raise UserError(f"{where}.num_bins: {self.num_bins} is outside 128..65536")
+
+
+@dataclass(frozen=True)
+class SensitivityParams:
+    """Per-layer sensitivity analysis (report chart): each layer alone in INT8 with
+    `calibrator` ranges, on `max_latents` held-out latents, against fp32."""
+
+    calibrator: Calibrator = "entropy"
+    max_latents: int = 4
+
+    def validate(self, where: str) -> None:
+        if self.calibrator == "trt_cache" or self.max_latents < 1:
+            raise UserError(f"{where}: calibrator must be entropy, minmax, percentile or mse and max_latents >= 1")
 
 
 @dataclass(frozen=True)
@@ -240,6 +271,7 @@ class Params:
     calibration: LatentSetParams = field(default_factory=LatentSetParams)
     holdout: HoldoutParams = field(default_factory=HoldoutParams)
     int8: dict[str, Int8Variant] = field(default_factory=dict)
+    sensitivity: SensitivityParams = field(default_factory=SensitivityParams)
     build: BuildParams = field(default_factory=BuildParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     bench: BenchParams = field(default_factory=BenchParams)

@@ -11,14 +11,18 @@ from .export import load_onnx
 from .fileio import read_json, sha256_file, write_json
 from .latents import read_latent_set
 from .qdq import qdq_onnx_from_onnx, quantizable_layers, select_layers
+from .trt_cache import ranges_from_trt_cache
 
 log = logging.getLogger(__name__)
 
 
 def quantize_variant(name: str, variant: Any, fp32_onnx: str | Path, calibration_dir: str | Path,
-                     out_onnx: str | Path, ranges_json: str | Path, threads: int = 2) -> dict:
+                     out_onnx: str | Path, ranges_json: str | Path, threads: int | None = None,
+                     fp16_onnx: str | Path | None = None) -> dict:
     """Calibrate `variant` (config.Int8Variant) on the latents in `calibration_dir` and
-    write the ranges JSON and the Q/DQ model. Returns the ranges document."""
+    write the ranges JSON and the Q/DQ model. An `auto` variant (target_psnr_db set) also
+    chooses which layers to keep in float, against fp32 or `fp16_onnx`. Returns the ranges
+    document."""
     model = load_onnx(fp32_onnx)
     layers = quantizable_layers(model)
     selected = select_layers(layers, keep_first=variant.keep_first, keep_last=variant.keep_last,
@@ -28,13 +32,28 @@ def quantize_variant(name: str, variant: Any, fp32_onnx: str | Path, calibration
     if variant.max_latents:
         latents = latents[: variant.max_latents]
     tensors = list(dict.fromkeys(layer.activation for layer in selected))
-    amax = calibrate_amax(fp32_onnx, tensors, (x[None] for x in latents), calibrator=variant.calibrator,
-                          num_bins=variant.num_bins, percentile=variant.percentile, threads=threads)
+    if variant.calibrator == "trt_cache":
+        amax = ranges_from_trt_cache(variant.cache, tensors)
+    else:
+        amax = calibrate_amax(fp32_onnx, tensors, (x[None] for x in latents), calibrator=variant.calibrator,
+                              num_bins=variant.num_bins, percentile=variant.percentile, threads=threads)
+    auto = None
+    if variant.target_psnr_db is not None:
+        from .sensitivity import auto_keep, reference_decode
+
+        reference_path = fp32_onnx if variant.target_reference == "fp32" else fp16_onnx
+        chosen_on = latents[: variant.auto_latents]
+        reference = reference_decode(reference_path, chosen_on, threads)
+        auto = auto_keep(load_onnx(fp32_onnx), selected, amax, chosen_on, reference, variant.target_psnr_db, threads)
+        auto["reference"] = variant.target_reference
+        auto["measured_on"] = f"{len(chosen_on)} calibration latents"
+        selected = [layer for layer in selected if layer.name not in auto["kept_in_float"]]
     manifest = read_json(Path(calibration_dir) / "manifest.json")
     selected_names = {layer.name for layer in selected}
     doc = {
         "variant": name,
         "calibrator": variant.calibrator,
+        "cache": variant.cache,
         "percentile": variant.percentile,
         "num_bins": variant.num_bins,
         "calibration": {"latents": int(len(latents)), "frames": int(latents.shape[-1]),
@@ -44,6 +63,7 @@ def quantize_variant(name: str, variant: Any, fp32_onnx: str | Path, calibration
         "layers": [{"name": layer.name, "op_type": layer.op_type, "input": layer.activation,
                     "int8": layer.name in selected_names} for layer in layers],
         "kept_in_float": [layer.name for layer in layers if layer.name not in selected_names],
+        "auto": auto,
     }
     write_json(ranges_json, doc)
     qdq_onnx_from_onnx(fp32_onnx, out_onnx, doc["amax"], selected)

@@ -32,7 +32,7 @@ def _kept(v: dict) -> str:
     return ", ".join(f"`{k}`" for k in kept) if kept else "none"
 
 
-def _plots(variants: list[dict], plots_dir: Path) -> list[str]:
+def _plots(variants: list[dict], plots_dir: Path, sensitivity: dict | None = None) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,6 +75,20 @@ def _plots(variants: list[dict], plots_dir: Path) -> list[str]:
         fig.savefig(tmp / "psnr.png", dpi=110)
         plt.close(fig)
         names.append("psnr.png")
+
+        if sensitivity:
+            layers = list(sensitivity["layers"])  # network order
+            fig, ax = plt.subplots(figsize=(8, 3.8))
+            ax.bar(range(len(layers)), [sensitivity["layers"][n]["peak_psnr_db"] for n in layers])
+            ax.set_xticks(range(len(layers)), layers, rotation=90, fontsize=6)
+            ax.set_ylabel("peak PSNR vs fp32 (dB)")
+            ax.set_title(f"Each layer alone in INT8 ({sensitivity['calibrator']}), network order: lower = more sensitive",
+                         fontsize=9)
+            ax.grid(axis="y", alpha=0.3)
+            fig.tight_layout()
+            fig.savefig(tmp / "sensitivity.png", dpi=110)
+            plt.close(fig)
+            names.append("sensitivity.png")
     return names
 
 
@@ -116,7 +130,8 @@ def decision_guide(variants: list[dict], frames: tuple[int, ...]) -> list[str]:
     return lines
 
 
-def render(variants: list[dict], env: dict, frames: tuple[int, ...], plots: list[str], backend: str) -> str:
+def render(variants: list[dict], env: dict, frames: tuple[int, ...], plots: list[str], backend: str,
+           sensitivity: dict | None = None) -> str:
     points = [f"b1_f{f}" for f in frames]
     model = variants[0]["quality"]["provenance"]["model"] if variants else "unknown"
     out = ["# VAE decoder engines: which variant to ship", "",
@@ -184,7 +199,7 @@ def render(variants: list[dict], env: dict, frames: tuple[int, ...], plots: list
 
 
 def write_report(reports: str | Path, env_json: str | Path, params: Any, out_md: str | Path,
-                 plots_dir: str | Path) -> Path:
+                 plots_dir: str | Path, sensitivity_json: str | Path | None = None) -> Path:
     """Render report.md and its plots from reports/<variant>/{quality,bench}.json."""
     reports = Path(reports)
     variants = []
@@ -192,8 +207,9 @@ def write_report(reports: str | Path, env_json: str | Path, params: Any, out_md:
         v = load_variant(reports, name, params.int8.get(name))
         v["kept"] = _kept(v)
         variants.append(v)
-    plots = _plots(variants, Path(plots_dir))
-    text = render(variants, read_json(env_json), params.bench.frames, plots, params.build.backend)
+    sensitivity = read_json(sensitivity_json) if sensitivity_json else None
+    plots = _plots(variants, Path(plots_dir), sensitivity)
+    text = render(variants, read_json(env_json), params.bench.frames, plots, params.build.backend, sensitivity)
     with atomic_path(out_md) as tmp:
         tmp.write_text(text)
     return Path(out_md)
