@@ -1,53 +1,13 @@
 """Bad input through the stage entry points: exit 1, one line on stderr naming the problem
 and the fix, no traceback, and nothing new or changed under data/, engines/ or reports/."""
 
-import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT
-
-
-def snapshot(project: Path) -> dict:
-    out = {}
-    for top in ("data", "engines", "reports"):
-        for p in sorted((project / top).rglob("*")):
-            if p.is_file():
-                out[str(p.relative_to(project))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
-@pytest.fixture
-def project(tmp_path, tiny_checkpoint, tiny_onnx):
-    """A scratch project with one good artifact in each output folder."""
-    for top in ("data/calibration", "engines/onnx", "reports"):
-        (tmp_path / top).mkdir(parents=True)
-    (tmp_path / "data/calibration/latents.npy").write_bytes(b"previous good")
-    (tmp_path / "engines/onnx/fp32.onnx").write_bytes(tiny_onnx.read_bytes())
-    (tmp_path / "reports/env.json").write_text("{}")
-    params = {"model": {"source": "checkpoint", "checkpoint": str(tiny_checkpoint)},
-              "profile": {"min_frames": 2, "opt_frames": 4, "max_frames": 8},
-              "int8": {"m": {"calibrator": "minmax"}}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    return tmp_path
-
-
-def run_stage(project: Path, stage: str, *args: str, params: dict | None = None) -> subprocess.CompletedProcess:
-    if params is not None:
-        base = yaml.safe_load((project / "params.yaml").read_text())
-        for section, values in params.items():
-            if isinstance(values, dict) and isinstance(base.get(section), dict):
-                base[section].update(values)
-            else:
-                base[section] = values
-        (project / "params.yaml").write_text(yaml.safe_dump(base))
-    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py"), *args], cwd=project,
-                          capture_output=True, text=True)
+from conftest import run_stage, snapshot
 
 
 def write_latents(folder: Path, **arrays) -> str:
