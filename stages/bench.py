@@ -22,7 +22,8 @@ def main(args):
     if args.variant != "fp16":
         runtimes["fp16"] = OrtRuntime(args.fp16, bench.threads)
     runtimes["fp32"] = OrtRuntime(args.fp32, bench.threads)
-    if "torch" in bench.runtimes:
+    if "torch" in bench.runtimes and args.variant == "fp16":
+        # the PyTorch decoder is the same for every variant: timed once, beside fp16 and fp32
         runtimes["torch_fp32"] = TorchRuntime(fold_decoder(load_vae(params.model).vae), bench.threads)
     channels = 64 if runtime.name != "onnxruntime" else runtime.input.shape[1]
     points = len(runtimes) * len(bench.frames) * len(bench.batches)

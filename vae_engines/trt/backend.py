@@ -87,10 +87,11 @@ def _make_logger(trt: Any) -> Any:
             self.errors: list[str] = []
 
         def log(self, severity: Any, msg: str) -> None:
+            # Errors are kept for the failure message rather than printed: a GPU-less
+            # TensorRT-RTX build logs CUDA-driver errors that do not stop the build.
             if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
                 self.errors.append(msg)
-                log.error("%s", msg)
-            elif severity == trt.ILogger.WARNING:
+            if severity <= trt.ILogger.WARNING:
                 log.debug("%s", msg)
 
     return CapturingLogger()
