@@ -33,7 +33,8 @@ def main() -> None:
     setup_logging()
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "fp32.onnx"
-        onnx_from_decoder(fold_decoder(load_vae(config.ModelParams()).vae), onnx_path, opset=18)
+        full_size = config.ModelParams(source="seeded", architecture="acestep-1.5")
+        onnx_from_decoder(fold_decoder(load_vae(full_size).vae), onnx_path, opset=18)
         after_export = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         tensors = [l.activation for l in quantizable_layers(load_onnx(onnx_path))]
         latent = np.random.default_rng(0).standard_normal((1, 64, args.frames)).astype(np.float32)

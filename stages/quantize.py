@@ -17,7 +17,7 @@ if __name__ == "__main__":
     p = entry.parser(__doc__)
     p.add_argument("--variant", required=True)
     p.add_argument("--onnx", required=True, help="fp32 ONNX")
-    p.add_argument("--fp16", required=True, help="fp16 ONNX (the reference of fp16-targeted auto variants)")
+    p.add_argument("--fp16", default=None, help="fp16 ONNX (needed by auto variants with target_reference: fp16)")
     p.add_argument("--calibration", required=True, help="calibration latent set directory")
     p.add_argument("--out", required=True, help="Q/DQ ONNX path")
     p.add_argument("--ranges", required=True, help="ranges JSON path")

@@ -22,7 +22,7 @@ def test_int8_plan_is_at_most_35_percent_of_fp32(tmp_path):
     from vae_engines.trt.backend import resolve
     from vae_engines.trt.build import engine_from_onnx
 
-    loaded = load_vae(config.ModelParams(architecture="acestep-1.5"))
+    loaded = load_vae(config.ModelParams(source="seeded", architecture="acestep-1.5"))
     fp32 = onnx_from_decoder(fold_decoder(loaded.vae), tmp_path / "fp32.onnx", opset=18)
     del loaded
     layers = quantizable_layers(load_onnx(fp32))

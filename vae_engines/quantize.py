@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .calibrators import calibrate_amax
+from .errors import UserError
 from .export import load_onnx
 from .fileio import read_json, sha256_file, write_json
 from .latents import read_latent_set
@@ -41,6 +42,8 @@ def quantize_variant(name: str, variant: Any, fp32_onnx: str | Path, calibration
     if variant.target_psnr_db is not None:
         from .sensitivity import auto_keep, reference_decode
 
+        if variant.target_reference == "fp16" and fp16_onnx is None:
+            raise UserError(f"{name}: target_reference fp16 needs the fp16 ONNX; pass --fp16 (dvc.yaml does)")
         reference_path = fp32_onnx if variant.target_reference == "fp32" else fp16_onnx
         chosen_on = latents[: variant.auto_latents]
         reference = reference_decode(reference_path, chosen_on, threads)
