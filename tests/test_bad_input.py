@@ -1,13 +1,14 @@
 """Bad input through the stage entry points: exit 1, one line on stderr naming the problem
 and the fix, no traceback, and nothing new or changed under data/, engines/ or reports/."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import run_stage, snapshot
+from conftest import TINY, make_vae, run_stage, save_diffusers_folder, snapshot
 
 
 def write_latents(folder: Path, **arrays) -> str:
@@ -22,6 +23,26 @@ def put(folder: Path, name: str | None = None, data: bytes = b"") -> str:
     if name:
         (folder / name).write_bytes(data)
     return str(folder)
+
+
+def other_architecture(root: Path) -> str:
+    """A diffusers folder whose config.json does not match its weights."""
+    folder = save_diffusers_folder(make_vae({**TINY, "decoder_channels": 16}), root / "other")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "decoder_channels": 8}))
+    return str(folder)
+
+
+def truncated_plan(root: Path) -> None:
+    plans = root / "engines" / "tensorrt_rtx"
+    plans.mkdir(parents=True)
+    (plans / "fp16.plan").write_bytes(b"\0" * 100)
+    (plans / "fp16.json").write_text('{"plan_bytes": 4096, "plan_sha256": "0"}')
+
+
+EVALUATE = ["--variant", "fp16", "--onnx", "engines/onnx/fp32.onnx", "--plan", "engines/tensorrt_rtx/fp16.plan",
+            "--holdout", "data/eval", "--reference", "data/reference", "--env", "reports/env.json", "--out",
+            "reports/variants/fp16"]
 
 
 def good(frames=8):
@@ -65,6 +86,14 @@ CASES = {
                          "calibrate", ["--out", "data/calibration"], "not a readable audio file"),
     "zero-length latent": (lambda p: {"calibration": {"source": "latents", "path": write_latents(
         p / "in", a=np.zeros((1, 64, 0), np.float32))}}, "calibrate", ["--out", "data/calibration"], "zero frames"),
+    "checkpoint of another architecture": (lambda p: {"model": {"source": "checkpoint",
+                                                                 "checkpoint": other_architecture(p)}},
+                                           "export", ["--fp32", "engines/onnx/fp32.onnx", "--fp16",
+                                                      "engines/onnx/fp16.onnx"], "does not match the model"),
+    "backend not installed": (lambda p: {"build": {"backend": "tensorrt"}}, "build",
+                              ["--onnx", "engines/onnx/fp32.onnx", "--plan", "engines/tensorrt/fp16.plan",
+                               "--timing-cache", "engines/tensorrt/fp16.timing.cache"], "build.backend is 'tensorrt'"),
+    "truncated plan": (lambda p: truncated_plan(p), "evaluate", EVALUATE, "truncated"),
     "corrupted onnx": (lambda p: (p / "engines/onnx/fp32.onnx").write_bytes(b"\x00junk") and None, "quantize",
                        ["--variant", "m", "--onnx", "engines/onnx/fp32.onnx", "--calibration", "data/calibration",
                         "--out", "engines/onnx/m.onnx", "--ranges", "engines/onnx/m.ranges.json"],

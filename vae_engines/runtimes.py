@@ -113,6 +113,9 @@ def variant_runtime(backend_name: str, plan_path: str | Path, onnx_path: str | P
                     threads: int = 2) -> tuple[Any, str]:
     """The runtime a variant's numbers come from: its TensorRT engine where one can run,
     else ONNX Runtime on the CPU for the same ONNX. Returns (runtime, tensorrt status)."""
+    from .trt.runner import verify_plan
+
+    verify_plan(plan_path)  # a truncated or replaced plan is an error even where it cannot run
     reason = TensorRTRuntime.unavailable_reason(backend_name)
     if reason is None:
         return TensorRTRuntime(backend_name, plan_path), "measured"
