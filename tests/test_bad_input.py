@@ -40,6 +40,14 @@ def truncated_plan(root: Path) -> None:
     (plans / "fp16.json").write_text('{"plan_bytes": 4096, "plan_sha256": "0"}')
 
 
+def zero_length_wav(folder: Path) -> str:
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sf.write(folder / "silence.wav", np.zeros((0, 2), np.float32), 48000)
+    return str(folder)
+
+
 EVALUATE = ["--variant", "fp16", "--onnx", "engines/onnx/fp32.onnx", "--plan", "engines/tensorrt_rtx/fp16.plan",
             "--holdout", "data/eval", "--reference", "data/reference", "--env", "reports/env.json", "--out",
             "reports/variants/fp16"]
@@ -84,6 +92,8 @@ CASES = {
         "not a readable latent file"),
     "empty audio file": (lambda p: {"calibration": {"source": "audio", "path": put(p / "in", "a.wav")}},
                          "calibrate", ["--out", "data/calibration"], "not a readable audio file"),
+    "zero-length audio clip": (lambda p: {"calibration": {"source": "audio", "path": zero_length_wav(p / "in")}},
+                               "calibrate", ["--out", "data/calibration"], "has no samples"),
     "zero-length latent": (lambda p: {"calibration": {"source": "latents", "path": write_latents(
         p / "in", a=np.zeros((1, 64, 0), np.float32))}}, "calibrate", ["--out", "data/calibration"], "zero frames"),
     "checkpoint of another architecture": (lambda p: {"model": {"source": "checkpoint",

@@ -51,11 +51,12 @@ def layer_sensitivity(base: Any, layers: list[Layer], amax: dict[str, float], la
 
 
 def auto_keep(base: Any, layers: list[Layer], amax: dict[str, float], latents: np.ndarray, reference: np.ndarray,
-              target_db: float, threads: int | None = None) -> dict:
+              target_db: float, threads: int | None = None, ranking: list[dict] | None = None) -> dict:
     """Smallest greedy set of layers kept in float (most sensitive first) whose model meets
-    `target_db` peak PSNR against `reference`, verified end to end after every addition."""
-    ranking = sorted(layer_sensitivity(base, layers, amax, latents, reference, threads),
-                     key=lambda r: (r["peak_psnr_db"], -r["index"]))
+    `target_db` peak PSNR against `reference`, verified end to end after every addition.
+    ranking: layer_sensitivity rows already measured on the same latents (else measured here)."""
+    rows = ranking if ranking is not None else layer_sensitivity(base, layers, amax, latents, reference, threads)
+    ranking = sorted(rows, key=lambda r: (r["peak_psnr_db"], -r["index"]))
     by_name = {layer.name: layer for layer in layers}
     kept: list[str] = []
     steps = []
