@@ -69,6 +69,11 @@ def onnx_from_decoder(decoder: Any, out_path: str | os.PathLike, *, opset: int, 
             optimize=True, verbose=False, report=False,
         )
         model = program.model_proto
+        # The exporter annotates every node with Python stack traces, which hold the install
+        # path of torch and diffusers: the same model exported from two checkouts would differ
+        # in bytes (and in DVC hashes). They are debug information only; drop them.
+        for node in model.graph.node:
+            del node.metadata_props[:]
         model.producer_name = "vae-engines"
         for key, value in sorted((metadata or {}).items()):
             model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=str(value)))
