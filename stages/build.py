@@ -1,7 +1,7 @@
 """DVC stage `build_fp16` / `build@<variant>`: one engine plan and its metadata."""
 
 from vae_engines import config, entry
-from vae_engines.export import load_onnx, onnx_metadata
+from vae_engines.provenance import model_facts
 from vae_engines.trt.backend import resolve
 from vae_engines.trt.build import engine_from_onnx
 
@@ -9,7 +9,7 @@ from vae_engines.trt.build import engine_from_onnx
 def main(args):
     params = config.load(args.params)
     backend = resolve(params.build.backend)
-    hop = int(onnx_metadata(load_onnx(args.onnx, load_weights=False)).get("hop", 1920))
+    hop, _ = model_facts(args.onnx)
     engine_from_onnx(backend, args.onnx, args.plan, profile=params.profile, build=params.build, hop=hop,
                      timing_cache_path=args.timing_cache)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,15 @@ from .export import load_onnx, onnx_metadata
 from .fileio import read_json
 
 
+@lru_cache(maxsize=8)
+def _metadata(onnx_path: str) -> dict[str, str]:
+    # parsing a full-size ONNX takes seconds; stages ask for its metadata more than once
+    return onnx_metadata(load_onnx(onnx_path, load_weights=False))
+
+
 def provenance(env_json: str | Path, onnx_path: str | Path, *sections: Any) -> dict:
     env = read_json(env_json)
-    meta = onnx_metadata(load_onnx(onnx_path, load_weights=False))
+    meta = _metadata(str(onnx_path))
     return {
         "model": meta.get("model", "unknown"),
         "device": {"cpu": env.get("cpu"), "cpu_count": env.get("cpu_count"), "gpu": env.get("gpu")},
@@ -23,5 +30,5 @@ def provenance(env_json: str | Path, onnx_path: str | Path, *sections: Any) -> d
 
 def model_facts(onnx_path: str | Path) -> tuple[int, int]:
     """(hop, sampling_rate) from the exported ONNX's metadata."""
-    meta = onnx_metadata(load_onnx(onnx_path, load_weights=False))
+    meta = _metadata(str(onnx_path))
     return int(meta.get("hop", 1920)), int(meta.get("sampling_rate", 48000))
