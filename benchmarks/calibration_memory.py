@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_engines import config
-from vae_engines.calibrators import DEFAULT_MEMORY_BUDGET, calibrate_amax
-from vae_engines.entry import setup_logging
-from vae_engines.export import load_onnx, onnx_from_decoder
-from vae_engines.model import fold_decoder, load_vae
-from vae_engines.qdq import quantizable_layers
+from vae_engines.core import params as config
+from vae_engines.quant.calibrators import DEFAULT_MEMORY_BUDGET, calibrate_amax
+from vae_engines.core.entry import setup_logging
+from vae_engines.model.export import load_onnx, onnx_from_decoder
+from vae_engines.model.oobleck import fold_decoder, load_vae
+from vae_engines.quant.qdq import quantizable_layers
 
 
 def main() -> None:

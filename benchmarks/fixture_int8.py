@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_engines import config
-from vae_engines.calibrators import calibrate_amax
-from vae_engines.entry import setup_logging
-from vae_engines.export import load_onnx, onnx_from_decoder
-from vae_engines.latents import audio_windows, encode_audio
-from vae_engines.metrics import peak_psnr
-from vae_engines.model import fold_decoder, load_vae
-from vae_engines.qdq import qdq_onnx_from_onnx, quantizable_layers
-from vae_engines.runtimes import OrtRuntime
+from vae_engines.core import params as config
+from vae_engines.quant.calibrators import calibrate_amax
+from vae_engines.core.entry import setup_logging
+from vae_engines.model.export import load_onnx, onnx_from_decoder
+from vae_engines.data.latents import audio_windows, encode_audio
+from vae_engines.measure.metrics import peak_psnr
+from vae_engines.model.oobleck import fold_decoder, load_vae
+from vae_engines.quant.qdq import qdq_onnx_from_onnx, quantizable_layers
+from vae_engines.measure.runtimes import OrtRuntime
 
 
 def main() -> None:

@@ -13,14 +13,14 @@ import tempfile
 from pathlib import Path
 
 
-from vae_engines import config
-from vae_engines.calibrators import calibrate_amax
-from vae_engines.entry import setup_logging
-from vae_engines.export import load_onnx, onnx_from_decoder
-from vae_engines.latents import synthetic_latents
-from vae_engines.model import fold_decoder, load_vae
-from vae_engines.qdq import insert_qdq, quantizable_layers
-from vae_engines.sensitivity import auto_keep, layer_sensitivity, quality, reference_decode
+from vae_engines.core import params as config
+from vae_engines.quant.calibrators import calibrate_amax
+from vae_engines.core.entry import setup_logging
+from vae_engines.model.export import load_onnx, onnx_from_decoder
+from vae_engines.data.latents import synthetic_latents
+from vae_engines.model.oobleck import fold_decoder, load_vae
+from vae_engines.quant.qdq import insert_qdq, quantizable_layers
+from vae_engines.quant.sensitivity import auto_keep, layer_sensitivity, quality, reference_decode
 
 
 def main() -> None:

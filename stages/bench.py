@@ -5,12 +5,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vae_engines import config, entry
-from vae_engines.bench import ratios, streaming, sweep
-from vae_engines.fileio import read_json, write_json
-from vae_engines.model import fold_decoder, load_vae
-from vae_engines.provenance import model_facts, provenance
-from vae_engines.runtimes import OrtRuntime, TorchRuntime, variant_runtime
+from vae_engines.core import params as config
+
+from vae_engines.core import entry
+from vae_engines.measure.bench import ratios, streaming, sweep
+from vae_engines.core.fileio import read_json, write_json
+from vae_engines.model.oobleck import fold_decoder, load_vae
+from vae_engines.core.provenance import model_facts, provenance
+from vae_engines.measure.runtimes import OrtRuntime, TorchRuntime, variant_runtime
 
 
 def main(args):

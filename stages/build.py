@@ -1,7 +1,9 @@
 """DVC stage `build_fp16` / `build@<variant>`: one engine plan and its metadata."""
 
-from vae_engines import config, entry
-from vae_engines.provenance import model_facts
+from vae_engines.core import params as config
+
+from vae_engines.core import entry
+from vae_engines.core.provenance import model_facts
 from vae_engines.trt.backend import resolve
 from vae_engines.trt.build import engine_from_onnx
 

@@ -1,8 +1,10 @@
 """DVC stage `calibrate`: collect the calibration latents and their manifest."""
 
-from vae_engines import config, entry
-from vae_engines.latents import collect_latents, write_latent_set
-from vae_engines.model import load_vae
+from vae_engines.core import params as config
+
+from vae_engines.core import entry
+from vae_engines.data.latents import collect_latents, write_latent_set
+from vae_engines.model.oobleck import load_vae
 
 
 def main(args):

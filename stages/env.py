@@ -1,8 +1,8 @@
 """DVC stage `env`: write the environment fingerprint that builds depend on."""
 
-from vae_engines import entry
-from vae_engines.envinfo import fingerprint
-from vae_engines.fileio import write_json
+from vae_engines.core import entry
+from vae_engines.core.env import fingerprint
+from vae_engines.core.fileio import write_json
 
 
 def main(args):

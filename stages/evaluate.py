@@ -2,11 +2,13 @@
 
 from pathlib import Path
 
-from vae_engines import config, entry
-from vae_engines.evaluate import evaluate_variant
-from vae_engines.fileio import read_json, write_json
-from vae_engines.provenance import model_facts, provenance
-from vae_engines.runtimes import variant_runtime
+from vae_engines.core import params as config
+
+from vae_engines.core import entry
+from vae_engines.measure.evaluate import evaluate_variant
+from vae_engines.core.fileio import read_json, write_json
+from vae_engines.core.provenance import model_facts, provenance
+from vae_engines.measure.runtimes import variant_runtime
 
 
 def main(args):

@@ -1,8 +1,10 @@
 """DVC stage `export`: the folded decoder as fp32 and fp16 ONNX."""
 
-from vae_engines import config, entry
-from vae_engines.export import onnx_from_decoder
-from vae_engines.model import fold_decoder, load_vae
+from vae_engines.core import params as config
+
+from vae_engines.core import entry
+from vae_engines.model.export import onnx_from_decoder
+from vae_engines.model.oobleck import fold_decoder, load_vae
 
 
 def main(args):

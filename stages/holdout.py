@@ -3,11 +3,13 @@ with their encoder latents, for the wav round-trip."""
 
 import numpy as np
 
-from vae_engines import config, entry
-from vae_engines.audio import music_clips
-from vae_engines.errors import UserError
-from vae_engines.latents import collect_latents, encode_audio, write_latent_set
-from vae_engines.model import load_vae
+from vae_engines.core import params as config
+
+from vae_engines.core import entry
+from vae_engines.data.audio import music_clips
+from vae_engines.core.errors import UserError
+from vae_engines.data.latents import collect_latents, encode_audio, write_latent_set
+from vae_engines.model.oobleck import load_vae
 
 
 def main(args):

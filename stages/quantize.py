@@ -1,8 +1,10 @@
 """DVC stage `quantize@<variant>`: per-tensor ranges and the Q/DQ ONNX of one INT8 variant."""
 
-from vae_engines import config, entry
-from vae_engines.errors import UserError
-from vae_engines.quantize import quantize_variant
+from vae_engines.core import params as config
+
+from vae_engines.core import entry
+from vae_engines.core.errors import UserError
+from vae_engines.quant.quantize import quantize_variant
 
 
 def main(args):

@@ -1,8 +1,10 @@
 """DVC stage `reference`: fp32 and fp16 decodes of the held-out data, computed once."""
 
-from vae_engines import config, entry
-from vae_engines.evaluate import reference_outputs
-from vae_engines.runtimes import OrtRuntime
+from vae_engines.core import params as config
+
+from vae_engines.core import entry
+from vae_engines.measure.evaluate import reference_outputs
+from vae_engines.measure.runtimes import OrtRuntime
 
 
 def main(args):

@@ -1,7 +1,9 @@
 """DVC stage `report`: reports/report.md and its plots, from the measured JSON."""
 
-from vae_engines import config, entry
-from vae_engines.report import write_report
+from vae_engines.core import params as config
+
+from vae_engines.core import entry
+from vae_engines.report.report import write_report
 
 
 def main(args):

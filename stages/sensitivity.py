@@ -1,14 +1,16 @@
 """DVC stage `sensitivity`: quality of each convolution layer alone in INT8, on held-out
 latents against fp32, for the report's per-layer chart."""
 
-from vae_engines import config, entry
-from vae_engines.calibrators import calibrate_amax
-from vae_engines.export import load_onnx
-from vae_engines.fileio import write_json
-from vae_engines.latents import read_latent_set
-from vae_engines.provenance import provenance
-from vae_engines.qdq import quantizable_layers
-from vae_engines.sensitivity import layer_sensitivity, reference_decode
+from vae_engines.core import params as config
+
+from vae_engines.core import entry
+from vae_engines.quant.calibrators import calibrate_amax
+from vae_engines.model.export import load_onnx
+from vae_engines.core.fileio import write_json
+from vae_engines.data.latents import read_latent_set
+from vae_engines.core.provenance import provenance
+from vae_engines.quant.qdq import quantizable_layers
+from vae_engines.quant.sensitivity import layer_sensitivity, reference_decode
 
 
 def main(args):

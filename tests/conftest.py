@@ -23,7 +23,7 @@ TINY = dict(encoder_hidden_size=128, downsampling_ratios=[2, 4, 4, 6, 10], chann
 def make_vae(config: dict = TINY, seed: int = 0):
     import torch
 
-    from vae_engines.model import build_vae
+    from vae_engines.model.oobleck import build_vae
 
     vae = build_vae(config, seed)
     # diffusers initialises Snake with alpha = beta = 0; give them spread so the folding is exercised
@@ -54,8 +54,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory, tiny_checkpoint) -> Path:
     """fp32 ONNX of the tiny decoder."""
-    from vae_engines.export import onnx_from_decoder
-    from vae_engines.model import fold_decoder, load_checkpoint
+    from vae_engines.model.export import onnx_from_decoder
+    from vae_engines.model.oobleck import fold_decoder, load_checkpoint
 
     loaded = load_checkpoint(tiny_checkpoint)
     out = tmp_path_factory.mktemp("onnx") / "fp32.onnx"

@@ -1,7 +1,9 @@
 import pytest
 
-from vae_engines import config
-from vae_engines.errors import UserError
+from conftest import ROOT
+
+from vae_engines.core import params as config
+from vae_engines.core.errors import UserError
 
 
 def parse(data):
@@ -16,7 +18,7 @@ def test_defaults_and_variants():
 
 
 def test_shipped_params_file_is_valid():
-    p = config.load(config.__file__.replace("vae_engines/config.py", "params.yaml"))
+    p = config.load(str(ROOT / "params.yaml"))
     assert {"entropy", "minmax", "percentile", "entropy_keep_ends"} <= set(p.int8)
     assert p.int8["percentile"].percentile == 99.99
     assert p.int8["entropy_keep_ends"].keep_first == 1 and p.int8["entropy_keep_ends"].keep_last == 1

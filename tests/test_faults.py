@@ -58,8 +58,8 @@ def test_same_params_give_identical_bytes(project):
         runs.append([digest(project / cal / "latents.npy"), digest(project / cal / "manifest.json"),
                      digest(project / f"{qdq}.ranges.json"), digest(project / f"{qdq}.onnx")])
     assert runs[0] == runs[1]
-    from vae_engines.metrics import all_metrics
-    from vae_engines.runtimes import OrtRuntime
+    from vae_engines.measure.metrics import all_metrics
+    from vae_engines.measure.runtimes import OrtRuntime
 
     x = np.load(project / "data/cal0/latents.npy")
     ref = OrtRuntime(project / "engines/onnx/fp32.onnx").decode(x)

@@ -4,9 +4,11 @@ audio beats the same architecture with random weights by a clear margin."""
 import numpy as np
 import torch
 
-from vae_engines import config, metrics
-from vae_engines.audio import music_clips
-from vae_engines.model import FIXTURE_DIR, load_vae
+from vae_engines.core import params as config
+
+from vae_engines.measure import metrics
+from vae_engines.data.audio import music_clips
+from vae_engines.model.oobleck import FIXTURE_DIR, load_vae
 
 HELDOUT_SEED = 10_000  # the training script's held-out seed; training batches never use it
 

@@ -8,17 +8,17 @@ import importlib.util
 import numpy as np
 import pytest
 
-from vae_engines import config
+from vae_engines.core import params as config
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                                                    reason="TensorRT-RTX not installed")]
 
 
 def test_int8_plan_is_at_most_35_percent_of_fp32(tmp_path):
-    from vae_engines.calibrators import calibrate_amax
-    from vae_engines.export import load_onnx, onnx_from_decoder
-    from vae_engines.model import fold_decoder, load_vae
-    from vae_engines.qdq import qdq_onnx_from_onnx, quantizable_layers
+    from vae_engines.quant.calibrators import calibrate_amax
+    from vae_engines.model.export import load_onnx, onnx_from_decoder
+    from vae_engines.model.oobleck import fold_decoder, load_vae
+    from vae_engines.quant.qdq import qdq_onnx_from_onnx, quantizable_layers
     from vae_engines.trt.backend import resolve
     from vae_engines.trt.build import engine_from_onnx
 

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from vae_engines import bench, metrics
+from vae_engines.measure import bench
+
+from vae_engines.measure import metrics
 
 
 def test_peak_psnr_matches_the_reference_definition():

@@ -8,10 +8,10 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import TINY, make_vae, save_diffusers_folder
-from vae_engines import config
-from vae_engines.errors import UserError
-from vae_engines.export import load_onnx, onnx_from_decoder
-from vae_engines.model import fold_decoder, load_checkpoint, load_vae
+from vae_engines.core import params as config
+from vae_engines.core.errors import UserError
+from vae_engines.model.export import load_onnx, onnx_from_decoder
+from vae_engines.model.oobleck import fold_decoder, load_checkpoint, load_vae
 
 
 def decode(vae, x):

@@ -6,11 +6,11 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from vae_engines.calibrators import calibrate_amax, group_by_budget, make_collector, mse_optimal_amax
-from vae_engines.errors import UserError
-from vae_engines.export import load_onnx
-from vae_engines.metrics import peak_psnr
-from vae_engines.qdq import insert_qdq, qdq_onnx_from_onnx, quantizable_layers, select_layers
+from vae_engines.quant.calibrators import calibrate_amax, group_by_budget, make_collector, mse_optimal_amax
+from vae_engines.core.errors import UserError
+from vae_engines.model.export import load_onnx
+from vae_engines.measure.metrics import peak_psnr
+from vae_engines.quant.qdq import insert_qdq, qdq_onnx_from_onnx, quantizable_layers, select_layers
 
 
 def latents(n, frames=8, seed=0):

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from vae_engines import config
-from vae_engines.calibrators import calibrate_amax
-from vae_engines.errors import UserError
-from vae_engines.export import load_onnx
-from vae_engines.qdq import insert_qdq, quantizable_layers
-from vae_engines.sensitivity import auto_keep, layer_sensitivity, quality, reference_decode
+from vae_engines.core import params as config
+from vae_engines.quant.calibrators import calibrate_amax
+from vae_engines.core.errors import UserError
+from vae_engines.model.export import load_onnx
+from vae_engines.quant.qdq import insert_qdq, quantizable_layers
+from vae_engines.quant.sensitivity import auto_keep, layer_sensitivity, quality, reference_decode
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from vae_engines import config
-from vae_engines.errors import UserError
+from vae_engines.core import params as config
+from vae_engines.core.errors import UserError
 from vae_engines.trt import backend as backend_mod
 from vae_engines.trt.runner import check_shape, numpy_dtype, unavailable_reason, verify_plan
 
@@ -45,9 +45,9 @@ def test_build_writes_plan_and_metadata(tiny_plan):
 
 @needs_rtx
 def test_build_qdq_and_named_compute_capability(tmp_path, tiny_onnx, rtx):
-    from vae_engines.calibrators import calibrate_amax
-    from vae_engines.export import load_onnx
-    from vae_engines.qdq import qdq_onnx_from_onnx, quantizable_layers
+    from vae_engines.quant.calibrators import calibrate_amax
+    from vae_engines.model.export import load_onnx
+    from vae_engines.quant.qdq import qdq_onnx_from_onnx, quantizable_layers
     from vae_engines.trt.build import engine_from_onnx
 
     layers = quantizable_layers(load_onnx(tiny_onnx))
@@ -130,7 +130,7 @@ def test_runner_checks_without_gpu():
 
 def test_unavailable_reason_is_a_sentence_here():
     reason = unavailable_reason("tensorrt_rtx")
-    from vae_engines.envinfo import gpus
+    from vae_engines.core.env import gpus
 
     if not gpus():  # on this CPU-only machine the runner must say why it cannot run
         assert reason and len(reason) > 10

@@ -2,10 +2,10 @@ import struct
 
 import pytest
 
-from vae_engines.errors import UserError
-from vae_engines.export import load_onnx
-from vae_engines.qdq import insert_qdq, quantizable_layers
-from vae_engines.trt_cache import ranges_from_trt_cache, read_trt_cache
+from vae_engines.core.errors import UserError
+from vae_engines.model.export import load_onnx
+from vae_engines.quant.qdq import insert_qdq, quantizable_layers
+from vae_engines.quant.trt_cache import ranges_from_trt_cache, read_trt_cache
 
 
 def write_cache(path, scales):

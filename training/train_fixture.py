@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vae_engines import metrics
-from vae_engines.audio import music_clips
-from vae_engines.model import ACESTEP_15_SMALL, build_vae
+from vae_engines.measure import metrics
+from vae_engines.data.audio import music_clips
+from vae_engines.model.oobleck import ACESTEP_15_SMALL, build_vae
 
 SR = 48000
 STFT_SIZES = (256, 512, 1024, 2048)

@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import entry
-from .errors import UserError
+from vae_engines.core import entry
+from vae_engines.core.errors import UserError
 
 QUALITY_KEYS = ("peak_psnr_db", "snr_db", "si_sdr_db")
 
@@ -73,12 +73,12 @@ def main(argv: list[str] | None = None) -> None:
 
     def run(args: argparse.Namespace) -> None:
         if args.command == "check-params":
-            from .config import load
+            from vae_engines.core.params import load
 
             params = load(args.params)
             print(f"{args.params}: OK; variants: {', '.join(params.variant_names())}")
         elif args.command == "env":
-            from .envinfo import fingerprint
+            from vae_engines.core.env import fingerprint
 
             print(json.dumps(fingerprint(), indent=2))
         else:

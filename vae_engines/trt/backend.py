@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UserError
+from vae_engines.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..fileio import atomic_path, sha256_file, write_bytes, write_json
-from .backend import TensorRT
+from vae_engines.core.errors import UserError
+from vae_engines.core.fileio import atomic_path, sha256_file, write_bytes, write_json
+from vae_engines.trt.backend import TensorRT
 
 log = logging.getLogger(__name__)
 

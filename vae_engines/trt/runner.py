@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
-from ..fileio import read_json, sha256_file
+from vae_engines.core.errors import UserError
+from vae_engines.core.fileio import read_json, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def verify_plan(plan_path: str | Path) -> dict:
 
 def unavailable_reason(backend_name: str) -> str | None:
     """Why no engine of `backend_name` can run here, or None if one may."""
-    from .backend import resolve
+    from vae_engines.trt.backend import resolve
 
     try:
         resolve(backend_name)

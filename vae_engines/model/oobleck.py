@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import UserError
+from vae_engines.core.errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +35,7 @@ ACESTEP_15 = dict(
 ACESTEP_15_SMALL = {**ACESTEP_15, "channel_multiples": [1, 1, 2, 2, 4], "decoder_channels": 64}
 ARCHITECTURES = {"acestep-1.5": ACESTEP_15, "acestep-1.5-small": ACESTEP_15_SMALL}
 # The small trained default (see its MODEL_CARD.md): acestep-1.5-small, fp16 safetensors.
-FIXTURE_DIR = Path(__file__).parent / "fixtures" / "acestep15-small"
+FIXTURE_DIR = Path(__file__).parents[1] / "fixtures" / "acestep15-small"
 
 
 @dataclass
@@ -145,7 +145,7 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedVAE:
     Its architecture is read from a config.json beside it, else ACE-Step 1.5's.
     """
     _quiet_diffusers()
-    from .fileio import sha256_file
+    from vae_engines.core.fileio import sha256_file
 
     path = Path(path)
     if not path.exists():

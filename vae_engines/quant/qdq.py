@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
+from vae_engines.core.errors import UserError
 
 QUANTIZABLE = ("Conv", "ConvTranspose")
 INT8_MAX = 127
@@ -152,8 +152,8 @@ def qdq_onnx_from_onnx(fp32_path: str | Path, out_path: str | Path, amax: dict[s
     """Write the Q/DQ model of `fp32_path` to `out_path` (atomic, checked)."""
     import onnx
 
-    from .export import load_onnx
-    from .fileio import atomic_path
+    from vae_engines.model.export import load_onnx
+    from vae_engines.core.fileio import atomic_path
 
     model = insert_qdq(load_onnx(fp32_path), layers, amax)
     out_path = Path(out_path)

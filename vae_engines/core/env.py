@@ -11,7 +11,7 @@ import platform
 import shutil
 import subprocess
 
-from .trt.backend import installed_versions
+from vae_engines.trt.backend import installed_versions
 
 
 def _version(dist: str) -> str | None:

@@ -6,13 +6,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .calibrators import calibrate_amax
-from .errors import UserError
-from .export import load_onnx
-from .fileio import read_json, sha256_file, write_json
-from .latents import read_latent_set
-from .qdq import qdq_onnx_from_onnx, quantizable_layers, select_layers
-from .trt_cache import ranges_from_trt_cache
+from vae_engines.quant.calibrators import calibrate_amax
+from vae_engines.core.errors import UserError
+from vae_engines.model.export import load_onnx
+from vae_engines.core.fileio import read_json, sha256_file, write_json
+from vae_engines.data.latents import read_latent_set
+from vae_engines.quant.qdq import qdq_onnx_from_onnx, quantizable_layers, select_layers
+from vae_engines.quant.trt_cache import ranges_from_trt_cache
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def quantize_variant(name: str, variant: Any, fp32_onnx: str | Path, calibration
                               num_bins=variant.num_bins, percentile=variant.percentile, threads=threads)
     auto = None
     if variant.target_psnr_db is not None:
-        from .sensitivity import auto_keep, reference_decode
+        from vae_engines.quant.sensitivity import auto_keep, reference_decode
 
         if variant.target_reference == "fp16" and fp16_onnx is None:
             raise UserError(f"{name}: target_reference fp16 needs the fp16 ONNX; pass --fp16 (dvc.yaml does)")

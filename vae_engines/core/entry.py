@@ -16,7 +16,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from .errors import UserError
+from vae_engines.core.errors import UserError
 
 NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch", "diffusers", "matplotlib", "PIL", "numexpr")
 

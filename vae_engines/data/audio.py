@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from vae_engines.core.errors import UserError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
@@ -140,7 +140,7 @@ def write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
     """Write [C, S] float audio as 16-bit PCM wav, atomically."""
     import soundfile as sf
 
-    from .fileio import atomic_path
+    from vae_engines.core.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         sf.write(str(tmp), np.clip(audio.T, -1, 1), sr, subtype="PCM_16", format="WAV")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
+from vae_engines.core.errors import UserError
 
 
 class OrtRuntime:
@@ -79,8 +79,8 @@ class TensorRTRuntime:
     name = "tensorrt"
 
     def __init__(self, backend_name: str, plan_path: str | Path) -> None:
-        from .trt.backend import resolve
-        from .trt.runner import EngineRunner
+        from vae_engines.trt.backend import resolve
+        from vae_engines.trt.runner import EngineRunner
 
         self.backend = resolve(backend_name)
         self.runner = EngineRunner(self.backend, plan_path)
@@ -88,7 +88,7 @@ class TensorRTRuntime:
 
     @staticmethod
     def unavailable_reason(backend_name: str) -> str | None:
-        from .trt.runner import unavailable_reason
+        from vae_engines.trt.runner import unavailable_reason
 
         return unavailable_reason(backend_name)
 
@@ -113,7 +113,7 @@ def variant_runtime(backend_name: str, plan_path: str | Path, onnx_path: str | P
                     threads: int = 2) -> tuple[Any, str]:
     """The runtime a variant's numbers come from: its TensorRT engine where one can run,
     else ONNX Runtime on the CPU for the same ONNX. Returns (runtime, tensorrt status)."""
-    from .trt.runner import verify_plan
+    from vae_engines.trt.runner import verify_plan
 
     verify_plan(plan_path)  # a truncated or replaced plan is an error even where it cannot run
     reason = TensorRTRuntime.unavailable_reason(backend_name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .fileio import atomic_path, read_json
+from vae_engines.core.fileio import atomic_path, read_json
 
 PSNR_SHIP = 30.0  # dB vs fp16: below this, a variant is flagged as a quality risk
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from .audio import write_wav
-from .fileio import atomic_path, write_json
-from .latents import read_latent_set
-from .metrics import all_metrics
-from .runtimes import check_finite
+from vae_engines.data.audio import write_wav
+from vae_engines.core.fileio import atomic_path, write_json
+from vae_engines.data.latents import read_latent_set
+from vae_engines.measure.metrics import all_metrics
+from vae_engines.measure.runtimes import check_finite
 
 log = logging.getLogger(__name__)
 

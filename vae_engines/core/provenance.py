@@ -6,9 +6,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .config import section_hash
-from .export import load_onnx, onnx_metadata
-from .fileio import read_json
+from vae_engines.core.params import section_hash
+from vae_engines.model.export import load_onnx, onnx_metadata
+from vae_engines.core.fileio import read_json
 
 
 @lru_cache(maxsize=8)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import UserError
+from vae_engines.core.errors import UserError
 
 Calibrator = Literal["entropy", "minmax", "percentile", "mse", "trt_cache"]
 Backend = Literal["auto", "tensorrt", "tensorrt_rtx"]

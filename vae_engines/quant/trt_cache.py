@@ -13,7 +13,7 @@ import re
 import struct
 from pathlib import Path
 
-from .errors import UserError
+from vae_engines.core.errors import UserError
 
 LINE = re.compile(r"^(?P<name>.+): (?P<hex>[0-9a-fA-F]{8})$")
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
-from .fileio import atomic_path, sha256_file, write_json
+from vae_engines.core.errors import UserError
+from vae_engines.core.fileio import atomic_path, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def synthetic_latents(count: int, frames: int, channels: int, seed: int,
 def audio_windows(folder: str | None, count: int, samples: int, sr: int, seed: int) -> tuple[np.ndarray, list[dict]]:
     """Stereo windows of `samples` from a folder of audio files, or from the built-in
     corpus when folder is None."""
-    from .audio import AUDIO_SUFFIXES, music_clips, read_audio
+    from vae_engines.data.audio import AUDIO_SUFFIXES, music_clips, read_audio
 
     if folder is None:
         clips = music_clips(count, samples / sr, sr, seed)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import peak_psnr, stft_distance
-from .qdq import Layer, insert_qdq
+from vae_engines.measure.metrics import peak_psnr, stft_distance
+from vae_engines.quant.qdq import Layer, insert_qdq
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,6 @@ def auto_keep(base: Any, layers: list[Layer], amax: dict[str, float], latents: n
 
 
 def reference_decode(onnx_path: str | Path, latents: np.ndarray, threads: int | None = None) -> np.ndarray:
-    from .export import load_onnx
+    from vae_engines.model.export import load_onnx
 
     return decode_with(load_onnx(onnx_path), latents, threads)

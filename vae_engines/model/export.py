@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .fileio import atomic_path
+from vae_engines.core.errors import UserError
+from vae_engines.core.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from vae_engines.core.errors import UserError
 
 TMP_PREFIX = ".tmp-"
 
