@@ -1,204 +1,121 @@
-"""Per-tensor activation ranges (amax) from calibration latents, with bounded memory.
+"""Per-tensor ranges (amax) from collected activation statistics: one function per method.
 
-ONNX Runtime's histogram collectors do the statistics (entropy, percentile); minmax and
-mse are written here in the same collect / compute shape. What this module adds over
-ORT's `create_calibrator`:
+Every calibrator reads the same statistics (quant.stats: amax and a 2048-bin histogram of
+|x| over [0, amax]); none runs the model. `range_search` (quant.search) is the one that
+does, on top of these.
 
-- Bounded memory. ORT's calibraters make every calibrated tensor a graph output and keep
-  them for all batches before building histograms; one 1500-frame activation of the
-  full-size decoder is over a GB and the decoder has ~37 conv inputs. Here the tensors
-  are split into groups whose bytes fit `memory_budget_bytes`, each latent is run once
-  per group with only that group fetched, and every batch is folded into the histograms
-  and dropped at once.
-- A working entropy calibrator. ORT's defaults (128 bins, 128 quantized bins) leave the
-  KL search a single candidate, the full range, so "entropy" silently equals minmax.
-  `num_bins` defaults to 2048 here, as TensorRT's own entropy calibrator uses.
+- minmax: the largest |x|: never clips, and one transient stretches it.
+- entropy: TensorRT's entropy calibration (IInt8EntropyCalibrator2), as NVIDIA describes
+  it (GTC 2017, "8-bit Inference with TensorRT") and as NVIDIA's open implementation
+  (pytorch-quantization / ModelOpt `_compute_amax_entropy`) computes it: on the |x|
+  histogram with the zero bin replaced by its neighbour, for each candidate i from 128
+  bins to all of them, P = the first i bins with the clipped tail added to bin i-1, Q =
+  those i bins merged into 128 levels and spread back over the non-empty bins of each
+  level; the threshold is the upper edge of bin i at the last minimum of KL(P || Q).
+  ONNX Runtime's entropy calibrator is not this: it uses a signed histogram and 128 levels
+  over [-t, t] (about 7 bits), and at its defaults has a single candidate.
+- percentile: the bin edge where the |x| distribution reaches `percentile` percent (the
+  lower edge of that bin, as pytorch-quantization and ONNX Runtime both return).
+- mse: the bin edge minimising the expected squared int8 error: rounding noise step^2/12
+  for values inside the range plus the squared clipping distance of values outside.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
-log = logging.getLogger(__name__)
-
-DEFAULT_MEMORY_BUDGET = 3 << 30
-INT8_MAX = 127
-
-
-class MinMaxCollector:
-    """Largest |x| seen: the range that never clips, and that one transient can stretch."""
-
-    def __init__(self) -> None:
-        self.amax: dict[str, float] = {}
-
-    def collect(self, name_to_arr: dict[str, np.ndarray]) -> None:
-        for name, arr in name_to_arr.items():
-            self.amax[name] = max(self.amax.get(name, 0.0), float(np.abs(arr).max()))
-
-    def compute_amax(self) -> dict[str, float]:
-        return dict(self.amax)
+INT8_LEVELS = 128  # magnitudes of symmetric int8
+START_BIN = 128
+DEAD_AMAX = 1e-8  # a tensor that is all zeros still needs a positive scale
 
 
-class OrtHistogramCollector:
-    """ORT's HistogramCollector (entropy or percentile), symmetric, with its prints muted."""
-
-    def __init__(self, method: str, num_bins: int, percentile: float | None = None) -> None:
-        from onnxruntime.quantization.calibrate import HistogramCollector
-
-        self.collector = HistogramCollector(method=method, symmetric=True, num_bins=num_bins,
-                                            num_quantized_bins=128, percentile=percentile or 99.999,
-                                            scenario="same")
-
-    def collect(self, name_to_arr: dict[str, np.ndarray]) -> None:
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.collector.collect({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in name_to_arr.items()})
-
-    def compute_amax(self) -> dict[str, float]:
-        with contextlib.redirect_stdout(io.StringIO()):
-            result = self.collector.compute_collection_result()
-        return {name: float(max(abs(r[0]), abs(r[1]))) for name, r in result.items()}
+def minmax_amax(hist: np.ndarray, edges: np.ndarray) -> float:
+    return float(edges[-1])
 
 
-class MseCollector(OrtHistogramCollector):
-    """The symmetric range that minimises the expected int8 quantization error.
-
-    Collects ORT's histogram of |x|; for each candidate amax (a bin edge) the error is the
-    rounding noise step^2/12 of the values inside plus the squared clipping distance of
-    the values outside, step = amax / 127. Suffix sums make it one vectorised pass.
-    """
-
-    def __init__(self, num_bins: int) -> None:
-        super().__init__("percentile", num_bins)  # "percentile" + symmetric = |x| histogram
-
-    def compute_amax(self) -> dict[str, float]:
-        out = {}
-        for name, (hist, edges, *_rest) in self.collector.get_histogram_dict().items():
-            out[name] = mse_optimal_amax(np.asarray(hist, dtype=np.float64), np.asarray(edges, dtype=np.float64))
-        return out
+def percentile_amax(hist: np.ndarray, edges: np.ndarray, percentile: float) -> float:
+    cdf = np.cumsum(hist / hist.sum())
+    index = int(np.searchsorted(cdf, percentile / 100.0))
+    return float(edges[min(index, len(edges) - 1)])
 
 
-def mse_optimal_amax(hist: np.ndarray, edges: np.ndarray) -> float:
-    """argmin over bin edges of: sum_in h*step^2/12 + sum_out h*(c - amax)^2."""
+def mse_amax(hist: np.ndarray, edges: np.ndarray) -> float:
+    """argmin over upper bin edges of sum_in h * step^2 / 12 + sum_out h * (c - amax)^2."""
+    hist = hist.astype(np.float64)
     centers = 0.5 * (edges[:-1] + edges[1:])
     candidates = edges[1:]
-    # suffix sums over bins i >= j+1 (bins entirely above candidate j)
+    # suffix sums over the bins above candidate j (bins j+1 ...)
     s0 = np.concatenate([np.cumsum(hist[::-1])[::-1][1:], [0.0]])
     s1 = np.concatenate([np.cumsum((hist * centers)[::-1])[::-1][1:], [0.0]])
     s2 = np.concatenate([np.cumsum((hist * centers**2)[::-1])[::-1][1:], [0.0]])
     clip = s2 - 2 * candidates * s1 + candidates**2 * s0
     inside = hist.sum() - s0
-    rounding = inside * (candidates / INT8_MAX) ** 2 / 12.0
+    rounding = inside * (candidates / (INT8_LEVELS - 1)) ** 2 / 12.0
     return float(candidates[int(np.argmin(clip + rounding))])
 
 
-def make_collector(calibrator: str, num_bins: int, percentile: float | None) -> Any:
-    """The one factory: a collector with collect(name_to_arr) and compute_amax()."""
+def entropy_divergences(hist: np.ndarray, start_bin: int = START_BIN) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate bin counts i, KL(P_i || Q_i)) of TensorRT's entropy calibration (see the
+    module docstring). inf where P has mass in a bin that Q leaves empty."""
+    bins = hist.astype(np.float64).copy()
+    bins[0] = bins[1]  # the zero bin (ReLU / padding zeros) would dominate P
+    n = len(bins)
+    mass = np.concatenate([[0.0], np.cumsum(bins)])  # mass[k] = sum(bins[:k])
+    filled = np.concatenate([[0], np.cumsum(bins != 0)])  # non-empty bins among the first k
+    candidates = np.arange(start_bin, n + 1)
+    divergences = np.empty(len(candidates))
+    for c, i in enumerate(candidates):
+        p = bins[:i].copy()
+        p[i - 1] += mass[n] - mass[i]  # outliers are clipped into the last kept bin
+        # level L covers bins [ceil(L*i/128), ceil((L+1)*i/128)): floor(128 * j / i) == L
+        starts = (np.arange(INT8_LEVELS + 1) * i + INT8_LEVELS - 1) // INT8_LEVELS
+        level_mass = mass[starts[1:]] - mass[starts[:-1]]
+        level_filled = filled[starts[1:]] - filled[starts[:-1]]
+        per_bin = np.divide(level_mass, level_filled, out=np.zeros(INT8_LEVELS), where=level_filled > 0)
+        level = (np.arange(i) * INT8_LEVELS) // i
+        q = np.where(bins[:i] != 0, per_bin[level], 0.0)
+        p_sum, q_sum = p.sum(), q.sum()
+        if p_sum == 0 or q_sum == 0:
+            divergences[c] = np.inf
+            continue
+        p, q = p / p_sum, q / q_sum
+        support = p > 0
+        if np.any(q[support] == 0):
+            divergences[c] = np.inf
+            continue
+        divergences[c] = float(np.sum(p[support] * np.log(p[support] / q[support])))
+    return candidates, divergences
+
+
+def entropy_amax(hist: np.ndarray, edges: np.ndarray, start_bin: int = START_BIN) -> float:
+    """TensorRT's entropy threshold: the upper edge of the last candidate of least KL."""
+    if len(hist) <= start_bin:
+        return float(edges[-1])
+    candidates, divergences = entropy_divergences(hist, start_bin)
+    best = len(divergences) - 1 - int(np.argmin(divergences[::-1]))  # the last minimum
+    return float(edges[candidates[best]])
+
+
+CALIBRATORS = ("entropy", "minmax", "percentile", "mse")
+
+
+def amax_from_histogram(calibrator: str, hist: np.ndarray, edges: np.ndarray, percentile: float | None = None) -> float:
+    """The one factory: a calibrator name (see CALIBRATORS) applied to one tensor's histogram."""
+    if hist.sum() == 0 or edges[-1] <= 0:
+        return DEAD_AMAX
     if calibrator == "minmax":
-        return MinMaxCollector()
-    if calibrator == "entropy":
-        return OrtHistogramCollector("entropy", num_bins)
-    if calibrator == "percentile":
-        return OrtHistogramCollector("percentile", num_bins, percentile)
-    if calibrator == "mse":
-        return MseCollector(num_bins)
-    raise ValueError(f"unknown calibrator {calibrator!r}")  # config validation makes this unreachable
+        value = minmax_amax(hist, edges)
+    elif calibrator == "entropy":
+        value = entropy_amax(hist, edges)
+    elif calibrator == "percentile":
+        value = percentile_amax(hist, edges, 99.99 if percentile is None else percentile)
+    elif calibrator == "mse":
+        value = mse_amax(hist, edges)
+    else:
+        raise ValueError(f"unknown calibrator {calibrator!r}")  # params validation makes this unreachable
+    return value if value > 0 else float(edges[1])
 
 
-def _tensor_bytes(model: Any, tensors: Sequence[str], batch: int, frames: int) -> dict[str, int]:
-    """Bytes of each tensor at a concrete input shape, from ONNX shape inference."""
-    import onnx
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.initializer[:]  # shapes only; keeps inference cheap on a 338 MB model
-    for init in model.graph.initializer:
-        probe.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, init.dims))
-    dims = probe.graph.input[0].type.tensor_type.shape.dim
-    dims[0].dim_value, dims[2].dim_value = batch, frames
-    inferred = onnx.shape_inference.infer_shapes(probe)
-    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in inferred.graph.value_info}
-    shapes[model.graph.input[0].name] = [batch, dims[1].dim_value, frames]
-    out = {}
-    for t in tensors:
-        shape = shapes.get(t)
-        out[t] = 4 * int(np.prod(shape)) if shape and all(d > 0 for d in shape) else 1 << 30
-    return out
-
-
-def group_by_budget(sizes: dict[str, int], budget: int) -> list[list[str]]:
-    """Consecutive groups of tensors, each under `budget` bytes (a lone larger one alone)."""
-    groups: list[list[str]] = []
-    current: list[str] = []
-    total = 0
-    for name, size in sizes.items():
-        if current and total + size > budget:
-            groups.append(current)
-            current, total = [], 0
-        current.append(name)
-        total += size
-    if current:
-        groups.append(current)
-    return groups
-
-
-def calibrate_amax(onnx_path: str | Path, tensors: Sequence[str], latents: Iterable[np.ndarray], *,
-                   calibrator: str, num_bins: int = 2048, percentile: float | None = None,
-                   memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET, threads: int | None = None,
-                   progress: Any = None) -> dict[str, float]:
-    """amax per tensor of `tensors` in the float model at `onnx_path`, over `latents`.
-
-    latents: arrays [1, C, T] (one decoder call each). memory_budget_bytes bounds the
-    fetched activations of one call. progress: optional callable(done, total).
-    """
-    import onnx
-    import onnxruntime as ort
-
-    model = onnx.load(str(onnx_path))
-    latents = list(latents)
-    input_name = model.graph.input[0].name
-    sizes = _tensor_bytes(model, tensors, batch=1, frames=max(x.shape[-1] for x in latents))
-    groups = group_by_budget(sizes, memory_budget_bytes)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep tensor names
-    # The arena keeps every buffer it ever grew to; at 1500 frames one activation of the
-    # full-size decoder is 1.5 GB, so return freed buffers to the system instead.
-    options.enable_cpu_mem_arena = False
-    options.enable_mem_pattern = False
-    if threads:
-        options.intra_op_num_threads = threads
-    collector = make_collector(calibrator, num_bins, percentile)
-    log.info("calibrating %d tensors (%s) on %d latents in %d pass(es)", len(tensors), calibrator,
-             len(latents), len(groups))
-    total, done = len(groups) * len(latents), 0
-    for group in groups:
-        # One session per group, with only that group as extra graph outputs: ORT keeps every
-        # graph output alive for the whole run, fetched or not, so one session exposing all
-        # tensors would hold every activation at once (~25 GB at 1500 frames, full size).
-        augmented = onnx.ModelProto()
-        augmented.CopyFrom(model)
-        existing = {o.name for o in augmented.graph.output}
-        augmented.graph.output.extend(onnx.ValueInfoProto(name=t) for t in group if t not in existing)
-        session = ort.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        del augmented
-        for latent in latents:
-            fetched = session.run(group, {input_name: latent.astype(np.float32, copy=False)})
-            collector.collect(dict(zip(group, fetched)))
-            del fetched
-            done += 1
-            if progress:
-                progress(done, total)
-        del session
-    del model
-    amax = collector.compute_amax()
-    for name, value in amax.items():
-        if not np.isfinite(value) or value <= 0:
-            # a dead activation (all zeros) still needs a valid scale
-            amax[name] = 1e-8 if np.isfinite(value) else value
-    return {t: amax[t] for t in tensors}
+def calibrate(stats: object, tensors: list[str], calibrator: str, percentile: float | None = None) -> dict[str, float]:
+    """amax of each of `tensors` from collected statistics (quant.stats.ActivationStats)."""
+    return {t: amax_from_histogram(calibrator, *stats.of(t), percentile=percentile) for t in tensors}

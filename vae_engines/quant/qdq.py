@@ -1,8 +1,8 @@
 """Explicit Q/DQ INT8 placed the way TensorRT wants it, written directly into the graph.
 
-ORT's quantize_static makes a model TensorRT either refuses or runs slowly: by default
-it quantizes biases to int32 (TensorRT rejects DequantizeLinear on int32) and puts Q/DQ
-on conv outputs as well as inputs, which splits the conv + Snake + residual Add fusions
+ORT's quantize_static makes a model TensorRT either refuses or runs slowly: by default it
+quantizes biases to int32 (TensorRT rejects DequantizeLinear on int32) and puts Q/DQ on
+conv outputs as well as inputs, which splits the conv + Snake + residual Add fusions
 TensorRT would otherwise make. So the placement is done here, following TensorRT's
 explicit-quantization guide:
 
@@ -13,6 +13,11 @@ explicit-quantization guide:
 - outputs, Snake and residual Adds get no Q/DQ; biases stay float;
 - a kept layer is left untouched and runs in the network's float type.
 
+Scales are computed in float32 and stored in the variant's float type; int8 weights are
+rounded against the stored scale, so what the graph dequantizes is exactly q * scale.
+`activation_scale` and `int8_weight` are shared with the PyTorch fake-quantization used by
+range search and sensitivity, which therefore computes exactly what these graphs say.
+
 A "layer" is named after its weight initializer without `.weight` (`block.0.conv_t1`),
 which is stable across exports and readable.
 """
@@ -20,7 +25,6 @@ which is stable across exports and readable.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +42,11 @@ class Layer:
     op_type: str
     activation: str  # the input tensor that gets Q/DQ
     weight: str  # the weight initializer
+
+    @property
+    def axis(self) -> int:
+        """The weight's output-channel axis: per-channel scales run along it."""
+        return 0 if self.op_type == "Conv" else 1
 
 
 def quantizable_layers(model: Any) -> list[Layer]:
@@ -75,19 +84,29 @@ def select_layers(layers: list[Layer], *, keep_first: int = 0, keep_last: int = 
             and l.op_type not in exclude_op_types]
 
 
-def _per_channel_int8(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+def activation_scale(amax: float, scale_type: Any = np.float32) -> np.ndarray:
+    """The per-tensor scale of an activation with range [-amax, amax], as stored."""
+    return np.array(amax / INT8_MAX, dtype=np.float32).astype(scale_type)
+
+
+def int8_weight(weight: np.ndarray, axis: int, scale_type: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-channel int8 of `weight` along `axis`: (q, scale), q rounded against
+    the stored scale so that q * scale is what the graph computes."""
     reduce = tuple(d for d in range(weight.ndim) if d != axis)
-    amax = np.abs(weight).max(axis=reduce)
-    scale = np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)
+    amax = np.abs(weight).max(axis=reduce).astype(np.float32)
+    scale = np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32).astype(scale_type)
     shape = [1] * weight.ndim
     shape[axis] = -1
-    q = np.clip(np.rint(weight / scale.reshape(shape)), -INT8_MAX, INT8_MAX).astype(np.int8)
-    return q, scale
+    q = np.clip(np.rint(weight.astype(np.float32) / scale.astype(np.float32).reshape(shape)), -INT8_MAX, INT8_MAX)
+    return q.astype(np.int8), scale
 
 
-def insert_qdq(model: Any, layers: list[Layer], amax: dict[str, float]) -> Any:
-    """Return a copy of `model` with Q/DQ on `layers` (see module docstring). amax: per
-    activation tensor, from calibration."""
+def insert_qdq(model: Any, layers: list[Layer], amax: dict[str, float], scale_type: Any = np.float32) -> Any:
+    """A copy of the float32 `model` with Q/DQ on `layers` (see module docstring).
+
+    amax: per activation tensor, from calibration. scale_type: np.float16 for a graph that
+    float16.float16_graph converts next (Q/DQ then run in fp16; opset >= 19).
+    """
     import onnx
     from onnx import helper, numpy_helper
 
@@ -106,7 +125,7 @@ def insert_qdq(model: Any, layers: list[Layer], amax: dict[str, float]) -> Any:
         pre = new_nodes.setdefault(layer.node, [])
         act = layer.activation
         if act not in quantized_acts:
-            scale = numpy_helper.from_array(np.array(amax[act] / INT8_MAX, dtype=np.float32), f"{act}_scale")
+            scale = numpy_helper.from_array(activation_scale(amax[act], scale_type), f"{act}_scale")
             zero = numpy_helper.from_array(np.array(0, dtype=np.int8), f"{act}_zero_point")
             graph.initializer.extend([scale, zero])
             pre.append(helper.make_node("QuantizeLinear", [act, scale.name, zero.name], [f"{act}_quantized"],
@@ -116,23 +135,20 @@ def insert_qdq(model: Any, layers: list[Layer], amax: dict[str, float]) -> Any:
             quantized_acts[act] = f"{act}_dequantized"
         node.input[0] = quantized_acts[act]
 
-        axis = 0 if layer.op_type == "Conv" else 1
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
         if layer.op_type == "ConvTranspose" and group != 1:
             raise UserError(f"{layer.name}: grouped ConvTranspose has no single output-channel axis; exclude it")
-        weight = numpy_helper.to_array(inits[layer.weight])
-        q, scale = _per_channel_int8(weight, axis)
+        q, scale = int8_weight(numpy_helper.to_array(inits[layer.weight]), layer.axis, scale_type)
         wq = numpy_helper.from_array(q, f"{layer.weight}_quantized")
         ws = numpy_helper.from_array(scale, f"{layer.weight}_scale")
-        wz = numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{layer.weight}_zero_point")
+        wz = numpy_helper.from_array(np.zeros(scale.shape, dtype=np.int8), f"{layer.weight}_zero_point")
         graph.initializer.extend([wq, ws, wz])
         pre.append(helper.make_node("DequantizeLinear", [wq.name, ws.name, wz.name], [f"{layer.weight}_dequantized"],
-                                    name=f"{layer.name}.weight_dequantize", axis=axis))
+                                    name=f"{layer.name}.weight_dequantize", axis=layer.axis))
         node.input[1] = f"{layer.weight}_dequantized"
 
-    used = {i for n in graph.node for i in n.input}
-    kept_inits = [i for i in graph.initializer if i.name in used or i.name.endswith(
-        ("_quantized", "_scale", "_zero_point"))]
+    used = {i for n in graph.node for i in n.input} | {i for pre in new_nodes.values() for n in pre for i in n.input}
+    kept_inits = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept_inits)
     ordered = []
@@ -145,19 +161,3 @@ def insert_qdq(model: Any, layers: list[Layer], amax: dict[str, float]) -> Any:
     if out.opset_import[0].version < 13:
         raise UserError("per-channel DequantizeLinear needs opset >= 13; raise export.opset")
     return out
-
-
-def qdq_onnx_from_onnx(fp32_path: str | Path, out_path: str | Path, amax: dict[str, float],
-                       layers: list[Layer]) -> Path:
-    """Write the Q/DQ model of `fp32_path` to `out_path` (atomic, checked)."""
-    import onnx
-
-    from vae_engines.model.export import load_onnx
-    from vae_engines.core.fileio import atomic_path
-
-    model = insert_qdq(load_onnx(fp32_path), layers, amax)
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        onnx.save_model(model, str(tmp))
-        onnx.checker.check_model(str(tmp), full_check=True)
-    return out_path

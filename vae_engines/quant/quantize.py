@@ -1,4 +1,7 @@
-"""One INT8 variant: calibrate its ranges, write them, and write its Q/DQ ONNX."""
+"""One INT8 variant: its ranges (from the shared statistics, a TensorRT cache, or range
+search), its layers kept in float (keep / exclude, or auto), and its Q/DQ ONNX in the
+variant's float type. The `quantize@<variant>` stage is this module's `quantize_variant`.
+"""
 
 from __future__ import annotations
 
@@ -6,69 +9,105 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from vae_engines.quant.calibrators import calibrate_amax
+import numpy as np
+
 from vae_engines.core.errors import UserError
-from vae_engines.model.export import load_onnx
-from vae_engines.core.fileio import read_json, sha256_file, write_json
-from vae_engines.data.latents import read_latent_set
-from vae_engines.quant.qdq import qdq_onnx_from_onnx, quantizable_layers, select_layers
-from vae_engines.quant.trt_cache import ranges_from_trt_cache
+from vae_engines.core.fileio import sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
 
-def quantize_variant(name: str, variant: Any, fp32_onnx: str | Path, calibration_dir: str | Path,
-                     out_onnx: str | Path, ranges_json: str | Path, threads: int | None = None,
-                     fp16_onnx: str | Path | None = None) -> dict:
-    """Calibrate `variant` (config.Int8Variant) on the latents in `calibration_dir` and
-    write the ranges JSON and the Q/DQ model. An `auto` variant (target_psnr_db set) also
-    chooses which layers to keep in float, against fp32 or `fp16_onnx`. Returns the ranges
-    document."""
+def qdq_graph(model: Any, layers: list, amax: dict[str, float], float_type: str, float32_io: bool = True) -> Any:
+    """The Q/DQ graph of fp32 `model` in `float_type` (fp16: scales, Snake, biases and kept
+    layers in fp16; fp32: as calibrated)."""
+    from vae_engines.graph.float16 import float16_graph
+    from vae_engines.quant.qdq import insert_qdq
+
+    if float_type == "fp32":
+        return insert_qdq(model, layers, amax)
+    return float16_graph(insert_qdq(model, layers, amax, scale_type=np.float16), float32_io)
+
+
+def _reference(model: Any, kind: str, latents: np.ndarray, device: Any) -> np.ndarray:
+    """Decodes of `latents` by the fp32 graph, or by its fp16 graph computed in fp16."""
+    from vae_engines.graph.execute import GraphExecutor
+    from vae_engines.graph.float16 import float16_graph
+
+    graph = model if kind == "fp32" else float16_graph(model)
+    return GraphExecutor(graph, device).decode(latents)
+
+
+def quantize_variant(name: str, variant: Any, *, fp32_onnx: str | Path, stats_npz: str | Path,
+                     calibration_dir: str | Path, out_onnx: str | Path, ranges_json: str | Path, device: str,
+                     threads: int | None = None, float32_io: bool = True) -> dict:
+    """Ranges, kept layers and the Q/DQ model of INT8 recipe `variant` (core.params.Int8Variant).
+    Returns the ranges document written to `ranges_json`."""
+    from vae_engines.core import device as devices
+    from vae_engines.data.latentset import read_latent_set, set_digest
+    from vae_engines.graph.execute import GraphExecutor
+    from vae_engines.graph.io import load_onnx, save_onnx
+    from vae_engines.quant.calibrators import calibrate
+    from vae_engines.quant.qdq import quantizable_layers, select_layers
+    from vae_engines.quant.stats import read_stats
+
     model = load_onnx(fp32_onnx)
     layers = quantizable_layers(model)
     selected = select_layers(layers, keep_first=variant.keep_first, keep_last=variant.keep_last,
                              exclude_nodes=variant.exclude_nodes, exclude_op_types=variant.exclude_op_types)
-    del model
-    latents = read_latent_set(calibration_dir)
-    if variant.max_latents:
-        latents = latents[: variant.max_latents]
-    tensors = list(dict.fromkeys(layer.activation for layer in selected))
+    stats = read_stats(stats_npz)
+    tensors = [layer.activation for layer in layers]
+    missing = [t for t in tensors if t not in stats.tensors]
+    if missing:
+        raise UserError(f"{stats_npz} has no statistics for {missing[0]}; it belongs to another export: run dvc repro")
+    torch_device = devices.resolve(device, threads)
+    executor = None
+    search = auto = None
     if variant.calibrator == "trt_cache":
-        amax = ranges_from_trt_cache(variant.cache, tensors)
-    else:
-        amax = calibrate_amax(fp32_onnx, tensors, (x[None] for x in latents), calibrator=variant.calibrator,
-                              num_bins=variant.num_bins, percentile=variant.percentile, threads=threads)
-    auto = None
-    if variant.target_psnr_db is not None:
-        from vae_engines.quant.sensitivity import auto_keep, reference_decode
+        from vae_engines.quant.trt_cache import ranges_from_trt_cache
 
-        if variant.target_reference == "fp16" and fp16_onnx is None:
-            raise UserError(f"{name}: target_reference fp16 needs the fp16 ONNX; pass --fp16 (dvc.yaml does)")
-        reference_path = fp32_onnx if variant.target_reference == "fp32" else fp16_onnx
-        chosen_on = latents[: variant.auto_latents]
-        reference = reference_decode(reference_path, chosen_on, threads)
-        auto = auto_keep(load_onnx(fp32_onnx), selected, amax, chosen_on, reference, variant.target_psnr_db, threads)
-        auto["reference"] = variant.target_reference
-        auto["measured_on"] = f"{len(chosen_on)} calibration latents"
+        amax = ranges_from_trt_cache(variant.cache, tensors)
+    elif variant.calibrator == "search":
+        from vae_engines.quant.search import range_search
+
+        latents = read_latent_set(calibration_dir)[: variant.search_latents]
+        executor = GraphExecutor(model, torch_device)
+        found, search = range_search(executor, selected, stats, latents, executor.decode(latents),
+                                     sweeps=variant.search_sweeps)
+        amax = {**calibrate(stats, tensors, "minmax"), **found}  # layers kept in float keep a valid range
+    else:
+        amax = calibrate(stats, tensors, variant.calibrator, variant.percentile)
+    if variant.target_psnr_db is not None:
+        from vae_engines.quant.sensitivity import auto_keep
+
+        latents = read_latent_set(calibration_dir)[: variant.auto_latents]
+        executor = executor or GraphExecutor(model, torch_device)
+        reference = _reference(model, variant.target_reference, latents, torch_device)
+        auto = auto_keep(executor, selected, amax, latents, reference, variant.target_psnr_db)
+        auto["reference"] = variant.target_reference + (" computed in fp16" if variant.target_reference == "fp16"
+                                                        else "")
+        auto["measured_on"] = f"{len(latents)} calibration latents, fake-quantized fp32 graph"
         selected = [layer for layer in selected if layer.name not in auto["kept_in_float"]]
-    manifest = read_json(Path(calibration_dir) / "manifest.json")
     selected_names = {layer.name for layer in selected}
     doc = {
         "variant": name,
         "calibrator": variant.calibrator,
-        "cache": variant.cache,
         "percentile": variant.percentile,
-        "num_bins": variant.num_bins,
-        "calibration": {"latents": int(len(latents)), "frames": int(latents.shape[-1]),
-                        "source": manifest.get("source"), "sha256": manifest.get("sha256", {}).get("latents.npy")},
+        "cache": variant.cache,
+        "float_type": variant.float_type,
+        "statistics": {"file": str(stats_npz), "sha256": sha256_file(stats_npz)},
+        "calibration_sha256": set_digest(calibration_dir),
         "fp32_onnx_sha256": sha256_file(fp32_onnx),
-        "amax": {t: float(f"{v:.7g}") for t, v in amax.items()},
+        "amax": {t: float(f"{amax[t]:.7g}") for t in tensors},
         "layers": [{"name": layer.name, "op_type": layer.op_type, "input": layer.activation,
                     "int8": layer.name in selected_names} for layer in layers],
         "kept_in_float": [layer.name for layer in layers if layer.name not in selected_names],
+        "search": search,
         "auto": auto,
+        "compute": devices.describe(torch_device) if executor is not None else None,
     }
+    graph = qdq_graph(model, selected, doc["amax"], variant.float_type, float32_io)
+    save_onnx(graph, out_onnx)
     write_json(ranges_json, doc)
-    qdq_onnx_from_onnx(fp32_onnx, out_onnx, doc["amax"], selected)
-    log.info("%s: %d of %d convolution layers in int8 (%s)", name, len(selected), len(layers), variant.calibrator)
+    log.info("%s: %d of %d convolution layers in int8 (%s, rest %s)", name, len(selected), len(layers),
+             variant.calibrator, variant.float_type)
     return doc

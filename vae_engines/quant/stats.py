@@ -1,0 +1,152 @@
+"""Activation statistics of every convolution input, collected once per calibration set.
+
+Every calibrator needs two things of each quantizable tensor: its largest |x| (minmax)
+and a histogram of |x| (entropy, percentile, mse, and the candidates of range search).
+They are collected here once, with the PyTorch graph executor on the compute device, and
+each INT8 variant computes its ranges from them; no variant runs the model to calibrate.
+
+Two sweeps over the calibration latents: the first finds each tensor's amax, the second
+counts |x| into NUM_BINS equal bins over [0, amax]. That is the histogram TensorRT's
+entropy calibration is described on (2048 bins of |x|); NVIDIA's pytorch-quantization
+instead fixes the bin width from the first batch and widens the range as larger values
+arrive, which makes the histogram depend on the order of the latents -- fixing the range
+first does not. Counts are exact integers (int64 bincount, not float32 histc, which loses
+counts above 2^24 per bin at 60 s windows). Memory stays bounded: one latent at a time,
+activations freed as the graph advances, and large tensors binned in chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vae_engines.core.errors import UserError
+from vae_engines.core.fileio import write_json, write_npz
+from vae_engines.quant.qdq import Layer
+
+log = logging.getLogger(__name__)
+
+NUM_BINS = 2048
+CHUNK = 1 << 24  # elements binned at once
+
+
+@dataclass
+class ActivationStats:
+    """amax[t] and hist[t] (NUM_BINS int64 counts of |x| over [0, amax[t]]) per tensor t."""
+
+    tensors: list[str]
+    amax: np.ndarray
+    hist: np.ndarray
+
+    def of(self, tensor: str) -> tuple[np.ndarray, np.ndarray]:
+        """(counts, bin edges) of one tensor."""
+        i = self.tensors.index(tensor)
+        return self.hist[i], np.linspace(0.0, float(self.amax[i]), NUM_BINS + 1)
+
+    def max_of(self, tensor: str) -> float:
+        return float(self.amax[self.tensors.index(tensor)])
+
+
+def collect(executor: Any, layers: list[Layer], latents: np.ndarray, progress: Any = None) -> ActivationStats:
+    """Statistics of the input of every layer over `latents` [N, C, T], one decode each."""
+    import torch
+
+    tensors = list(dict.fromkeys(layer.activation for layer in layers))
+    node_tensor = {layer.node: layer.activation for layer in layers}
+    device = executor.device
+    amax = {t: torch.zeros((), dtype=torch.float64, device=device) for t in tensors}
+
+    def observe_max(tensor: str):
+        def hook(x):
+            amax[tensor] = torch.maximum(amax[tensor], x.detach().abs().max().double())
+            return x
+        return hook
+
+    hooks = {node: observe_max(t) for node, t in node_tensor.items()}
+    total = 2 * len(latents)
+    for i, latent in enumerate(latents):
+        executor.run(latent[None], conv_hooks=hooks)
+        if progress:
+            progress(i + 1, total)
+    top = {t: float(v) for t, v in amax.items()}
+    counts = {t: torch.zeros(NUM_BINS, dtype=torch.int64, device=device) for t in tensors}
+
+    def observe_hist(tensor: str):
+        width = top[tensor] / NUM_BINS
+
+        def hook(x):
+            flat = x.detach().reshape(-1)
+            if width == 0:
+                counts[tensor][0] += flat.numel()
+                return x
+            for start in range(0, flat.numel(), CHUNK):
+                part = flat[start:start + CHUNK].abs().double()
+                index = torch.clamp((part / width).long(), max=NUM_BINS - 1)
+                counts[tensor] += torch.bincount(index, minlength=NUM_BINS)
+            return x
+        return hook
+
+    hooks = {node: observe_hist(t) for node, t in node_tensor.items()}
+    for i, latent in enumerate(latents):
+        executor.run(latent[None], conv_hooks=hooks)
+        if progress:
+            progress(len(latents) + i + 1, total)
+    return ActivationStats(tensors, np.array([top[t] for t in tensors], dtype=np.float64),
+                           np.stack([counts[t].cpu().numpy() for t in tensors]))
+
+
+def write_stats(npz_path: str | Path, json_path: str | Path, stats: ActivationStats, layers: list[Layer],
+                record: dict) -> None:
+    """stats.npz (the arrays: what variants depend on) and stats.json (per-tensor summary and
+    provenance, timings included), each atomically."""
+    layer_of = {layer.activation: layer.name for layer in layers}
+    summary = {}
+    for i, t in enumerate(stats.tensors):
+        counts = stats.hist[i]
+        summary[t] = {"layer": layer_of[t], "amax": float(f"{stats.amax[i]:.7g}"), "values": int(counts.sum()),
+                      "share_in_top_bin": float(f"{counts[-1] / max(counts.sum(), 1):.3g}")}
+    write_npz(npz_path, {"tensors": np.array(stats.tensors), "amax": stats.amax, "hist": stats.hist})
+    write_json(json_path, {**record, "num_bins": NUM_BINS, "tensors": summary})
+
+
+def read_stats(path: str | Path) -> ActivationStats:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; run `dvc repro` to collect the activation statistics")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return ActivationStats([str(t) for t in data["tensors"]], data["amax"], data["hist"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserError(f"{path} is unreadable ({type(exc).__name__}); delete it and run `dvc repro`") from None
+
+
+def collect_stats(fp32_onnx: str | Path, calibration_dir: str | Path, npz_path: str | Path, json_path: str | Path,
+                  *, device: str, threads: int | None = None) -> None:
+    """The `stats` stage: statistics of the fp32 graph on the calibration latents."""
+    from vae_engines.core import device as devices
+    from vae_engines.data.latentset import read_latent_set, set_digest
+    from vae_engines.graph.execute import GraphExecutor
+    from vae_engines.graph.io import load_onnx
+    from vae_engines.quant.qdq import quantizable_layers
+
+    torch_device = devices.resolve(device, threads)
+    model = load_onnx(fp32_onnx)
+    layers = quantizable_layers(model)
+    executor = GraphExecutor(model, torch_device)
+    del model
+    latents = read_latent_set(calibration_dir)
+    start = time.perf_counter()
+    stats = collect(executor, layers, latents)
+    devices.synchronize(torch_device)
+    seconds = time.perf_counter() - start
+    log.info("statistics of %d tensors over %d latents x %d frames in %.1f s on %s", len(stats.tensors),
+             len(latents), latents.shape[-1], seconds, torch_device)
+    record = {"latents": int(len(latents)), "frames": int(latents.shape[-1]),
+              "calibration_sha256": set_digest(calibration_dir), "seconds": round(seconds, 2),
+              "sweeps": 2, "compute": {**executor.describe(), **devices.describe(torch_device)}}
+    write_stats(npz_path, json_path, stats, layers, record)
