@@ -1,8 +1,13 @@
-"""The Oobleck VAE: build it, load real weights, and fold it into an export-ready decoder.
+"""The Oobleck VAE: load real weights (or seed random ones), and fold it into an
+export-ready decoder.
 
 ACE-Step 1.5 ships its VAE as a diffusers `AutoencoderOobleck` folder; Stable Audio's
-Oobleck has the same classes with other strides, so the architecture always comes from
-the checkpoint's own config when there is one, and from the ACE-Step presets otherwise.
+Oobleck has the same classes with other strides, so the architecture always comes from the
+checkpoint's own config.json (checked: a JSON object naming AutoencoderOobleck, with
+fields of the right types), and from ACE-Step 1.5's when a bare state dict has none.
+`model.checkpoint` is always a path, so DVC tracks it: the shipped small trained model
+(vae_engines/fixtures/acestep15-small), the full-size architecture's config alone
+(vae_engines/fixtures/acestep-1.5, for `source: seeded`), or a user's checkpoint.
 """
 
 from __future__ import annotations
@@ -12,13 +17,12 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vae_engines.core.errors import UserError
 
-if TYPE_CHECKING:
-    import torch
-
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+FIXTURE_DIR = FIXTURES / "acestep15-small"
 # ACE-Step 1.5's vae/config.json. diffusers' own defaults are Stable Audio's (44.1 kHz,
 # strides [2,4,4,8,8]), so the config is always passed in full.
 ACESTEP_15 = dict(
@@ -30,12 +34,9 @@ ACESTEP_15 = dict(
     audio_channels=2,
     sampling_rate=48000,
 )
-# Same structure at reduced width (diffusers ties the encoder width to the latent size,
-# so encoder_hidden_size stays 128 for 64 latent channels).
-ACESTEP_15_SMALL = {**ACESTEP_15, "channel_multiples": [1, 1, 2, 2, 4], "decoder_channels": 64}
-ARCHITECTURES = {"acestep-1.5": ACESTEP_15, "acestep-1.5-small": ACESTEP_15_SMALL}
-# The small trained default (see its MODEL_CARD.md): acestep-1.5-small, fp16 safetensors.
-FIXTURE_DIR = Path(__file__).parents[1] / "fixtures" / "acestep15-small"
+INT_FIELDS = ("encoder_hidden_size", "decoder_channels", "decoder_input_channels", "audio_channels", "sampling_rate")
+LIST_FIELDS = ("downsampling_ratios", "channel_multiples")
+CLASS_NAME = "AutoencoderOobleck"
 
 
 @dataclass
@@ -56,18 +57,17 @@ class LoadedVAE:
     def latent_channels(self) -> int:
         return int(self.vae.config.decoder_input_channels)
 
-    @property
-    def audio_channels(self) -> int:
-        return int(self.vae.config.audio_channels)
-
 
 def _quiet_diffusers() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a checkpoint is a local path, never a hub id
     import warnings
 
     warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
-    from diffusers.utils import logging as dlog
-
+    try:
+        from diffusers.utils import logging as dlog
+    except Exception as exc:  # an incompatible transformers / peft beside diffusers fails here
+        raise UserError(f"diffusers cannot be imported ({type(exc).__name__}: {str(exc)[:100]}); install a "
+                        "diffusers that matches this environment's transformers, or uninstall transformers") from None
     dlog.set_verbosity_error()
 
 
@@ -79,6 +79,39 @@ def build_vae(config: dict, seed: int) -> Any:
 
     torch.manual_seed(seed)
     return AutoencoderOobleck(**config).eval()
+
+
+def read_config(path: Path) -> dict:
+    """The architecture fields of an Oobleck config.json, checked field by field."""
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({getattr(exc, 'msg', exc)}); fix or remove it") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} holds a {type(raw).__name__}, not a JSON object of model fields; point "
+                        "model.checkpoint at a diffusers AutoencoderOobleck folder")
+    name = raw.get("_class_name")
+    if name is not None and name != CLASS_NAME:
+        raise UserError(f"{path} describes a {name}, not an {CLASS_NAME}; point model.checkpoint at ACE-Step's "
+                        "vae/ folder (its config.json names AutoencoderOobleck)")
+    config = {}
+    for key in INT_FIELDS:
+        if key in raw:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"{path}: {key} is {value!r}, not a positive integer; fix the config")
+            config[key] = value
+    for key in LIST_FIELDS:
+        if key in raw:
+            value = raw[key]
+            if not isinstance(value, list) or not value or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+                raise UserError(f"{path}: {key} is {value!r}, not a list of positive integers; fix the config")
+            config[key] = value
+    merged = {**ACESTEP_15, **config}
+    if len(merged["downsampling_ratios"]) != len(merged["channel_multiples"]):
+        raise UserError(f"{path}: downsampling_ratios and channel_multiples differ in length; fix the config")
+    return merged
 
 
 def _adapt_weight_norm_keys(state: dict, expected: dict) -> dict:
@@ -108,12 +141,12 @@ def _adapt_weight_norm_keys(state: dict, expected: dict) -> dict:
 def _load_state(module: Any, state: dict, source: Path) -> None:
     state = _adapt_weight_norm_keys(state, module.state_dict())
     try:
-        result = module.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
-        raise UserError(f"{source} does not match the model architecture ({first[:200]}); give a checkpoint "
-                        "of this architecture, or put its config.json beside it") from None
-    del result
+        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        first = lines[0] if lines else str(exc)
+        raise UserError(f"{source} does not match the architecture of its config.json ({first[:160]}); give a "
+                        "checkpoint whose weights and config.json belong together") from None
 
 
 def _read_safetensors(path: Path) -> dict:
@@ -127,40 +160,38 @@ def _read_safetensors(path: Path) -> dict:
                         "re-save it") from None
 
 
-def _config_beside(path: Path) -> dict | None:
+def _config_beside(path: Path) -> Path | None:
     for candidate in (path.parent / "config.json", path.parent / (path.stem + ".json")):
         if candidate.is_file():
-            try:
-                cfg = json.loads(candidate.read_text())
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{candidate} is not valid JSON ({exc.msg}); fix or remove it") from None
-            return {k: v for k, v in cfg.items() if not k.startswith("_")}
+            return candidate
     return None
 
 
-def load_checkpoint(path: str | os.PathLike) -> LoadedVAE:
-    """Load a diffusers AutoencoderOobleck folder or a bare .safetensors state dict.
+def _folder(path: Path) -> Path:
+    folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{path} has no config.json (nor vae/config.json); point model.checkpoint at the "
+                        "diffusers VAE folder")
+    return folder
 
-    A state dict may hold the whole VAE (`encoder.*`, `decoder.*`) or the decoder alone.
-    Its architecture is read from a config.json beside it, else ACE-Step 1.5's.
-    """
-    _quiet_diffusers()
+
+def load_checkpoint(path: str | os.PathLike) -> LoadedVAE:
+    """Load a diffusers AutoencoderOobleck folder (or a root holding vae/) or a bare
+    .safetensors state dict of the whole VAE or of the decoder alone (architecture from a
+    config.json beside it, else ACE-Step 1.5's)."""
     from vae_engines.core.fileio import sha256_file
 
     path = Path(path)
     if not path.exists():
         raise UserError(f"checkpoint {path} does not exist; fix model.checkpoint in params.yaml")
     if path.is_dir():
-        folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
-        if not (folder / "config.json").is_file():
-            raise UserError(f"{path} has no config.json (nor vae/config.json); point model.checkpoint at the "
-                            "diffusers VAE folder")
+        folder = _folder(path)
+        config = read_config(folder / "config.json")
         weights = sorted(folder.glob("*.safetensors"))
         if not weights:
-            raise UserError(f"{folder} has no .safetensors weights; give the folder that holds them")
-        cfg = _config_beside(weights[0]) or {}
-        cfg = {k: v for k, v in cfg.items() if k in ACESTEP_15}
-        vae = build_vae({**ACESTEP_15, **cfg}, seed=0)
+            raise UserError(f"{folder} has a config.json but no .safetensors weights; add them, or set model.source: "
+                            "seeded to use its architecture with random weights")
+        vae = build_vae(config, seed=0)
         state: dict = {}
         for w in weights:
             state.update(_read_safetensors(w))
@@ -171,9 +202,8 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedVAE:
         raise UserError(f"{path} is neither a diffusers folder nor a .safetensors file; convert it with "
                         "safetensors.torch.save_file")
     state = _read_safetensors(path)
-    cfg = _config_beside(path) or {}
-    cfg = {k: v for k, v in cfg.items() if k in ACESTEP_15}
-    vae = build_vae({**ACESTEP_15, **cfg}, seed=0)
+    beside = _config_beside(path)
+    vae = build_vae(read_config(beside) if beside else dict(ACESTEP_15), seed=0)
     digest = sha256_file(path)[:12]
     if any(k.startswith("decoder.") for k in state):
         _load_state(vae, state, path)
@@ -183,17 +213,40 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedVAE:
 
 
 def load_vae(params: Any) -> LoadedVAE:
-    """The VAE that `ModelParams` names."""
-    if params.source == "checkpoint":
-        return load_checkpoint(params.checkpoint)
-    if params.source == "fixture":
-        loaded = load_checkpoint(FIXTURE_DIR)
-        steps = json.loads((FIXTURE_DIR / "train_log.json").read_text())["steps"]
+    """The VAE that ModelParams names: a checkpoint's weights, or (source seeded) its
+    architecture with weights drawn from params.seed."""
+    path = Path(params.checkpoint)
+    if params.source == "seeded":
+        if not path.exists():
+            raise UserError(f"checkpoint {path} does not exist; fix model.checkpoint in params.yaml")
+        config_path = _config_beside(path) if path.is_file() else _folder(path) / "config.json"
+        config = read_config(config_path) if config_path else dict(ACESTEP_15)
+        name = path.name
+        return LoadedVAE(build_vae(config, params.seed),
+                         f"seeded {name} architecture (seed {params.seed}, random weights)", has_encoder=True)
+    loaded = load_checkpoint(path)
+    log_path = _folder(path) / "train_log.json" if path.is_dir() else None
+    if log_path is not None and log_path.is_file() and path.resolve() == FIXTURE_DIR.resolve():
+        steps = json.loads(log_path.read_text())["steps"]
         loaded.description = (f"trained fixture acestep-1.5-small ({steps} steps on the built-in corpus; "
                               "not ACE-Step's weights)")
-        return loaded
-    vae = build_vae(ARCHITECTURES[params.architecture], params.seed)
-    return LoadedVAE(vae, f"seeded {params.architecture} (seed {params.seed}, random weights)", has_encoder=True)
+    return loaded
+
+
+def encode_audio(vae: Any, audio: Any, device: Any, progress: bool = True) -> Any:
+    """Posterior means [N, C, T] (numpy float32) of audio windows [N, 2, S], one at a time."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    encoder = vae.to(device)
+    out = []
+    with torch.inference_mode():
+        for clip in tqdm(audio, desc="encoding", unit="clip", disable=None if progress else True, leave=False):
+            x = torch.from_numpy(np.ascontiguousarray(clip[None])).to(device)
+            out.append(encoder.encode(x).latent_dist.mean[0].float().cpu().numpy())
+    vae.to("cpu")
+    return np.stack(out).astype(np.float32)
 
 
 def _folded_snake_class() -> type:
@@ -221,7 +274,7 @@ def _folded_snake_class() -> type:
 
 def fold_decoder(vae: Any) -> Any:
     """The VAE's decoder with weight norm folded into plain weights and Snake constants
-    precomputed, in place (idempotent). Export and the PyTorch runtime share it."""
+    precomputed, in place (idempotent). Export and the PyTorch runtimes share it."""
     import torch
     from diffusers.models.autoencoders.autoencoder_oobleck import Snake1d
 
