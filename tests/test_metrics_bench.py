@@ -1,9 +1,7 @@
 import numpy as np
 import pytest
 
-from vae_engines.measure import bench
-
-from vae_engines.measure import metrics
+from vae_engines.measure import bench, metrics
 
 
 def test_peak_psnr_matches_the_reference_definition():
@@ -13,15 +11,62 @@ def test_peak_psnr_matches_the_reference_definition():
     assert metrics.peak_psnr(ref, out) == pytest.approx(20 * np.log10(2.0 / 0.01))
 
 
-def test_si_sdr_is_scale_invariant_and_metrics_rank_noise():
+def test_peak_psnr_is_snr_plus_the_crest_factor():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((1, 2, 48000)) * np.linspace(0.1, 1, 48000)
+    out = ref + 0.01 * rng.standard_normal(ref.shape)
+    assert metrics.peak_psnr(ref, out) == pytest.approx(metrics.snr(ref, out) + metrics.crest_factor_db(ref))
+
+
+def test_metrics_rank_noise_and_si_sdr_is_scale_invariant():
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((1, 2, 48000))
     assert metrics.si_sdr(ref, 0.5 * ref) > 100
     small, large = ref + 0.01 * rng.standard_normal(ref.shape), ref + 0.1 * rng.standard_normal(ref.shape)
     for name in ("peak_psnr_db", "snr_db", "si_sdr_db"):
         assert metrics.all_metrics(ref, small)[name] > metrics.all_metrics(ref, large)[name] + 15
-    assert metrics.stft_distance(ref, small) < metrics.stft_distance(ref, large)
     assert metrics.max_abs_error(ref, ref) == 0.0
+
+
+def test_mr_stft_is_the_standard_distance():
+    rng = np.random.default_rng(1)
+    t = np.arange(48000) / 48000
+    ref = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)])[None] * 0.5
+    assert metrics.mr_stft(ref, ref) == {"mr_stft": 0.0, "mr_stft_sc": 0.0, "mr_stft_logmag": 0.0}
+    near = metrics.mr_stft(ref, ref + 1e-3 * rng.standard_normal(ref.shape))
+    far = metrics.mr_stft(ref, ref + 1e-1 * rng.standard_normal(ref.shape))
+    assert 0 < near["mr_stft"] < far["mr_stft"]
+    assert near["mr_stft"] == pytest.approx(near["mr_stft_sc"] + near["mr_stft_logmag"])
+    # spectral convergence of a 10% gain error is 0.1 at every resolution
+    assert metrics.mr_stft(ref, 1.1 * ref)["mr_stft_sc"] == pytest.approx(0.1, rel=1e-3)
+    assert metrics.mr_stft(ref[..., :100], ref[..., :100]) == {}  # shorter than half the smallest frame
+
+
+def test_paired_ratio_calls_a_difference_only_beyond_the_spread():
+    rng = np.random.default_rng(0)
+    slow = bench.Timing("fp16 (x)", 1, 32, list(100 + rng.normal(0, 2, 9)))
+    fast = bench.Timing("v (x)", 1, 32, list(60 + rng.normal(0, 2, 9)))
+    same = bench.Timing("w (x)", 1, 32, list(100 + rng.normal(0, 20, 9)))
+    r = bench.paired_ratio(fast, slow)
+    assert r["verdict"] == "faster" and r["ci95"][0] > 1 and r["median_ratio"] == pytest.approx(1.67, abs=0.1)
+    assert bench.paired_ratio(slow, fast)["verdict"] == "slower"
+    assert bench.paired_ratio(same, slow)["verdict"] == "no measurable difference"
+
+
+def test_interleaved_rounds_take_turns():
+    order = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def time_ms(self, x):
+            order.append(self.name)
+            return 1.0
+
+    timings = bench.interleaved({"a": Fake("a"), "b": Fake("b"), "c": Fake("c")}, 1, 2, 64, warmup=1, repeats=3)
+    assert order[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert [len(t.ms) for t in timings.values()] == [3, 3, 3]
 
 
 def test_stream_windows_cover_the_latent():
@@ -29,8 +74,3 @@ def test_stream_windows_cover_the_latent():
     assert windows[0] == (0, 16) and windows[-1][1] == 64
     assert all(b - a == 16 for a, b in windows)
     assert all(windows[i + 1][0] - windows[i][0] <= 12 for i in range(len(windows) - 1))
-
-
-def test_ratios_come_from_the_same_points():
-    lat = {"v": {"b1_f8": {"median_ms": 50.0}}, "fp32": {"b1_f8": {"median_ms": 100.0}, "b1_f16": {"median_ms": 1}}}
-    assert bench.ratios(lat, "v", "fp32") == {"b1_f8": 2.0}

@@ -6,6 +6,7 @@ import importlib.util
 import numpy as np
 import pytest
 
+from conftest import latents
 from vae_engines.core import params as config
 from vae_engines.core.errors import UserError
 from vae_engines.trt import backend as backend_mod
@@ -44,21 +45,34 @@ def test_build_writes_plan_and_metadata(tiny_plan):
 
 
 @needs_rtx
-def test_build_qdq_and_named_compute_capability(tmp_path, tiny_onnx, rtx):
-    from vae_engines.quant.calibrators import calibrate_amax
-    from vae_engines.model.export import load_onnx
-    from vae_engines.quant.qdq import qdq_onnx_from_onnx, quantizable_layers
+@pytest.mark.parametrize("float_type", ["fp16", "fp32"])
+def test_build_qdq_records_int8_convolutions(tmp_path, tiny_onnx, rtx, float_type):
+    from vae_engines.graph.execute import GraphExecutor
+    from vae_engines.graph.io import load_onnx, save_onnx
+    from vae_engines.quant.calibrators import calibrate
+    from vae_engines.quant.quantize import qdq_graph
+    from vae_engines.quant.qdq import quantizable_layers
+    from vae_engines.quant.stats import collect
     from vae_engines.trt.build import engine_from_onnx
 
-    layers = quantizable_layers(load_onnx(tiny_onnx))
-    x = [np.random.default_rng(0).standard_normal((1, 64, 4)).astype(np.float32)]
-    amax = calibrate_amax(tiny_onnx, [l.activation for l in layers], x, calibrator="minmax")
-    q = qdq_onnx_from_onnx(tiny_onnx, tmp_path / "q.onnx", amax, layers)
+    model = load_onnx(tiny_onnx)
+    layers = quantizable_layers(model)
+    amax = calibrate(collect(GraphExecutor(model), layers, latents(1, 4)), [l.activation for l in layers], "minmax")
+    q = save_onnx(qdq_graph(model, layers[1:], amax, float_type), tmp_path / "q.onnx")
+    meta = engine_from_onnx(rtx, q, tmp_path / "q.plan", profile=PROFILE, build=BUILD, hop=1920)
+    assert meta["precisions"]["convolutions"] == {"int8": 36, float_type: 1, **({"fp32": 0} if float_type == "fp16"
+                                                                                else {"fp16": 0})}
+
+
+@needs_rtx
+def test_build_for_a_named_compute_capability(tmp_path, tiny_onnx, rtx):
+    from vae_engines.trt.build import engine_from_onnx
+
     build = config.BuildParams(compute_capabilities=("12.0",))
-    meta = engine_from_onnx(rtx, q, tmp_path / "q.plan", profile=PROFILE, build=build, hop=1920)
+    meta = engine_from_onnx(rtx, tiny_onnx, tmp_path / "q.plan", profile=PROFILE, build=build, hop=1920)
     assert meta["target"] == "sm120"
     with pytest.raises(UserError, match="not a TensorRT-RTX target"):
-        engine_from_onnx(rtx, q, tmp_path / "x.plan", profile=PROFILE, hop=1920,
+        engine_from_onnx(rtx, tiny_onnx, tmp_path / "x.plan", profile=PROFILE, hop=1920,
                          build=config.BuildParams(compute_capabilities=("9.0",)))
 
 
@@ -134,3 +148,32 @@ def test_unavailable_reason_is_a_sentence_here():
 
     if not gpus():  # on this CPU-only machine the runner must say why it cannot run
         assert reason and len(reason) > 10
+
+
+def _cuda_python_gpu() -> bool:
+    try:
+        from cuda.bindings import runtime as cudart
+
+        err, count = cudart.cudaGetDeviceCount()
+        return int(err) == 0 and count > 0
+    except Exception:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_python_gpu(), reason="needs cuda-python and an NVIDIA GPU (none on this machine)")
+def test_cuda_stream_buffers_events_and_release():
+    """The runner's CUDA half, which needs no engine: buffers allocated once and reused,
+    copies round-trip, events time work on the stream, and close() releases everything."""
+    from vae_engines.trt.cuda import CudaStream
+
+    x = np.arange(1 << 20, dtype=np.float32)
+    with CudaStream() as cuda:
+        first = cuda.upload("a", x)
+        assert cuda.upload("a", x[: 1 << 10]) == first  # smaller: the same buffer
+        out = cuda.download("a", np.empty_like(x[: 1 << 10]))
+        np.testing.assert_array_equal(out, x[: 1 << 10])
+        ms = cuda.time_ms(lambda: cuda.upload("b", x))
+        assert ms > 0
+        assert set(cuda.buffers) == {"a", "b"}
+    assert cuda.buffers == {} and cuda.stream is None

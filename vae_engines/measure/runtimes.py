@@ -1,12 +1,23 @@
-"""One `decode(latent) -> audio` interface over ONNX Runtime, PyTorch and TensorRT.
+"""One interface over the ways a decode can run: `decode(latent) -> audio` for quality and
+`time_ms(latent)` for speed, and `describe()` saying what ran -- the runtime, the device,
+and the precision that actually executed, which is not always the graph's:
 
-Each runtime describes itself (for provenance beside every number it produces); the
-TensorRT one says why it cannot run where it cannot.
+- GraphRuntime: an ONNX graph in PyTorch (graph.execute), in the graph's own types: the
+  quality runtime wherever no TensorRT engine can run. fp16 is real (CUDA half kernels)
+  or emulated per op on the CPU (fp16 storage, fp32 accumulation).
+- OrtRuntime: ONNX Runtime's CPU provider. It executes Q/DQ rounding exactly, but computes
+  the convolutions of a Q/DQ graph in float, and runs fp16 graphs by casting fp16 weights
+  back to fp32 and computing in fp32: its speed is not int8 speed, and an fp16 graph on it
+  is "fp16 weights, fp32 compute", not fp16.
+- TorchRuntime: the PyTorch decoder module itself (eager fp32 / fp16 / bf16, or
+  torch.compile), what a user would run instead of an engine.
+- TensorRTRuntime: a built plan through the thin runner, where a GPU accepts it.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,63 +25,134 @@ import numpy as np
 
 from vae_engines.core.errors import UserError
 
+FP16, FP32, BF16 = "fp16", "fp32", "bf16"
+
+
+def graph_precision(onnx_path: str | Path) -> str:
+    """fp32, fp16, int8+fp16 or int8+fp32: what the graph asks for (from its initializers)."""
+    from vae_engines.graph.io import load_onnx
+
+    model = load_onnx(onnx_path, load_weights=False)
+    types = {i.data_type for i in model.graph.initializer}
+    int8 = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    base = FP16 if 10 in types else FP32
+    return f"int8+{base}" if int8 else base
+
+
+class GraphRuntime:
+    """An ONNX graph run by the PyTorch graph executor on `device`."""
+
+    name = "torch-graph"
+
+    def __init__(self, onnx_path: str | Path, device: Any) -> None:
+        from vae_engines.graph.execute import GraphExecutor
+        from vae_engines.graph.io import load_onnx
+
+        self.path = Path(onnx_path)
+        self.graph_precision = graph_precision(self.path)
+        self.executor = GraphExecutor(load_onnx(self.path), device)
+
+    def describe(self) -> dict:
+        from vae_engines.core.device import describe
+
+        info = self.executor.describe()
+        fp16 = "fp16" in self.graph_precision
+        executed = self.graph_precision + ("" if not fp16 else f" ({info['fp16']})")
+        return {**info, **describe(self.executor.device), "model": str(self.path), "graph": self.graph_precision,
+                "executed": executed}
+
+    def decode(self, latent: np.ndarray) -> np.ndarray:
+        return self.executor.decode(latent)
+
+    def time_ms(self, latent: np.ndarray) -> float:
+        from vae_engines.core.device import synchronize
+
+        state = self.executor.feed(latent)
+        synchronize(self.executor.device)
+        start = time.perf_counter()
+        self.executor.run_from(state, 0)
+        synchronize(self.executor.device)
+        return (time.perf_counter() - start) * 1e3
+
 
 class OrtRuntime:
-    """ONNX Runtime on the CPU. It executes Q/DQ models as written (int8 rounding of
-    activations and weights, real), fp16 models with its CPU fp16 kernels."""
+    """ONNX Runtime on the CPU (see the module docstring for what it executes)."""
 
     name = "onnxruntime"
 
     def __init__(self, onnx_path: str | Path, threads: int = 2) -> None:
-        import onnxruntime as ort
+        from vae_engines.graph.io import ort_session
 
         self.path = Path(onnx_path)
-        if not self.path.is_file():
-            raise UserError(f"{self.path} does not exist; run `dvc repro` to make it")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise UserError(f"onnxruntime cannot load {self.path} ({str(exc).splitlines()[0][:120]}); delete it "
-                            "and run `dvc repro`") from None
+        self.session = ort_session(self.path, threads)
         self.input = self.session.get_inputs()[0]
         self.dtype = np.float16 if "float16" in self.input.type else np.float32
         self.threads = threads
+        self.graph_precision = graph_precision(self.path)
 
     def describe(self) -> dict:
+        executed = {FP32: "fp32", FP16: "fp16 weights, fp32 compute (ORT's CPU provider upcasts)",
+                    "int8+fp32": "int8 Q/DQ rounding, float32 convolutions (ORT's CPU provider dequantizes)",
+                    "int8+fp16": "int8 Q/DQ rounding, float32 convolutions, fp16 parts computed in fp32"}
         return {"runtime": "onnxruntime", "version": importlib.metadata.version("onnxruntime"),
-                "provider": "CPUExecutionProvider", "threads": self.threads, "model": str(self.path)}
+                "provider": "CPUExecutionProvider", "device": "cpu", "threads": self.threads, "model": str(self.path),
+                "graph": self.graph_precision, "executed": executed[self.graph_precision]}
 
     def decode(self, latent: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input.name: latent.astype(self.dtype, copy=False)})[0]
         return out.astype(np.float32, copy=False)
 
+    def time_ms(self, latent: np.ndarray) -> float:
+        x = latent.astype(self.dtype, copy=False)
+        start = time.perf_counter()
+        self.session.run(None, {self.input.name: x})
+        return (time.perf_counter() - start) * 1e3
+
 
 class TorchRuntime:
-    """The folded PyTorch decoder (the export's source) on the CPU, fp32."""
+    """The folded PyTorch decoder in `precision` on `device`, eager or torch.compile'd."""
 
     name = "torch"
 
-    def __init__(self, decoder: Any, threads: int = 2) -> None:
+    def __init__(self, decoder: Any, device: Any, precision: str = FP32, compile: bool = False) -> None:
+        import copy
+
         import torch
 
-        torch.set_num_threads(threads)
-        self.decoder = decoder.eval()
-        self.threads = threads
+        dtypes = {FP32: torch.float32, FP16: torch.float16, BF16: torch.bfloat16}
+        self.dtype = dtypes[precision]
+        self.precision = precision
+        self.device = device
+        module = copy.deepcopy(decoder).to(device=device, dtype=self.dtype).eval()
+        self.module = torch.compile(module, mode="max-autotune-no-cudagraphs") if compile else module
+        self.compiled = compile
+        self.label = f"torch {precision}" + (" compile" if compile else " eager")
 
     def describe(self) -> dict:
-        import torch
+        from vae_engines.core.device import describe
 
-        return {"runtime": "torch", "version": torch.__version__, "device": "cpu", "dtype": "float32",
-                "threads": self.threads}
+        return {"runtime": "torch", **describe(self.device), "executed": self.precision,
+                "mode": "torch.compile (max-autotune-no-cudagraphs)" if self.compiled else "eager"}
 
     def decode(self, latent: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            return self.decoder(torch.from_numpy(np.ascontiguousarray(latent, dtype=np.float32))).numpy()
+            x = torch.from_numpy(np.ascontiguousarray(latent)).to(self.device, self.dtype)
+            return self.module(x).float().cpu().numpy()
+
+    def time_ms(self, latent: np.ndarray) -> float:
+        import torch
+
+        from vae_engines.core.device import synchronize
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(latent)).to(self.device, self.dtype)
+            synchronize(self.device)
+            start = time.perf_counter()
+            self.module(x)
+            synchronize(self.device)
+        return (time.perf_counter() - start) * 1e3
 
 
 class TensorRTRuntime:
@@ -86,18 +168,28 @@ class TensorRTRuntime:
         self.runner = EngineRunner(self.backend, plan_path)
         self.plan = Path(plan_path)
 
-    @staticmethod
-    def unavailable_reason(backend_name: str) -> str | None:
-        from vae_engines.trt.runner import unavailable_reason
-
-        return unavailable_reason(backend_name)
-
     def describe(self) -> dict:
         return {"runtime": self.backend.name, "version": self.backend.version, "plan": str(self.plan),
-                "device_memory_bytes": self.runner.device_memory_bytes()}
+                "device_memory_bytes": self.runner.device_memory_bytes(), "executed": "the engine's own layers"}
 
     def decode(self, latent: np.ndarray) -> np.ndarray:
         return self.runner.decode(latent)
+
+    def time_ms(self, latent: np.ndarray) -> float:
+        return self.runner.time_ms(latent, warmup=0, repeats=1)[0]
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def tensorrt_status(backend_name: str, plan_path: str | Path) -> str | None:
+    """None where the plan can run here, else 'not measured: <why>'. A truncated or replaced
+    plan is an error even where it cannot run."""
+    from vae_engines.trt.runner import unavailable_reason, verify_plan
+
+    verify_plan(plan_path)
+    reason = unavailable_reason(backend_name)
+    return None if reason is None else f"not measured: {reason}"
 
 
 def check_finite(audio: np.ndarray, variant: str, runtime: str) -> np.ndarray:
@@ -107,16 +199,3 @@ def check_finite(audio: np.ndarray, variant: str, runtime: str) -> np.ndarray:
         raise UserError(f"variant {variant} produced {bad} NaN/Inf samples on {runtime}; its ranges or fp16 "
                         "overflow break it: keep more layers in float or use another calibrator")
     return audio
-
-
-def variant_runtime(backend_name: str, plan_path: str | Path, onnx_path: str | Path,
-                    threads: int = 2) -> tuple[Any, str]:
-    """The runtime a variant's numbers come from: its TensorRT engine where one can run,
-    else ONNX Runtime on the CPU for the same ONNX. Returns (runtime, tensorrt status)."""
-    from vae_engines.trt.runner import verify_plan
-
-    verify_plan(plan_path)  # a truncated or replaced plan is an error even where it cannot run
-    reason = TensorRTRuntime.unavailable_reason(backend_name)
-    if reason is None:
-        return TensorRTRuntime(backend_name, plan_path), "measured"
-    return OrtRuntime(onnx_path, threads), f"not measured: {reason}"

@@ -10,7 +10,6 @@ without knowing which one it has.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -112,18 +111,3 @@ def resolve(choice: str) -> TensorRT:
     if rtx is None:
         raise UserError(f"TensorRT-RTX is not installed (build.backend: {choice}); {EXTRA_HINT}")
     return TensorRTRTX(rtx)
-
-
-def installed_versions() -> dict[str, str | None]:
-    """Versions of the TensorRT packages, read from package metadata (no import, no GPU)."""
-    out: dict[str, str | None] = {}
-    for key, dists in {"tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
-                       "tensorrt_rtx": ("tensorrt-rtx-cu13", "tensorrt-rtx-cu12", "tensorrt-rtx")}.items():
-        out[key] = None
-        for dist in dists:
-            try:
-                out[key] = importlib.metadata.version(dist)
-                break
-            except importlib.metadata.PackageNotFoundError:
-                continue
-    return out

@@ -19,6 +19,7 @@ from vae_engines.trt.backend import TensorRT
 log = logging.getLogger(__name__)
 
 MAX_VOLUME = 2**31 - 1  # TensorRT tensors are indexed with int32
+SHAPE_ONLY = ("SHUFFLE", "UNSQUEEZE", "SQUEEZE", "IDENTITY")
 
 
 def network_from_onnx(backend: TensorRT, onnx_path: Path, logger: Any) -> tuple[Any, Any, Any]:
@@ -38,6 +39,45 @@ def network_from_onnx(backend: TensorRT, onnx_path: Path, logger: Any) -> tuple[
         raise UserError(f"{backend.name} cannot parse {onnx_path}: {'; '.join(errors) or 'unknown error'}; "
                         "re-export it (dvc repro) or exclude the named nodes")
     return builder, network, parser
+
+
+def layer_precisions(network: Any) -> dict:
+    """The types the strongly typed network gives its layers, as parsed (before fusion).
+
+    convolutions: how many Conv / ConvTranspose layers take int8 (their input comes from a
+    DequantizeLinear, so TensorRT runs them in INT8), fp16 or fp32 input. layers: the count
+    of layers per (type, output type). The engine inspector would give the fused layers but
+    needs a GPU that can deserialize the plan."""
+    producer: dict[str, Any] = {}
+    layers: dict[str, int] = {}
+    convolutions = {"int8": 0, "fp16": 0, "fp32": 0}
+
+    def origin(tensor: Any) -> str:
+        # the parser reshapes 1-D convolutions to 2-D: look through shape-only layers
+        kind = "INPUT"
+        while tensor is not None and tensor.name in producer:
+            layer = producer[tensor.name]
+            kind = str(layer.type).split(".")[-1]
+            if kind not in SHAPE_ONLY:
+                return kind
+            tensor = layer.get_input(0)
+        return kind
+
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        kind = str(layer.type).split(".")[-1]
+        for j in range(layer.num_outputs):
+            producer[layer.get_output(j).name] = layer
+        dtype = str(layer.get_output(0).dtype).split(".")[-1] if layer.num_outputs else "none"
+        key = f"{kind} -> {dtype}"
+        layers[key] = layers.get(key, 0) + 1
+        if kind in ("CONVOLUTION", "DECONVOLUTION"):
+            source = layer.get_input(0)
+            if origin(source) == "DEQUANTIZE":
+                convolutions["int8"] += 1
+            else:
+                convolutions["fp16" if "HALF" in str(source.dtype) else "fp32"] += 1
+    return {"convolutions": convolutions, "layers": dict(sorted(layers.items()))}
 
 
 def check_profile(profile: Any, channels: int, hop: int, out_channels: int = 2) -> None:
@@ -62,6 +102,7 @@ def engine_from_onnx(backend: TensorRT, onnx_path: str | Path, plan_path: str | 
     builder, network, _parser = network_from_onnx(backend, onnx_path, logger)
     inp = network.get_input(0)
     channels = inp.shape[1]
+    precisions = layer_precisions(network)
     check_profile(profile, channels, hop)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, build.workspace_mib << 20)
@@ -114,6 +155,7 @@ def engine_from_onnx(backend: TensorRT, onnx_path: str | Path, plan_path: str | 
         "plan_bytes": plan_path.stat().st_size,
         "plan_sha256": sha256_file(plan_path),
         "num_layers": network.num_layers,
+        "precisions": precisions,
         "inputs": [io(network.get_input(i)) for i in range(network.num_inputs)],
         "outputs": [io(network.get_output(i)) for i in range(network.num_outputs)],
         "onnx": str(onnx_path),
@@ -122,3 +164,15 @@ def engine_from_onnx(backend: TensorRT, onnx_path: str | Path, plan_path: str | 
     }
     write_json(plan_path.with_suffix(".json"), meta)
     return meta
+
+
+def build_stage(params: Any, *, onnx_path: str | Path, plan_path: str | Path,
+                timing_cache_path: str | Path | None) -> dict:
+    """The `build_fp16` / `build@<variant>` stage: one plan and its metadata."""
+    from vae_engines.graph.io import model_facts
+    from vae_engines.trt.backend import resolve
+
+    backend = resolve(params.build.backend)
+    hop, _ = model_facts(onnx_path)
+    return engine_from_onnx(backend, onnx_path, plan_path, profile=params.profile, build=params.build, hop=hop,
+                            timing_cache_path=timing_cache_path)

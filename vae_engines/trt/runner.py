@@ -13,7 +13,6 @@ profile, and the dtype mapping.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import shutil
 import subprocess
@@ -87,21 +86,19 @@ def unavailable_reason(backend_name: str) -> str | None:
     return None
 
 
-def _check(result: Any) -> Any:
-    err, *rest = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise RuntimeError(f"CUDA error {err}")
-    return rest[0] if len(rest) == 1 else rest
-
-
 class EngineRunner:
-    """Run one plan. decode(latent [B, C, T] float32) -> audio [B, 2, T * hop]."""
+    """Run one plan: decode(latent [B, C, T] float32) -> audio [B, 2, T * hop].
+
+    Benchmark-grade: the execution context and device buffers are made once and reused
+    (buffers grow only when a larger shape arrives), `time_ms` times the engine alone with
+    CUDA events after warm-up (inputs already on the device), and `close()` releases the
+    buffers, events, stream, context and engine.
+    """
 
     def __init__(self, backend: Any, plan_path: str | Path) -> None:
-        from cuda.bindings import runtime as cudart
+        from vae_engines.trt.cuda import CudaStream
 
         self.meta = verify_plan(plan_path)
-        self.cudart = cudart
         self.trt = backend.trt
         self.logger = backend.logger()
         self.runtime = self.trt.Runtime(self.logger)
@@ -110,35 +107,46 @@ class EngineRunner:
             raise UserError(f"{backend.name} could not load {plan_path} ({'; '.join(self.logger.errors[-2:])}); "
                             "rebuild it for this GPU and version")
         self.context = self.engine.create_execution_context()
-        self.stream = _check(cudart.cudaStreamCreate())
-        self.input = self.meta["inputs"][0]["name"]
-        self.output = self.meta["outputs"][0]["name"]
+        self.cuda = CudaStream()
+        self.input = self.meta["inputs"][0]
+        self.output = self.meta["outputs"][0]
 
     def device_memory_bytes(self) -> int:
-        return int(self.engine.device_memory_size_v2) if hasattr(self.engine, "device_memory_size_v2") else \
-            int(self.engine.device_memory_size)
+        return int(getattr(self.engine, "device_memory_size_v2", self.engine.device_memory_size))
+
+    def _prepare(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        check_shape(latent.shape, self.meta["profile"]["min"], self.meta["profile"]["max"])
+        latent = np.ascontiguousarray(latent, dtype=numpy_dtype(self.input["dtype"]))
+        self.context.set_input_shape(self.input["name"], latent.shape)
+        out = np.empty(tuple(self.context.get_tensor_shape(self.output["name"])),
+                       dtype=numpy_dtype(self.output["dtype"]))
+        self.context.set_tensor_address(self.input["name"], self.cuda.upload("input", latent))
+        self.context.set_tensor_address(self.output["name"], self.cuda.buffer("output", out.nbytes))
+        return latent, out
+
+    def _execute(self) -> None:
+        if not self.context.execute_async_v3(self.cuda.stream):
+            raise RuntimeError("execute_async_v3 failed")
 
     def decode(self, latent: np.ndarray) -> np.ndarray:
-        cudart = self.cudart
-        check_shape(latent.shape, self.meta["profile"]["min"], self.meta["profile"]["max"])
-        latent = np.ascontiguousarray(latent, dtype=numpy_dtype(self.meta["inputs"][0]["dtype"]))
-        self.context.set_input_shape(self.input, latent.shape)
-        out_shape = tuple(self.context.get_tensor_shape(self.output))
-        out = np.empty(out_shape, dtype=numpy_dtype(self.meta["outputs"][0]["dtype"]))
-        d_in = _check(cudart.cudaMalloc(latent.nbytes))
-        d_out = _check(cudart.cudaMalloc(out.nbytes))
-        try:
-            kind = cudart.cudaMemcpyKind
-            _check(cudart.cudaMemcpyAsync(d_in, latent.ctypes.data, latent.nbytes, kind.cudaMemcpyHostToDevice,
-                                          self.stream))
-            self.context.set_tensor_address(self.input, int(d_in))
-            self.context.set_tensor_address(self.output, int(d_out))
-            if not self.context.execute_async_v3(self.stream):
-                raise RuntimeError("execute_async_v3 failed")
-            _check(cudart.cudaMemcpyAsync(out.ctypes.data_as(ctypes.c_void_p).value, d_out, out.nbytes,
-                                          kind.cudaMemcpyDeviceToHost, self.stream))
-            _check(cudart.cudaStreamSynchronize(self.stream))
-        finally:
-            cudart.cudaFree(d_in)
-            cudart.cudaFree(d_out)
-        return out.astype(np.float32, copy=False)
+        _, out = self._prepare(latent)
+        self._execute()
+        return self.cuda.download("output", out).astype(np.float32, copy=False)
+
+    def time_ms(self, latent: np.ndarray, warmup: int, repeats: int) -> list[float]:
+        """GPU milliseconds of `repeats` executions of the engine on `latent` (on the device)."""
+        self._prepare(latent)
+        for _ in range(warmup):
+            self._execute()
+        self.cuda.synchronize()
+        return [self.cuda.time_ms(self._execute) for _ in range(repeats)]
+
+    def close(self) -> None:
+        self.cuda.close()
+        self.context = self.engine = self.runtime = None
+
+    def __enter__(self) -> EngineRunner:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
