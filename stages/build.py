@@ -1,24 +1,17 @@
 """DVC stage `build_fp16` / `build@<variant>`: one engine plan and its metadata."""
 
-from vae_engines.core import params as config
-
-from vae_engines.core import entry
-from vae_engines.core.provenance import model_facts
-from vae_engines.trt.backend import resolve
-from vae_engines.trt.build import engine_from_onnx
+from vae_engines.core import entry, params
+from vae_engines.trt.build import build_stage
 
 
 def main(args):
-    params = config.load(args.params)
-    backend = resolve(params.build.backend)
-    hop, _ = model_facts(args.onnx)
-    engine_from_onnx(backend, args.onnx, args.plan, profile=params.profile, build=params.build, hop=hop,
-                     timing_cache_path=args.timing_cache)
+    build_stage(params.load(args.params), onnx_path=args.onnx, plan_path=args.plan,
+                timing_cache_path=args.timing_cache)
 
 
 if __name__ == "__main__":
     p = entry.parser(__doc__)
-    p.add_argument("--onnx", required=True)
-    p.add_argument("--plan", required=True)
-    p.add_argument("--timing-cache", required=True)
+    p.add_argument("--onnx", required=True, help="fp16 or Q/DQ ONNX")
+    p.add_argument("--plan", required=True, help="plan path (metadata goes beside it, .json)")
+    p.add_argument("--timing-cache", required=True, help="TensorRT timing cache (kept across builds)")
     entry.run(main, p)

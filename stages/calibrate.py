@@ -1,21 +1,14 @@
-"""DVC stage `calibrate`: collect the calibration latents and their manifest."""
+"""DVC stage `calibrate`: calibration latents from calibration.path, with their manifest."""
 
-from vae_engines.core import params as config
-
-from vae_engines.core import entry
-from vae_engines.data.latents import collect_latents, write_latent_set
-from vae_engines.model.oobleck import load_vae
+from vae_engines.core import entry, params
+from vae_engines.data.sets import make_set
 
 
 def main(args):
-    params = config.load(args.params)
-    loaded = load_vae(params.model)
-    frames = params.calibration.window(params.profile)
-    latents, manifest = collect_latents(params.calibration, frames, loaded)
-    write_latent_set(args.out, latents, manifest)
+    make_set("calibration", params.load(args.params), args.out)
 
 
 if __name__ == "__main__":
     p = entry.parser(__doc__)
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, help="output folder (latent set)")
     entry.run(main, p)

@@ -1,18 +1,22 @@
-"""Shared fixtures: tiny Oobleck models made and saved by the tests themselves."""
+"""Shared fixtures: tiny Oobleck models made and saved by the tests themselves, scratch
+projects, and the isolated environment every subprocess (DVC, git, stages) runs in."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 
 # The ACE-Step structure (strides [2,4,4,6,10], 48 kHz, hop 1920) at a width that runs in
 # milliseconds: 8 decoder channels throughout.
@@ -35,14 +39,18 @@ def make_vae(config: dict = TINY, seed: int = 0):
     return vae
 
 
-def save_diffusers_folder(vae, folder: Path) -> Path:
+def save_diffusers_folder(vae, folder: Path, class_name: str = "AutoencoderOobleck") -> Path:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(folder / "diffusion_pytorch_model.safetensors"))
-    config = {"_class_name": "AutoencoderOobleck", **{k: vae.config[k] for k in TINY}}
+    config = {"_class_name": class_name, **{k: vae.config[k] for k in TINY}}
     (folder / "config.json").write_text(json.dumps(config))
     return folder
+
+
+def latents(n: int, frames: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 64, frames)).astype(np.float32)
 
 
 @pytest.fixture(scope="session")
@@ -53,48 +61,62 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory, tiny_checkpoint) -> Path:
-    """fp32 ONNX of the tiny decoder."""
+    """fp32 ONNX of the tiny decoder (opset 19)."""
     from vae_engines.model.export import onnx_from_decoder
     from vae_engines.model.oobleck import fold_decoder, load_checkpoint
 
     loaded = load_checkpoint(tiny_checkpoint)
     out = tmp_path_factory.mktemp("onnx") / "fp32.onnx"
-    return onnx_from_decoder(fold_decoder(loaded.vae), out, opset=18, metadata={"hop": loaded.hop,
-                                                                                 "sampling_rate": 48000})
+    return onnx_from_decoder(fold_decoder(loaded.vae), out, opset=19,
+                             metadata={"hop": loaded.hop, "sampling_rate": 48000})
 
 
 @pytest.fixture
 def isolated_env(tmp_path) -> dict:
     """Environment for subprocesses: no user or site config of DVC or git leaks in."""
     home = tmp_path / "home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_", "XDG_"))}
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_", "XDG_", "AWS_"))}
     env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"),
                XDG_DATA_HOME=str(home / ".local/share"), DVC_SITE_CACHE_DIR=str(home / "dvc-site"),
                DVC_NO_ANALYTICS="1", GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", PYTHONUNBUFFERED="1")
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", PYTHONUNBUFFERED="1",
+               PATH=f"{BIN}:{os.environ.get('PATH', '')}")
     return env
 
 
-def snapshot(project: Path) -> dict:
+def snapshot(project: Path, tops: tuple[str, ...] = ("data", "engines", "reports")) -> dict:
     out = {}
-    for top in ("data", "engines", "reports"):
+    for top in tops:
         for p in sorted((project / top).rglob("*")):
             if p.is_file():
                 out[str(p.relative_to(project))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
 
+def edit_params(project: Path, change) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    change(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+# -- stage-level scratch project ------------------------------------------------------------
 @pytest.fixture
 def project(tmp_path, tiny_checkpoint, tiny_onnx):
-    """A scratch project with one good artifact in each output folder."""
+    """A scratch project with one good artifact in each output folder and a tiny model."""
+    from vae_engines.data.corpus import write_corpus
+
     for top in ("data/calibration", "engines/onnx", "reports"):
         (tmp_path / top).mkdir(parents=True)
     (tmp_path / "data/calibration/latents.npy").write_bytes(b"previous good")
     (tmp_path / "engines/onnx/fp32.onnx").write_bytes(tiny_onnx.read_bytes())
-    (tmp_path / "reports/env.json").write_text("{}")
-    params = {"model": {"source": "checkpoint", "checkpoint": str(tiny_checkpoint)},
+    write_corpus(tmp_path / "data/corpus", clips=4, seconds=0.5, sr=48000, seed=0)
+    params = {"model": {"checkpoint": str(tiny_checkpoint)},
               "profile": {"min_frames": 2, "opt_frames": 4, "max_frames": 8},
+              "calibration": {"count": 2}, "holdout": {"count": 2, "fraction": 0.5, "roundtrip_clips": 1,
+                                                       "roundtrip_seconds": 0.2},
+              "bench": {"frames": [2, 4], "stream_frames": 8, "stream_window": 4, "stream_overlap": 1},
               "int8": {"m": {"calibrator": "minmax"}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path
@@ -111,3 +133,73 @@ def run_stage(project: Path, stage: str, *args: str, params: dict | None = None)
         (project / "params.yaml").write_text(yaml.safe_dump(base))
     return subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py"), *args], cwd=project,
                           capture_output=True, text=True)
+
+
+# -- DVC-level scratch project --------------------------------------------------------------
+def small_params(checkpoint: Path) -> dict:
+    """The shipped params.yaml at a size a test runs in about a minute."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["model"]["checkpoint"] = str(checkpoint)
+    params["compute"]["device"] = "cpu"
+    params["profile"].update(min_frames=2, opt_frames=4, max_frames=8)
+    params["corpus"].update(clips=6, seconds=0.5)
+    params["calibration"].update(count=3)
+    params["holdout"].update(count=2, roundtrip_clips=1, roundtrip_seconds=0.2)
+    params["int8"] = {"entropy": {"calibrator": "entropy"}, "minmax": {"calibrator": "minmax"}}
+    params["sensitivity"]["max_latents"] = 1
+    params["evaluate"]["clip_seconds"] = 0.1
+    params["bench"].update(frames=[2, 4], repeats=3, warmup=0, stream_frames=8, stream_window=4, stream_overlap=1,
+                           runtimes=["onnxruntime", "tensorrt"])
+    return params
+
+
+def make_dvc_project(where: Path, checkpoint: Path, env: dict, params: dict | None = None) -> Path:
+    """A git + DVC repository holding this project's pipeline and code, committed."""
+    project = where
+    project.mkdir(parents=True, exist_ok=True)
+    for item in ("dvc.yaml", "stages", "vae_engines", ".dvcignore", ".gitignore", "data/trt_caches"):
+        src = ROOT / item
+        dst = project / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst, **(
+            {"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
+    (project / ".dvc").mkdir()
+    shutil.copy(ROOT / ".dvc" / "config", project / ".dvc" / "config")
+    shutil.copytree(ROOT / ".dvc" / "plots", project / ".dvc" / "plots")
+    (project / "params.yaml").write_text(yaml.safe_dump(params or small_params(checkpoint), sort_keys=False))
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=project, env=env, check=True)
+    return project
+
+
+def dvc(project: Path, env: dict, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(BIN / "dvc"), *args], cwd=project, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    if check:
+        assert result.returncode == 0, f"dvc {' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def ran_stages(output: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, tiny_checkpoint):
+    """One reproduced and committed project of the tiny model; tests work on copies of it."""
+    import os
+
+    root = tmp_path_factory.mktemp("built")
+    home = root / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_", "XDG_", "AWS_"))}
+    env.update(HOME=str(home), DVC_NO_ANALYTICS="1", GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="t",
+               GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+               PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    project = make_dvc_project(root / "project", tiny_checkpoint, env)
+    first = dvc(project, env, "repro")
+    subprocess.run(["git", "add", "-A"], cwd=project, env=env, check=True)
+    subprocess.run(["git", "commit", "-qm", "outputs"], cwd=project, env=env, check=True)
+    return project, ran_stages(first.stdout)

@@ -25,6 +25,12 @@ def put(folder: Path, name: str | None = None, data: bytes = b"") -> str:
     return str(folder)
 
 
+def checkpoint_with_config(root: Path, config: str) -> str:
+    folder = save_diffusers_folder(make_vae(), root / "ck")
+    (folder / "config.json").write_text(config)
+    return str(folder)
+
+
 def other_architecture(root: Path) -> str:
     """A diffusers folder whose config.json does not match its weights."""
     folder = save_diffusers_folder(make_vae({**TINY, "decoder_channels": 16}), root / "other")
@@ -44,84 +50,100 @@ def zero_length_wav(folder: Path) -> str:
     import soundfile as sf
 
     folder.mkdir(parents=True, exist_ok=True)
-    sf.write(folder / "silence.wav", np.zeros((0, 2), np.float32), 48000)
+    for name in ("a.wav", "b.wav"):
+        sf.write(folder / name, np.zeros((0, 2), np.float32), 48000)
     return str(folder)
 
 
+CAL = ["--out", "data/calibration"]
+QUANTIZE = ["--variant", "m", "--onnx", "engines/onnx/fp32.onnx", "--stats", "data/stats/stats.npz",
+            "--calibration", "data/calibration", "--out", "engines/onnx/m.onnx", "--ranges", "engines/onnx/m.ranges.json"]
+EXPORT = ["--fp32", "engines/onnx/fp32.onnx", "--fp16", "engines/onnx/fp16.onnx"]
 EVALUATE = ["--variant", "fp16", "--onnx", "engines/onnx/fp32.onnx", "--plan", "engines/tensorrt_rtx/fp16.plan",
-            "--holdout", "data/eval", "--reference", "data/reference", "--env", "reports/env.json", "--out",
-            "reports/variants/fp16"]
+            "--holdout", "data/holdout", "--reference", "data/reference", "--out", "reports/variants/fp16"]
+CHECK = ["--toolchain", "engines/toolchain.json", "--stamp", "data/params.ok"]
 
 
 def good(frames=8):
     return np.random.default_rng(0).standard_normal((1, 64, frames)).astype(np.float32)
 
 
+def latents_source(p: Path, **arrays) -> dict:
+    """Calibration from a folder of latent files (held-out data stays the audio corpus)."""
+    return {"calibration": {"source": "latents", "path": write_latents(p / "in", **arrays)}}
+
+
 CASES = {
-    "params typo": (lambda p: {"calibraton": {}}, "calibrate", ["--out", "data/calibration"], "unknown key"),
-    "unknown calibrator": (lambda p: {"int8": {"m": {"calibrator": "kl"}}}, "quantize",
-                           ["--variant", "m", "--onnx", "engines/onnx/fp32.onnx", "--calibration", "data/calibration",
-                            "--out", "engines/onnx/m.onnx", "--ranges", "engines/onnx/m.ranges.json"], "calibrator"),
-    "zero frames": (lambda p: {"calibration": {"frames": 0}}, "calibrate", ["--out", "data/calibration"], "frames"),
-    "profile order": (lambda p: {"profile": {"min_frames": 9, "opt_frames": 4, "max_frames": 8}}, "calibrate",
-                      ["--out", "data/calibration"], "min <= opt <= max"),
+    "params typo": (lambda p: {"calibraton": {}}, "calibrate", CAL, "unknown key"),
+    "unknown calibrator": (lambda p: {"int8": {"m": {"calibrator": "kl"}}}, "quantize", QUANTIZE, "calibrator"),
+    "zero frames": (lambda p: {"calibration": {"frames": 0}}, "calibrate", CAL, "frames"),
+    "profile order": (lambda p: {"profile": {"min_frames": 9, "opt_frames": 4, "max_frames": 8}}, "calibrate", CAL,
+                      "min <= opt <= max"),
     "percentile out of range": (lambda p: {"int8": {"m": {"calibrator": "percentile", "percentile": 120}}},
-                                "calibrate", ["--out", "data/calibration"], "(0, 100]"),
-    "bad variant name": (lambda p: {"int8": {"my variant": {"calibrator": "minmax"}}}, "calibrate",
-                         ["--out", "data/calibration"], "not usable"),
-    "too many kept layers": (lambda p: {"int8": {"m": {"calibrator": "minmax", "keep_first": 30,
-                                                       "keep_last": 30}}}, "quantize",
-                             ["--variant", "m", "--onnx", "engines/onnx/fp32.onnx", "--calibration",
-                              "data/calibration", "--out", "engines/onnx/m.onnx", "--ranges",
-                              "engines/onnx/m.ranges.json"], "only 37 convolution layers"),
-    "missing checkpoint": (lambda p: {"model": {"source": "checkpoint", "checkpoint": str(p / "nope")}},
-                           "export", ["--fp32", "engines/onnx/fp32.onnx", "--fp16", "engines/onnx/fp16.onnx"],
-                           "does not exist"),
-    "latents wrong rank": (lambda p: {"calibration": {"source": "latents", "path": write_latents(
-        p / "in", a=np.zeros((2, 3, 64, 8), np.float32))}}, "calibrate", ["--out", "data/calibration"], "shape"),
-    "latents wrong channels": (lambda p: {"calibration": {"source": "latents", "path": write_latents(
-        p / "in", a=np.zeros((1, 32, 8), np.float32))}}, "calibrate", ["--out", "data/calibration"], "32 channels"),
-    "latents wrong dtype": (lambda p: {"calibration": {"source": "latents", "path": write_latents(
-        p / "in", a=np.zeros((1, 64, 8), np.int32))}}, "calibrate", ["--out", "data/calibration"], "dtype"),
-    "latents with nan": (lambda p: {"calibration": {"source": "latents", "path": write_latents(
-        p / "in", a=np.where(good() > 1, np.nan, good()))}}, "calibrate", ["--out", "data/calibration"], "NaN"),
-    "empty latent folder": (lambda p: {"calibration": {"source": "latents", "path": put(p / "in")}},
-                            "calibrate", ["--out", "data/calibration"], "has no latent"),
+                                "calibrate", CAL, "(0, 100]"),
+    "variant name with a space": (lambda p: {"int8": {"my variant": {"calibrator": "minmax"}}}, "check", CHECK,
+                                  "'my variant' is not usable"),
+    "bench frames beyond the profile": (lambda p: {"bench": {"frames": [2, 64]}}, "check", CHECK,
+                                        "64 frames is outside the engines' profile 2..8"),
+    "trt cache outside its folder": (lambda p: {"int8": {"m": {"calibrator": "trt_cache", "cache": "/x.cache"}}},
+                                     "check", CHECK, "data/trt_caches/"),
+    "missing checkpoint (check)": (lambda p: {"model": {"checkpoint": str(p / "nope")}}, "check", CHECK,
+                                   "model.checkpoint"),
+    "too many kept layers": (lambda p: {"int8": {"m": {"calibrator": "minmax", "keep_first": 30, "keep_last": 30}}},
+                             "quantize", QUANTIZE, "only 37 convolution layers"),
+    "missing checkpoint": (lambda p: {"model": {"checkpoint": str(p / "nope")}}, "export", EXPORT, "does not exist"),
+    "config.json not an object": (lambda p: {"model": {"checkpoint": checkpoint_with_config(p, "[1, 2]")}},
+                                  "export", EXPORT, "not a JSON object"),
+    "config.json wrongly typed field": (lambda p: {"model": {"checkpoint": checkpoint_with_config(
+        p, '{"decoder_channels": "eight"}')}}, "export", EXPORT, "decoder_channels is 'eight'"),
+    "checkpoint of another class": (lambda p: {"model": {"checkpoint": checkpoint_with_config(
+        p, '{"_class_name": "AutoencoderKL"}')}}, "export", EXPORT, "describes a AutoencoderKL, not an AutoencoderOobleck"),
+    "checkpoint of another architecture": (lambda p: {"model": {"checkpoint": other_architecture(p)}}, "export",
+                                           EXPORT, "does not match the architecture"),
+    "latents wrong rank": (lambda p: latents_source(p, a=np.zeros((2, 3, 64, 8), np.float32)), "calibrate", CAL,
+                           "shape"),
+    "latents wrong channels": (lambda p: latents_source(p, a=np.zeros((1, 32, 8), np.float32)), "calibrate", CAL,
+                               "32 channels"),
+    "latents wrong dtype": (lambda p: latents_source(p, a=np.zeros((1, 64, 8), np.int32)), "calibrate", CAL, "dtype"),
+    "latents with nan": (lambda p: latents_source(p, a=np.where(good() > 1, np.nan, good()), b=good()), "calibrate",
+                         CAL, "NaN"),
+    "empty latent folder": (lambda p: {"calibration": {"source": "latents", "path": put(p / "in")}}, "calibrate",
+                            CAL, "has no latent"),
     "truncated npy": (lambda p: {"calibration": {"source": "latents", "path": put(
-        p / "in", "t.npy", b"\x93NUMPY\x01\x00v\x00{'descr'")}}, "calibrate", ["--out", "data/calibration"],
-        "not a readable latent file"),
-    "empty audio file": (lambda p: {"calibration": {"source": "audio", "path": put(p / "in", "a.wav")}},
-                         "calibrate", ["--out", "data/calibration"], "not a readable audio file"),
-    "zero-length audio clip": (lambda p: {"calibration": {"source": "audio", "path": zero_length_wav(p / "in")}},
-                               "calibrate", ["--out", "data/calibration"], "has no samples"),
-    "zero-length latent": (lambda p: {"calibration": {"source": "latents", "path": write_latents(
-        p / "in", a=np.zeros((1, 64, 0), np.float32))}}, "calibrate", ["--out", "data/calibration"], "zero frames"),
-    "checkpoint of another architecture": (lambda p: {"model": {"source": "checkpoint",
-                                                                 "checkpoint": other_architecture(p)}},
-                                           "export", ["--fp32", "engines/onnx/fp32.onnx", "--fp16",
-                                                      "engines/onnx/fp16.onnx"], "does not match the model"),
+        p / "in", "t.npy", b"\x93NUMPY\x01\x00v\x00{'descr'")}}, "calibrate", CAL, "not a readable latent file"),
+    "empty audio file": (lambda p: {"calibration": {"source": "audio", "path": put(p / "in", "a.wav")}}, "calibrate",
+                         CAL, "not a readable audio file"),
+    "zero-length audio clip": (lambda p: {"calibration": {"path": zero_length_wav(p / "in")}}, "calibrate", CAL,
+                               "has no samples"),
+    "calibration folder missing": (lambda p: {"calibration": {"path": str(p / "nowhere")}}, "calibrate", CAL,
+                                   "calibration.path"),
+    "cuda asked on a CPU-only torch": (lambda p: {"compute": {"device": "cuda"}}, "calibrate", CAL,
+                                       "compute.device is cuda"),
     "backend not installed": (lambda p: {"build": {"backend": "tensorrt"}}, "build",
                               ["--onnx", "engines/onnx/fp32.onnx", "--plan", "engines/tensorrt/fp16.plan",
                                "--timing-cache", "engines/tensorrt/fp16.timing.cache"], "build.backend is 'tensorrt'"),
     "truncated plan": (lambda p: truncated_plan(p), "evaluate", EVALUATE, "truncated"),
-    "corrupted onnx": (lambda p: (p / "engines/onnx/fp32.onnx").write_bytes(b"\x00junk") and None, "quantize",
-                       ["--variant", "m", "--onnx", "engines/onnx/fp32.onnx", "--calibration", "data/calibration",
-                        "--out", "engines/onnx/m.onnx", "--ranges", "engines/onnx/m.ranges.json"],
-                       "not a readable ONNX"),
+    "corrupted onnx": (lambda p: (p / "engines/onnx/fp32.onnx").write_bytes(b"\x00junk") and None, "stats",
+                       ["--onnx", "engines/onnx/fp32.onnx", "--calibration", "data/calibration", "--out",
+                        "data/stats/stats.npz", "--record", "data/stats/stats.json"], "not a readable ONNX"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input(project, case):
+    import torch
+
     make_params, stage, args, words = CASES[case]
+    if case.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU, so compute.device: cuda is not an error here")
     change = make_params(project)
     before = snapshot(project)
     result = run_stage(project, stage, *args, params=change or {})
     assert result.returncode == 1, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.stderr
-    assert words in lines[0]
-    assert "Traceback" not in result.stderr
+    assert words in lines[0], lines[0]
+    assert "Traceback" not in result.stderr and "usage:" not in result.stderr
     assert snapshot(project) == before
 
 
@@ -135,7 +157,7 @@ def test_failed_write_is_a_clear_error(project):
     too, unlike a read-only folder) is one clear line and leaves no partial file."""
     (project / "data" / "blocker").write_text("a file where a folder should be")
     before = snapshot(project)
-    result = run_stage(project, "calibrate", "--out", "data/blocker/set", params={})
+    result = run_stage(project, "corpus", "--out", "data/blocker/set", params={})
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "cannot write data/blocker/set" in result.stderr
     assert snapshot(project) == before
@@ -148,15 +170,19 @@ def test_mono_and_44k_audio_are_converted_and_recorded(project):
     folder.mkdir()
     sr = 44100
     t = np.arange(int(0.5 * sr)) / sr
-    sf.write(folder / "mono.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sr)
+    for name in ("mono_a.wav", "mono_b.wav", "mono_c.wav"):
+        sf.write(folder / name, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sr)
     sf.write(folder / "short.wav", np.zeros((100, 2), np.float32), 48000)
     result = run_stage(project, "calibrate", "--out", "data/calibration",
-                       params={"calibration": {"source": "audio", "path": str(folder), "count": 2}})
+                       params={"calibration": {"source": "audio", "path": str(folder), "count": 2},
+                               "holdout": {"path": str(folder), "fraction": 0.25}})
     assert result.returncode == 0, result.stderr
     manifest = yaml.safe_load((project / "data/calibration/manifest.json").read_text())
-    notes = {Path(f["file"]).name: f["notes"] for f in manifest["files"]}
-    assert "mono duplicated to stereo" in notes["mono.wav"]
-    assert "resampled 44100 -> 48000 Hz" in notes["mono.wav"]
-    assert any("skipped" in n for n in notes["short.wav"])
-    assert "skipping" in result.stderr  # the short clip is a warning, not an error
+    converted = manifest["conversions"]
+    assert any("mono duplicated to stereo" in notes and "resampled 44100 -> 48000 Hz" in notes
+               for notes in converted.values())
+    calibration_files = set(manifest["split"]["calibration_files"])
+    if "short.wav" in calibration_files:
+        assert "short.wav" in manifest["skipped_short_files"]
+        assert "skipping" in result.stderr  # the short clip is a warning, not an error
     assert np.load(project / "data/calibration/latents.npy").shape == (2, 64, 4)

@@ -1,91 +1,167 @@
-"""The DVC pipeline end to end in a scratch git repo: outputs, no-op, and that changing one
-variant re-runs only that variant's stages. Needs TensorRT-RTX for the build stages."""
+"""The DVC pipeline end to end in scratch git repositories, on a tiny model: outputs, a
+no-op, exactly which stages a change re-runs, inputs named in params as dependencies, and
+failures (bad params, a failing stage, SIGTERM, SIGKILL) that keep the last good outputs.
+Needs TensorRT-RTX for the build stages."""
 
 import importlib.util
-import re
+import json
 import shutil
+import signal
 import subprocess
-import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import BIN, dvc, edit_params, ran_stages, snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                                                    reason="TensorRT-RTX not installed (build stages need it)")]
-BIN = Path(sys.executable).parent
+OUTPUT_TOPS = ("data", "engines", "reports")
 
 
-def small_params(checkpoint: Path) -> dict:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["model"] = {"source": "checkpoint", "checkpoint": str(checkpoint)}
-    params["profile"].update(min_frames=2, opt_frames=4, max_frames=8)
-    params["calibration"].update(count=3)
-    params["holdout"].update(count=2, audio_clips=1, audio_seconds=0.2)
-    params["int8"] = {"entropy": {"calibrator": "entropy", "num_bins": 512}, "minmax": {"calibrator": "minmax"}}
-    params["evaluate"]["clip_seconds"] = 0.1
-    params["bench"].update(frames=[2, 4], repeats=1, warmup=0, stream_frames=8, stream_window=4, stream_overlap=1,
-                           runtimes=["onnxruntime", "tensorrt"])
-    return params
+@pytest.fixture
+def copy(built, tmp_path):
+    project, _ = built
+    dst = tmp_path / "project"
+    shutil.copytree(project, dst, symlinks=True)
+    return dst
 
 
-def make_project(tmp_path: Path, checkpoint: Path, env: dict) -> Path:
-    project = tmp_path / "project"
-    project.mkdir()
-    for item in ("dvc.yaml", "stages", "vae_engines", ".dvcignore"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, project / item)
-    (project / ".dvc").mkdir()
-    shutil.copy(ROOT / ".dvc" / "config", project / ".dvc" / "config")
-    (project / "params.yaml").write_text(yaml.safe_dump(small_params(checkpoint), sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
-        subprocess.run(cmd, cwd=project, env=env, check=True)
-    return project
+def outputs(project: Path) -> dict:
+    return {k: v for k, v in snapshot(project, OUTPUT_TOPS).items() if "/.tmp-" not in f"/{k}"}
 
 
-def repro(project: Path, env: dict) -> set[str]:
-    env = {**env, "PATH": f"{BIN}:{env.get('PATH', '')}"}
-    result = subprocess.run([str(BIN / "dvc"), "repro"], cwd=project, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return set(re.findall(r"Running stage '([^']+)'", result.stdout))
+def stale(project: Path, env: dict) -> set[str]:
+    """Stages `dvc status` reports out of date (the always-changed check excluded)."""
+    status = json.loads(dvc(project, env, "status", "--json").stdout or "{}")
+    return set(status) - {"check"}
 
 
-def edit_params(project: Path, change) -> None:
-    path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    change(params)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def test_repro_noop_and_only_changed_variant_reruns(tmp_path, tiny_checkpoint, isolated_env):
-    project = make_project(tmp_path, tiny_checkpoint, isolated_env)
-    ran = repro(project, isolated_env)
+def test_outputs_and_noop(built, copy, isolated_env):
+    _, first = built
     variants = ["fp16", "entropy", "minmax"]
-    assert {"env", "calibrate", "holdout", "export", "reference", "report", "build_fp16",
-            "quantize@entropy", "build@minmax", "evaluate@minmax", "bench@entropy"} <= ran
+    assert {"check", "corpus", "calibrate", "holdout", "export", "stats", "reference", "report", "build_fp16",
+            "quantize@entropy", "build@minmax", "evaluate@minmax", "bench@entropy", "sensitivity"} <= first
     for v in variants:
-        plan = project / "engines" / "tensorrt_rtx" / f"{v}.plan"
+        plan = copy / "engines" / "tensorrt_rtx" / f"{v}.plan"
         assert plan.stat().st_size > 0 and plan.with_suffix(".json").is_file()
-        quality = yaml.safe_load((project / "reports" / "variants" / v / "quality.json").read_text())
+        quality = json.loads((copy / "reports" / "variants" / v / "quality.json").read_text())
         assert quality["heldout"]["vs_fp32"]["peak_psnr_db"] > 20
-        assert quality["tensorrt"].startswith(("measured", "not measured"))
-        assert (project / "reports" / "variants" / v / "clips" / "difference_x10.wav").is_file()
-    assert (project / "engines" / "onnx" / "minmax.ranges.json").is_file()
-    report = (project / "reports" / "report.md").read_text()
-    assert "Decision guide" in report and "not measured" in report and "entropy" in report
-    assert (project / "reports" / "plots" / "latency.png").is_file()
+        provenance = json.loads((copy / "reports" / "variants" / v / "quality.provenance.json").read_text())
+        assert provenance["tensorrt"].startswith(("measured", "not measured"))
+        assert (copy / "reports" / "variants" / v / "clips" / "difference_x10.wav").is_file()
+        bench = json.loads((copy / "reports" / "variants" / v / "bench.json").read_text())
+        assert all(len(t["ms"]) == 3 for t in bench["timings"])
+    toolchain = json.loads((copy / "engines" / "toolchain.json").read_text())
+    assert set(toolchain) == {"backend", "version"}  # nothing about the machine: no rebuild on another kernel
+    report = (copy / "reports" / "report.md").read_text()
+    assert "Decision guide" in report and "not measured" in report and "split by file" in report
+    assert (copy / "reports" / "plots" / "latency.png").is_file()
+    # nothing changed: only the always-changed check runs, nothing after it
+    assert ran_stages(dvc(copy, isolated_env, "repro").stdout) == {"check"}
 
-    # nothing changed: only the always-changed environment fingerprint runs, nothing after it
-    assert repro(project, isolated_env) == {"env"}
 
-    # one INT8 variant changes: its own stages and the report, nothing else
-    edit_params(project, lambda p: p["int8"]["minmax"].update(calibrator="percentile", percentile=99.9))
-    assert repro(project, isolated_env) == {"env", "quantize@minmax", "build@minmax", "evaluate@minmax",
-                                            "bench@minmax", "report"}
+def test_one_variant_change_reruns_only_its_stages(copy, isolated_env):
+    edit_params(copy, lambda p: p["int8"]["minmax"].update(calibrator="percentile", percentile=99.9))
+    assert stale(copy, isolated_env) == {"quantize@minmax", "evaluate@minmax", "bench@minmax", "report"}
+    assert ran_stages(dvc(copy, isolated_env, "repro").stdout) == {
+        "check", "quantize@minmax", "build@minmax", "evaluate@minmax", "bench@minmax", "report"}
+    edit_params(copy, lambda p: p["bench"].update(repeats=4))
+    assert ran_stages(dvc(copy, isolated_env, "repro").stdout) == {
+        "check", "bench_fp16", "bench@entropy", "bench@minmax", "report"}
 
-    # a benchmark param: only the benchmarks and the report
-    edit_params(project, lambda p: p["bench"].update(repeats=2))
-    assert repro(project, isolated_env) == {"env", "bench_fp16", "bench@entropy", "bench@minmax", "report"}
-    assert not list(project.rglob(".tmp-*"))
+
+def test_inputs_named_in_params_are_dependencies(copy, isolated_env):
+    from conftest import make_vae, save_diffusers_folder
+    from vae_engines.data.corpus import write_corpus
+
+    # a folder of the user's audio: adding a file re-runs what reads it
+    write_corpus(copy / "music", clips=6, seconds=0.5, sr=48000, seed=9)
+    edit_params(copy, lambda p: (p["calibration"].update(path="music"), p["holdout"].update(path="music")))
+    dvc(copy, isolated_env, "repro")
+    shutil.copy(copy / "music" / "clip_000.flac", copy / "music" / "extra.flac")
+    assert {"calibrate", "holdout"} <= stale(copy, isolated_env)
+    assert "export" not in stale(copy, isolated_env)
+    dvc(copy, isolated_env, "repro")
+    # replaced weights at the same checkpoint path
+    checkpoint = Path(yaml.safe_load((copy / "params.yaml").read_text())["model"]["checkpoint"])
+    local = copy / "weights"
+    shutil.copytree(checkpoint, local)
+    edit_params(copy, lambda p: p["model"].update(checkpoint="weights"))
+    dvc(copy, isolated_env, "repro")
+    save_diffusers_folder(make_vae(seed=42), local)
+    assert {"calibrate", "holdout", "export", "bench_fp16"} == stale(copy, isolated_env)
+    dvc(copy, isolated_env, "repro")
+    # a TensorRT cache: the quantize stages re-run (byte-identical for variants that do not
+    # read it), no engine is rebuilt
+    (copy / "data" / "trt_caches" / "calib.cache").write_text("TRT-100700-EntropyCalibration2\n")
+    assert stale(copy, isolated_env) == {"quantize@entropy", "quantize@minmax"}
+    ran = ran_stages(dvc(copy, isolated_env, "repro").stdout)
+    assert not any(s.startswith("build") for s in ran)
+
+
+def test_bad_params_stop_before_any_stage_and_keep_outputs(copy, isolated_env):
+    before = outputs(copy)
+    edit_params(copy, lambda p: p["int8"].update({"my variant": {"calibrator": "minmax"}}))
+    result = dvc(copy, isolated_env, "repro", check=False)
+    assert result.returncode != 0
+    assert "'my variant' is not usable" in result.stderr + result.stdout
+    assert "usage:" not in result.stderr + result.stdout
+    assert ran_stages(result.stdout) == {"check"}
+    assert outputs(copy) == before
+
+
+def test_a_failing_stage_keeps_the_last_good_outputs(copy, isolated_env):
+    before = outputs(copy)
+    edit_params(copy, lambda p: p["int8"]["minmax"].update(exclude_nodes=["no.such.layer"]))
+    result = dvc(copy, isolated_env, "repro", check=False)
+    assert result.returncode != 0 and "'no.such.layer' is not a convolution layer" in result.stderr
+    assert outputs(copy) == before  # engines/onnx/minmax.onnx and its ranges are still there
+    assert "quantize@minmax" in stale(copy, isolated_env)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_stage_keeps_the_last_good_outputs(copy, isolated_env, sig):
+    import psutil
+
+    before = outputs(copy)
+    edit_params(copy, lambda p: p["bench"].update(repeats=3000))  # bench stages now take a while
+    proc = subprocess.Popen([str(BIN / "dvc"), "repro", "bench@minmax"], cwd=copy, env=isolated_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    target = None
+    while target is None:
+        assert proc.poll() is None and time.time() < deadline, "bench@minmax never started"
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                cmdline = child.cmdline()
+            except psutil.NoSuchProcess:
+                continue
+            if cmdline and "python" in Path(cmdline[0]).name and any(a.endswith("stages/bench.py") for a in cmdline):
+                target = child  # the stage's Python process, not the shell DVC starts it with
+        time.sleep(0.05)
+    time.sleep(1.0)  # let it get into its work
+    target.send_signal(sig)
+    proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert outputs(copy) == before
+    assert "bench@minmax" in stale(copy, isolated_env)
+    assert ran_stages(dvc(copy, isolated_env, "repro", "bench@minmax").stdout) >= {"bench@minmax"}
+    assert not list(copy.rglob(".tmp-*"))  # the next run swept what the killed one left
+
+
+def test_same_params_give_identical_bytes(copy, isolated_env):
+    """Forcing every stage to run again reproduces calibration, statistics, ranges, Q/DQ
+    graphs and quality metrics byte for byte (timings and machine records aside)."""
+    before = outputs(copy)
+    dvc(copy, isolated_env, "repro", "--force", "--single-item", "calibrate", "stats", "quantize@entropy",
+        "quantize@minmax")
+    after = outputs(copy)
+    for key in before:
+        if key.startswith(("data/calibration", "data/stats/stats.npz", "engines/onnx/")):
+            assert after[key] == before[key], key
+    quality = json.loads((copy / "reports/variants/minmax/quality.json").read_text())
+    assert np.isfinite(quality["heldout"]["vs_fp32"]["peak_psnr_db"])

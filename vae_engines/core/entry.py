@@ -1,8 +1,9 @@
 """What every stage entry point shares: logging, user errors as one line, clean kills.
 
 A `UserError` prints as one line on stderr and exits 1; with --debug (or
-VAE_ENGINES_DEBUG=1) the traceback is shown too. Any other exception is a bug and keeps
-its traceback. SIGTERM becomes SystemExit, so in-flight temporaries are removed on the
+VAE_ENGINES_DEBUG=1) the traceback is shown too. Running out of GPU or host memory is a
+user's matter too (one line naming what to shrink). Any other exception is a bug and
+keeps its traceback. SIGTERM becomes SystemExit, so in-flight temporaries are removed on the
 way out; SIGKILL cannot be caught, and the next run sweeps what it left.
 """
 
@@ -26,6 +27,8 @@ def setup_logging(debug: bool = False) -> None:
                         stream=sys.stderr)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # the ONNX exporter warns that torchvision's ops are not registered; this project has none
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     if not debug:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -33,7 +36,7 @@ def setup_logging(debug: bool = False) -> None:
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     return p
@@ -51,6 +54,14 @@ def run(main: Callable[[argparse.Namespace], None], arg_parser: argparse.Argumen
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:
+        if type(exc).__name__ != "OutOfMemoryError" and not isinstance(exc, MemoryError) or debug:
+            raise
+        where = "GPU" if type(exc).__name__ == "OutOfMemoryError" else "host"
+        print(f"error: out of {where} memory ({str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__}); "
+              "use fewer or shorter windows (calibration.frames, bench.frames, holdout.count) or set "
+              "compute.device: cpu", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("error: interrupted; the previous outputs are intact, run the command again", file=sys.stderr)

@@ -1,24 +1,51 @@
-"""The environment fingerprint: versions and device, read without importing heavy modules.
+"""Two records of the environment, read without importing heavy modules.
 
-Builds depend on it (through reports/env.json), so upgrading TensorRT rebuilds engines
-and nothing else; it carries no timestamps, so an unchanged machine changes nothing.
+- `toolchain(backend)`: what changes an engine: the TensorRT backend that builds it and its
+  version. Builds depend on it (engines/toolchain.json), so upgrading TensorRT rebuilds
+  engines, and a teammate on another kernel or CPU rebuilds nothing.
+- `fingerprint()`: the machine (CPU, GPU, Python, library versions): provenance written
+  beside every measured number, never a dependency.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import shutil
 import subprocess
 
-from vae_engines.trt.backend import installed_versions
+DISTRIBUTIONS = {
+    "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
+    "tensorrt_rtx": ("tensorrt-rtx-cu13", "tensorrt-rtx-cu12", "tensorrt-rtx"),
+}
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+def version(*dists: str) -> str | None:
+    """The installed version of the first of `dists` that is installed, else None."""
+    for dist in dists:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def installed_versions() -> dict[str, str | None]:
+    """Versions of the TensorRT packages, from package metadata (no import, no GPU)."""
+    return {key: version(*dists) for key, dists in DISTRIBUTIONS.items()}
+
+
+def toolchain(backend: str) -> dict:
+    """The build toolchain that build.backend `backend` selects: name and version only.
+
+    `auto` prefers TensorRT when its package is installed, as trt.backend.resolve does.
+    """
+    versions = installed_versions()
+    name = backend
+    if backend == "auto":
+        name = "tensorrt" if versions["tensorrt"] else "tensorrt_rtx"
+    return {"backend": name, "version": versions.get(name)}
 
 
 def gpus() -> list[str]:
@@ -45,8 +72,7 @@ def cpu_name() -> str:
 
 
 def fingerprint() -> dict:
-    import os
-
+    """The machine and library versions: provenance beside a measured number."""
     return {
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
@@ -55,12 +81,12 @@ def fingerprint() -> dict:
         "gpu": gpus() or "none",
         "versions": {
             **installed_versions(),
-            "onnx": _version("onnx"),
-            "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
-            "torch": _version("torch"),
-            "diffusers": _version("diffusers"),
-            "numpy": _version("numpy"),
-            "cuda-python": _version("cuda-python"),
-            "vae-engines": _version("vae-engines"),
+            "onnx": version("onnx"),
+            "onnxruntime": version("onnxruntime", "onnxruntime-gpu"),
+            "torch": version("torch"),
+            "diffusers": version("diffusers"),
+            "numpy": version("numpy"),
+            "cuda-python": version("cuda-python", "cuda-bindings"),
+            "vae-engines": version("vae-engines"),
         },
     }

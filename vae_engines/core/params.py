@@ -21,36 +21,58 @@ from typing import Any, Literal
 
 from vae_engines.core.errors import UserError
 
-Calibrator = Literal["entropy", "minmax", "percentile", "mse", "trt_cache"]
+Calibrator = Literal["entropy", "minmax", "percentile", "mse", "search", "trt_cache"]
+HistogramCalibrator = Literal["entropy", "minmax", "percentile", "mse"]
 Backend = Literal["auto", "tensorrt", "tensorrt_rtx"]
 VARIANT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 RESERVED_VARIANTS = ("fp16", "fp32")
+TRT_CACHE_DIR = "data/trt_caches"  # the folder dvc.yaml tracks for TensorRT calibration caches
+# keys and values of earlier versions, with where they went
+MOVED = {
+    "architecture": "the architecture comes from model.checkpoint's config.json; for the full size use "
+                    "checkpoint: vae_engines/fixtures/acestep-1.5 with source: seeded",
+    "max_latents": "statistics are collected once per calibration set; set calibration.count",
+    "num_bins": "the histogram has TensorRT's 2048 bins",
+    "threads": "set compute.threads",
+    "stats": "synthetic latents take their statistics from `path`",
+    "audio_clips": "renamed holdout.roundtrip_clips",
+    "audio_seconds": "renamed holdout.roundtrip_seconds",
+}
 
 
 @dataclass(frozen=True)
 class ModelParams:
     """Which VAE weights the pipeline runs.
 
-    source: `fixture` is the small trained model shipped in the package (the ACE-Step 1.5
-    structure at reduced width, trained on the built-in music-like corpus); `seeded` builds
-    `architecture` with weights drawn from `seed` (for shapes and speed; its audio is
-    noise); `checkpoint` loads `checkpoint`, a diffusers AutoencoderOobleck folder
-    (config.json + safetensors, as ACE-Step ships `vae/`) or a bare .safetensors state dict
-    of the whole VAE or of the decoder alone.
+    checkpoint: always a path, so DVC tracks it: a diffusers AutoencoderOobleck folder
+    (config.json + safetensors, as ACE-Step ships `vae/`), a checkpoint root holding vae/,
+    or a bare .safetensors state dict of the whole VAE or of the decoder alone. The default
+    is the small trained model shipped in the package. source: `checkpoint` loads its
+    weights; `seeded` builds its architecture (config.json) with weights drawn from `seed`
+    (shapes and speed only; vae_engines/fixtures/acestep-1.5 is the full-size architecture).
     """
 
-    source: Literal["fixture", "seeded", "checkpoint"] = "fixture"
-    architecture: Literal["acestep-1.5", "acestep-1.5-small"] = "acestep-1.5"
+    source: Literal["checkpoint", "seeded"] = "checkpoint"
+    checkpoint: str = "vae_engines/fixtures/acestep15-small"
     seed: int = 0
-    checkpoint: str | None = None
 
     def validate(self, where: str) -> None:
-        if self.source == "checkpoint" and not self.checkpoint:
-            raise UserError(f"{where}.checkpoint: required when source is 'checkpoint'; give the path of a "
-                            "diffusers VAE folder or a .safetensors file")
-        if self.source != "checkpoint" and self.checkpoint:
-            raise UserError(f"{where}.checkpoint: set but source is '{self.source}'; set source: checkpoint to load "
-                            "it, or remove checkpoint")
+        if not self.checkpoint:
+            raise UserError(f"{where}.checkpoint: empty; give the path of a diffusers VAE folder or a .safetensors file")
+
+
+@dataclass(frozen=True)
+class ComputeParams:
+    """Where the heavy stages run (PyTorch): encoding audio, activation statistics, range
+    search, sensitivity, reference decodes and quality. auto = CUDA when PyTorch sees a GPU,
+    else the CPU. threads: CPU threads for PyTorch and ONNX Runtime."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 2
+
+    def validate(self, where: str) -> None:
+        if self.threads < 1:
+            raise UserError(f"{where}.threads: {self.threads} must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -61,9 +83,9 @@ class ProfileParams:
     length than the one the engine runs at cost the reference project 4 dB.
     """
 
-    min_frames: int = 8
-    opt_frames: int = 16
-    max_frames: int = 32
+    min_frames: int = 16
+    opt_frames: int = 32
+    max_frames: int = 128
     min_batch: int = 1
     opt_batch: int = 1
     max_batch: int = 1
@@ -79,45 +101,57 @@ class ProfileParams:
 
 @dataclass(frozen=True)
 class ExportParams:
-    """ONNX export. fp16_io: the fp16 model's input/output type (`float32` adds casts
-    inside the graph so callers keep float32 buffers)."""
+    """ONNX export. opset: 19+ (Q/DQ in fp16 needs 19). fp16_io: the I/O type of fp16 and
+    INT8+fp16 graphs (`float32` adds casts inside the graph so callers keep float32 buffers)."""
 
-    opset: int = 18
+    opset: int = 19
     fp16_io: Literal["float32", "float16"] = "float32"
 
     def validate(self, where: str) -> None:
         if not 17 <= self.opset <= 23:
-            raise UserError(f"{where}.opset: {self.opset} is outside 17..23 (Q/DQ per-channel axis needs >= 13, "
-                            "the exporter's Snake and ConvTranspose need >= 17)")
+            raise UserError(f"{where}.opset: {self.opset} is outside 17..23 (the exporter's Snake and ConvTranspose "
+                            "need >= 17, fp16 Q/DQ >= 19)")
+
+
+@dataclass(frozen=True)
+class CorpusParams:
+    """The built-in music-like corpus the `corpus` stage writes to data/corpus/: the default
+    calibration and held-out folder. A 60 s profile needs clips of 60 s or more."""
+
+    clips: int = 12
+    seconds: float = 4.0
+    seed: int = 0
+    sampling_rate: int = 48000
+
+    def validate(self, where: str) -> None:
+        if self.clips < 1 or self.seconds <= 0 or self.sampling_rate < 8000:
+            raise UserError(f"{where}: clips must be >= 1, seconds > 0 and sampling_rate >= 8000")
 
 
 @dataclass(frozen=True)
 class LatentSetParams:
     """A set of latents: calibration or held-out.
 
-    source: `synthetic` (seeded normal latents; with `stats` = a folder of real latents,
-    their per-channel mean and std), `audio` (a folder of audio files encoded by the VAE
-    encoder; the built-in corpus when `path` is null), `latents` (a folder of .npy / .pt /
-    .safetensors tensors [1, 64, T] or [64, T]). frames: window length, null = the
-    profile's opt_frames.
+    source: `audio` (a folder of audio files, encoded by the VAE's encoder), `latents` (a
+    folder of .npy / .pt / .safetensors tensors [1, 64, T] or [64, T]), `synthetic` (seeded
+    normal latents with the per-channel mean and std of the latents in `path`). path: a
+    folder, tracked by DVC. frames: window length, null = the profile's opt_frames. seed:
+    synthetic only.
     """
 
-    source: Literal["synthetic", "audio", "latents"] = "synthetic"
+    source: Literal["audio", "latents", "synthetic"] = "audio"
+    path: str = "data/corpus"
     count: int = 8
     frames: int | None = None
     seed: int = 0
-    path: str | None = None
-    stats: str | None = None
 
     def validate(self, where: str) -> None:
         if self.count < 1:
             raise UserError(f"{where}.count: {self.count} must be at least 1")
         if self.frames is not None and self.frames < 1:
             raise UserError(f"{where}.frames: {self.frames} must be at least 1 (or null for the profile's opt_frames)")
-        if self.source == "latents" and not self.path:
-            raise UserError(f"{where}.path: required when source is 'latents'; give a folder of latent tensors")
-        if self.stats and self.source != "synthetic":
-            raise UserError(f"{where}.stats: only used by source 'synthetic'; remove it")
+        if not self.path:
+            raise UserError(f"{where}.path: empty; give a folder")
 
     def window(self, profile: ProfileParams) -> int:
         return self.frames if self.frames is not None else profile.opt_frames
@@ -125,45 +159,53 @@ class LatentSetParams:
 
 @dataclass(frozen=True)
 class HoldoutParams(LatentSetParams):
-    """Held-out evaluation data: latents of another seed than calibration, plus
-    `audio_clips` generated clips of `audio_seconds` for the wav round-trip."""
+    """Held-out evaluation data, disjoint from calibration data: when both name one folder,
+    its files are split (`fraction` of them held out); different folders may not share a
+    file. roundtrip_clips: held-out audio clips of `roundtrip_seconds` for the wav
+    round-trip (audio sources only; 0 turns it off)."""
 
     count: int = 4
     seed: int = 1
-    audio_clips: int = 2
-    audio_seconds: float = 2.0
+    fraction: float = 0.25
+    roundtrip_clips: int = 2
+    roundtrip_seconds: float = 4.0
 
     def validate(self, where: str) -> None:
         super().validate(where)
-        if self.audio_clips < 0 or self.audio_seconds <= 0:
-            raise UserError(f"{where}: audio_clips must be >= 0 and audio_seconds > 0")
+        if not 0 < self.fraction < 1:
+            raise UserError(f"{where}.fraction: {self.fraction} must be between 0 and 1")
+        if self.roundtrip_clips < 0 or self.roundtrip_seconds <= 0:
+            raise UserError(f"{where}: roundtrip_clips must be >= 0 and roundtrip_seconds > 0")
 
 
 @dataclass(frozen=True)
 class Int8Variant:
     """One INT8 recipe.
 
-    calibrator: entropy | minmax | percentile (with `percentile`) | mse | trt_cache (scales
-    from a TensorRT 10 calibration cache file, `cache`).
+    calibrator: entropy (TensorRT's) | minmax | percentile (with `percentile`) | mse |
+    search (ranges chosen by decoding the calibration latents, the first `search_latents`
+    of them, null = all; see quant.search) | trt_cache (scales from a TensorRT 10 calibration
+    cache, `cache`, a file in data/trt_caches/).
+    float_type: the type of everything not in INT8 (Snake, residual adds, biases, kept
+    layers): fp16 (what TensorRT's implicit INT8 + FP16 ran) or fp32.
     keep_first / keep_last: leading / trailing convolution layers (ConvTranspose included)
-    left without Q/DQ, in the network's float type. exclude_nodes / exclude_op_types:
-    further layers left in float. max_latents: use only the first N calibration latents.
-    num_bins: histogram bins for entropy / percentile / mse. target_psnr_db: makes the
-    variant `auto`: the fewest further layers (most sensitive first) are kept in float until
-    the model reaches this peak PSNR against `target_reference` (fp32 or fp16) on the first
-    `auto_latents` calibration latents (each ranking step decodes them once per layer);
-    held-out quality is then measured by its evaluate stage.
+    left without Q/DQ. exclude_nodes / exclude_op_types: further layers left in float.
+    target_psnr_db: makes the variant `auto`: the fewest further layers (most sensitive
+    first) are kept in float until the model reaches this peak PSNR against
+    `target_reference` (fp32, or fp16 computed in fp16) on the first `auto_latents`
+    calibration latents; held-out quality is then measured by its evaluate stage.
     """
 
     calibrator: Calibrator
     percentile: float | None = None
+    float_type: Literal["fp16", "fp32"] = "fp16"
     keep_first: int = 0
     keep_last: int = 0
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[Literal["Conv", "ConvTranspose"], ...] = ()
-    max_latents: int | None = None
-    num_bins: int = 2048
     cache: str | None = None
+    search_latents: int | None = None
+    search_sweeps: int = 1
     target_psnr_db: float | None = None
     target_reference: Literal["fp32", "fp16"] = "fp32"
     auto_latents: int = 2
@@ -172,6 +214,11 @@ class Int8Variant:
         if (self.calibrator == "trt_cache") != (self.cache is not None):
             raise UserError(f"{where}.cache: a TensorRT calibration cache path goes with calibrator 'trt_cache' "
                             "(and only with it)")
+        if self.cache is not None:
+            inside = Path(self.cache).as_posix()
+            if Path(self.cache).is_absolute() or not inside.startswith(TRT_CACHE_DIR + "/") or ".." in inside:
+                raise UserError(f"{where}.cache: {self.cache} must be a file in {TRT_CACHE_DIR}/ (the folder dvc.yaml "
+                                f"tracks for TensorRT caches); copy it there")
         if self.calibrator == "percentile":
             if self.percentile is None:
                 raise UserError(f"{where}.percentile: required for calibrator 'percentile', e.g. 99.99")
@@ -183,12 +230,8 @@ class Int8Variant:
             raise UserError(f"{where}: keep_first and keep_last must be >= 0")
         if self.target_psnr_db is not None and not 10 <= self.target_psnr_db <= 120:
             raise UserError(f"{where}.target_psnr_db: {self.target_psnr_db} is outside 10..120 dB")
-        if self.max_latents is not None and self.max_latents < 1:
-            raise UserError(f"{where}.max_latents: must be >= 1 or null")
-        if self.auto_latents < 1:
-            raise UserError(f"{where}.auto_latents: must be >= 1")
-        if not 128 <= self.num_bins <= 65536:
-            raise UserError(f"{where}.num_bins: {self.num_bins} is outside 128..65536")
+        if self.auto_latents < 1 or (self.search_latents or 1) < 1 or self.search_sweeps < 1:
+            raise UserError(f"{where}: auto_latents, search_latents (or null) and search_sweeps must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -196,12 +239,12 @@ class SensitivityParams:
     """Per-layer sensitivity analysis (report chart): each layer alone in INT8 with
     `calibrator` ranges, on `max_latents` held-out latents, against fp32."""
 
-    calibrator: Calibrator = "entropy"
-    max_latents: int = 4
+    calibrator: HistogramCalibrator = "entropy"
+    max_latents: int = 2
 
     def validate(self, where: str) -> None:
-        if self.calibrator == "trt_cache" or self.max_latents < 1:
-            raise UserError(f"{where}: calibrator must be entropy, minmax, percentile or mse and max_latents >= 1")
+        if self.max_latents < 1:
+            raise UserError(f"{where}.max_latents: must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -230,35 +273,38 @@ class BuildParams:
 class EvaluateParams:
     """Quality evaluation. clip_seconds: length of the wav clips written to listen to."""
 
-    clip_seconds: float = 2.0
-    threads: int = 2
+    clip_seconds: float = 4.0
 
     def validate(self, where: str) -> None:
-        if self.clip_seconds <= 0 or self.threads < 1:
-            raise UserError(f"{where}: clip_seconds must be > 0 and threads >= 1")
+        if self.clip_seconds <= 0:
+            raise UserError(f"{where}.clip_seconds: must be > 0")
 
 
 @dataclass(frozen=True)
 class BenchParams:
-    """Latency sweep: frame counts x batch sizes, `warmup` untimed then `repeats` timed
-    calls; streaming: a latent of `stream_frames` decoded in windows of `stream_window`
-    frames overlapping by `stream_overlap`."""
+    """Latency: every runtime at frames x batches, `warmup` untimed calls, then `repeats`
+    rounds in which the runtimes take turns (so a slow moment of the machine hits all of
+    them); streaming: a latent of `stream_frames` decoded in windows of `stream_window`
+    frames overlapping by `stream_overlap`. runtimes: onnxruntime (CPU), torch (the
+    PyTorch decoder at `torch_precisions`, plus torch.compile when `torch_compile`), and
+    tensorrt (the engine, where a GPU can run it)."""
 
-    frames: tuple[int, ...] = (8, 16, 32)
+    frames: tuple[int, ...] = (16, 32, 125)
     batches: tuple[int, ...] = (1,)
     warmup: int = 1
-    repeats: int = 3
-    threads: int = 2
-    stream_frames: int = 64
-    stream_window: int = 16
+    repeats: int = 5
+    stream_frames: int = 125
+    stream_window: int = 32
     stream_overlap: int = 4
     runtimes: tuple[Literal["onnxruntime", "torch", "tensorrt"], ...] = ("onnxruntime", "torch", "tensorrt")
+    torch_precisions: tuple[Literal["fp32", "fp16", "bf16"], ...] = ("fp32", "fp16", "bf16")
+    torch_compile: bool = False
 
     def validate(self, where: str) -> None:
         if not self.frames or min(self.frames) < 1 or not self.batches or min(self.batches) < 1:
             raise UserError(f"{where}: frames and batches must be non-empty lists of positive integers")
-        if self.repeats < 1 or self.warmup < 0 or self.threads < 1:
-            raise UserError(f"{where}: repeats >= 1, warmup >= 0 and threads >= 1 are required")
+        if self.repeats < 3 or self.warmup < 0:
+            raise UserError(f"{where}: repeats >= 3 (a spread needs several rounds) and warmup >= 0 are required")
         if not 0 <= self.stream_overlap < self.stream_window <= self.stream_frames:
             raise UserError(f"{where}: streaming needs 0 <= stream_overlap < stream_window <= stream_frames")
 
@@ -266,8 +312,10 @@ class BenchParams:
 @dataclass(frozen=True)
 class Params:
     model: ModelParams = field(default_factory=ModelParams)
+    compute: ComputeParams = field(default_factory=ComputeParams)
     profile: ProfileParams = field(default_factory=ProfileParams)
     export: ExportParams = field(default_factory=ExportParams)
+    corpus: CorpusParams = field(default_factory=CorpusParams)
     calibration: LatentSetParams = field(default_factory=LatentSetParams)
     holdout: HoldoutParams = field(default_factory=HoldoutParams)
     int8: dict[str, Int8Variant] = field(default_factory=dict)
@@ -277,15 +325,39 @@ class Params:
     bench: BenchParams = field(default_factory=BenchParams)
 
     def validate(self, where: str) -> None:
+        """Checks across sections (each section checked itself first)."""
         for name in self.int8:
             if not VARIANT_NAME.match(name) or name in RESERVED_VARIANTS:
                 raise UserError(f"int8: variant name {name!r} is not usable; use letters, digits and '_' "
                                 f"starting with a letter, not {' or '.join(RESERVED_VARIANTS)} (it names DVC stages "
                                 "and files)")
+        p, b = self.profile, self.bench
+        outside = [f for f in (*b.frames, b.stream_window) if not p.min_frames <= f <= p.max_frames]
+        if outside:
+            raise UserError(f"bench.frames / bench.stream_window: {outside[0]} frames is outside the engines' profile "
+                            f"{p.min_frames}..{p.max_frames}; the engine cannot run it: change bench or profile")
+        if any(not p.min_batch <= batch <= p.max_batch for batch in b.batches):
+            raise UserError(f"bench.batches: {list(b.batches)} is outside the profile's batch "
+                            f"{p.min_batch}..{p.max_batch}; change bench.batches or the profile")
+        c, h = self.calibration, self.holdout
+        if c.source == h.source == "synthetic" and c.seed == h.seed:
+            raise UserError("holdout.seed: synthetic held-out latents need another seed than calibration.seed")
+        fp16 = [name for name, v in self.int8.items() if v.float_type == "fp16"]
+        if fp16 and self.export.opset < 19:
+            raise UserError(f"export.opset: {self.export.opset}, but int8.{fp16[0]} has float_type fp16, whose Q/DQ "
+                            "needs opset >= 19; raise export.opset or set float_type: fp32")
 
     def variant_names(self) -> list[str]:
         """fp16 first, then the INT8 variants in params order."""
         return ["fp16", *self.int8]
+
+    def variant(self, name: str) -> Int8Variant | None:
+        """The INT8 recipe `name` (None for fp16); an unknown name is an error listing the known ones."""
+        if name == "fp16":
+            return None
+        if name not in self.int8:
+            raise UserError(f"int8 has no variant {name!r}; known: {', '.join(self.variant_names())}")
+        return self.int8[name]
 
 
 def _join(where: str, key: str) -> str:
@@ -368,7 +440,8 @@ def from_mapping(cls: type, data: Any, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise UserError(f"{_join(where, unknown[0])}: unknown key; allowed keys here are {', '.join(fields)}")
+        hint = f" ({MOVED[unknown[0]]})" if unknown[0] in MOVED else ""
+        raise UserError(f"{_join(where, unknown[0])}: unknown key{hint}; allowed keys here are {', '.join(fields)}")
     kwargs = {}
     for name, f in fields.items():
         if name in data:
@@ -390,7 +463,7 @@ def load(params_file: str | Path) -> Params:
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
-        raise UserError(f"{path} does not exist; run from the project root or pass --params") from exc
+        raise UserError(f"{path} does not exist; run from the project root (where params.yaml is)") from exc
     except yaml.YAMLError as exc:
         raise UserError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}); fix its syntax") from exc
     try:
