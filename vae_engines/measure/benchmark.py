@@ -101,8 +101,10 @@ def bench_stage(variant: str, params: Any, *, onnx_path: str | Path, fp16_onnx: 
                     log.info("bench %s: %s at batch %d, %d frames", variant, kind, batch, frames)
                     point = interleaved(group, batch, frames, channels, bench.warmup, bench.repeats)
                     timings += [t.summary() for t in point.values()]
-                    for reference in names[1:]:
-                        ratios.append(paired_ratio(point[names[0]], point[reference]))
+                    if kind == "torch":  # every precision and mode against eager fp32
+                        ratios += [paired_ratio(point[name], point[names[0]]) for name in names[1:]]
+                    else:  # the variant against its fp16 and fp32 references
+                        ratios += [paired_ratio(point[names[0]], point[reference]) for reference in names[1:]]
         memory[f"{kind}_peak_rss_mib"] = round(rss.peak / 2**20, 1)
     stream = {}
     for kind in ("tensorrt", "onnxruntime"):

@@ -64,6 +64,13 @@ def _quiet_diffusers() -> None:
 
     warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
     try:
+        # The Oobleck VAE needs neither transformers nor peft; telling diffusers so keeps an
+        # installed transformers / peft of a version diffusers cannot import (seen on a GPU
+        # image with transformers 5.17 and peft 0.21) from breaking the import.
+        from diffusers.utils import import_utils
+
+        import_utils._transformers_available = False
+        import_utils._peft_available = False
         from diffusers.utils import logging as dlog
     except Exception as exc:  # an incompatible transformers / peft beside diffusers fails here
         raise UserError(f"diffusers cannot be imported ({type(exc).__name__}: {str(exc)[:100]}); install a "
