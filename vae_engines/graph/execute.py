@@ -148,8 +148,10 @@ class GraphExecutor:
         import torch
 
         half = "native half kernels" if self.native_half else "emulated: fp16 storage, fp32 accumulation"
-        return {"runtime": "torch-graph", "version": torch.__version__, "device": str(self.device),
-                "fp16": half}
+        out = {"runtime": "torch-graph", "version": torch.__version__, "device": str(self.device), "fp16": half}
+        if self.device.type == "cuda":
+            out["tf32"] = "off (fp32 computed in fp32)"
+        return out
 
     # -- running ---------------------------------------------------------------------------
     def decode(self, latent: np.ndarray, **kwargs: Any) -> np.ndarray:
@@ -185,7 +187,7 @@ class GraphExecutor:
         stop = len(self.nodes) if stop is None else stop
         env = dict(state)
         hooks, weights = conv_hooks or {}, conv_weights or {}
-        with torch.inference_mode():
+        with torch.inference_mode(), _no_tf32():
             for node in self.nodes[start:stop]:
                 args = [self._get(env, name) if name else None for name in node.inputs]
                 if node.op in ("Conv", "ConvTranspose"):
@@ -271,6 +273,22 @@ class GraphExecutor:
         y = conv_t(x, w, b, strides, [0] * dims, output_padding, group, dilations)
         index = [slice(None), slice(None)] + [slice(s, y.shape[2 + i] - e) for i, (s, e) in enumerate(zip(begin, end))]
         return y[tuple(index)]
+
+
+class _no_tf32:
+    """fp32 means fp32: PyTorch lets cuDNN run fp32 convolutions in TF32 (10-bit mantissa)
+    by default, which would make every "vs fp32" figure on a GPU a comparison with TF32."""
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+
+    def __exit__(self, *exc: Any) -> None:
+        import torch
+
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self.saved
 
 
 def _along(param: Any, x: Any, axis: int) -> Any:

@@ -129,9 +129,14 @@ class TorchRuntime:
         self.label = f"torch {precision}" + (" compile" if compile else " eager")
 
     def describe(self) -> dict:
+        import torch
+
         from vae_engines.core.device import describe
 
-        return {"runtime": "torch", **describe(self.device), "executed": self.precision,
+        executed = self.precision
+        if self.precision == FP32 and self.device.type == "cuda" and torch.backends.cudnn.allow_tf32:
+            executed = "fp32 with TF32 convolutions (PyTorch's default on CUDA)"
+        return {"runtime": "torch", **describe(self.device), "executed": executed,
                 "mode": "torch.compile (max-autotune-no-cudagraphs)" if self.compiled else "eager"}
 
     def decode(self, latent: np.ndarray) -> np.ndarray:
