@@ -96,6 +96,30 @@ def tensorrt_rtx(graph: Path, plan: Path) -> dict:
             "int8_convolutions": meta["precisions"]["convolutions"]["int8"]}
 
 
+def fieldnotes_sets(fp32: Path, scratch: Path) -> tuple[str, str, str]:
+    """The team's earlier protocol: corpus clips of one window each, seed 0 to calibrate and
+    seed 1 held out, encoded by the shipped fixture's encoder; statistics of the first."""
+    from vae_engines.data.corpus import music_clips
+    from vae_engines.data.latentset import write_latent_set
+    from vae_engines.graph.execute import GraphExecutor
+    from vae_engines.graph.io import load_onnx
+    from vae_engines.model.oobleck import FIXTURE_DIR, encode_audio, load_checkpoint
+    from vae_engines.quant.qdq import quantizable_layers
+    from vae_engines.quant.stats import collect, write_stats
+
+    vae = load_checkpoint(FIXTURE_DIR).vae
+    seconds = 32 * 1920 / 48000
+    sets = {}
+    for name, count, seed in (("calibration", 8, 0), ("holdout", 4, 1)):
+        latents = encode_audio(vae, music_clips(count, seconds, 48000, seed), "cpu", progress=False)
+        sets[name] = str(write_latent_set(scratch / name, latents, {"source": f"corpus seed {seed}"}))
+    model = load_onnx(fp32)
+    layers = quantizable_layers(model)
+    stats = collect(GraphExecutor(model), layers, np.load(Path(sets["calibration"]) / "latents.npy"))
+    write_stats(scratch / "stats.npz", scratch / "stats.json", stats, layers, {})
+    return sets["calibration"], sets["holdout"], str(scratch / "stats.npz")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--onnx", default="engines/onnx/fp32.onnx", help="fp32 ONNX")
@@ -103,6 +127,9 @@ def main() -> None:
     p.add_argument("--holdout", default="data/holdout", help="held-out latent set")
     p.add_argument("--stats", default="data/stats/stats.npz", help="this project's activation statistics")
     p.add_argument("--out", default="benchmarks/results/peers", help="output path without suffix")
+    p.add_argument("--protocol", choices=["pipeline", "fieldnotes"], default="pipeline",
+                   help="pipeline: the workspace's data/ sets; fieldnotes: the team's earlier protocol (8 "
+                        "calibration latents from corpus seed 0, 4 held-out from seed 1, 32 frames, fixture encoder)")
     args = p.parse_args()
 
     from vae_engines.core.entry import setup_logging
@@ -111,6 +138,9 @@ def main() -> None:
     from vae_engines.graph.io import file_metadata, ort_session
 
     setup_logging()
+    scratch = tempfile.TemporaryDirectory()
+    if args.protocol == "fieldnotes":
+        args.calibration, args.holdout, args.stats = fieldnotes_sets(Path(args.onnx), Path(scratch.name))
     fp32, calibration, held = Path(args.onnx), read_latent_set(args.calibration), read_latent_set(args.holdout)
     session = ort_session(fp32, 2)
     reference = np.concatenate([session.run(None, {"latent": x[None]})[0] for x in held])
@@ -126,7 +156,7 @@ def main() -> None:
                  ("vae-engines: percentile 99.99", "ours", False, "percentile", 99.99),
                  ("vae-engines: percentile 99.999", "ours", False, "percentile", 99.999),
                  ("vae-engines: mse", "ours", False, "mse", None),
-                 ("vae-engines: search (from mse)", "ours", False, "search", None)]
+                 ("vae-engines: search", "ours", False, "search", None)]
         for index, (label, who, defaults, method, percentile) in enumerate(plans):
             graph = tmp / f"g{index}.onnx"
             start = time.perf_counter()
@@ -141,11 +171,12 @@ def main() -> None:
             rows.append(row)
     provenance = {"model": file_metadata(fp32).get("model"), "calibration": read_manifest(args.calibration)["shape"],
                   "holdout": read_manifest(args.holdout)["shape"], "runtime": "onnxruntime CPU (fp32 float parts)",
-                  "machine": fingerprint()}
+                  "protocol": args.protocol, "machine": fingerprint()}
+    scratch.cleanup()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"rows": rows, "provenance": provenance}, indent=2) + "\n")
-    lines = [f"Model: {provenance['model']}; calibration latents {provenance['calibration']}, held-out "
+    lines = [f"Protocol `{args.protocol}`. Model: {provenance['model']}; calibration latents {provenance['calibration']}, held-out "
              f"{provenance['holdout']}; every convolution in INT8; measured by {provenance['runtime']} on "
              f"{provenance['machine']['cpu']} ({provenance['machine']['cpu_count']} cores).", "",
              "| method | peak PSNR vs fp32 (dB) | SNR (dB) | SI-SDR (dB) | TensorRT-RTX builds it | plan (MB) | "

@@ -186,3 +186,19 @@ def test_mono_and_44k_audio_are_converted_and_recorded(project):
         assert "short.wav" in manifest["skipped_short_files"]
         assert "skipping" in result.stderr  # the short clip is a warning, not an error
     assert np.load(project / "data/calibration/latents.npy").shape == (2, 64, 4)
+
+
+def test_out_of_gpu_memory_is_one_line(capsys):
+    """torch.cuda.OutOfMemoryError (simulated: no GPU here) becomes one line naming what to shrink."""
+    from vae_engines.core import entry
+
+    OutOfMemoryError = type("OutOfMemoryError", (RuntimeError,), {})
+
+    def main(args):
+        raise OutOfMemoryError("CUDA out of memory. Tried to allocate 12.00 GiB")
+
+    with pytest.raises(SystemExit) as exit_info:
+        entry.run(main, entry.parser("test"), [])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.count("\n") == 1
+    assert "out of GPU memory (CUDA out of memory" in err and "compute.device: cpu" in err

@@ -23,7 +23,7 @@ def test_params_yaml_is_the_code_defaults():
 
 def test_shipped_variants():
     p = config.load(ROOT / "params.yaml")
-    assert {"entropy", "minmax", "percentile", "search", "auto_40db"} == set(p.int8)
+    assert {"entropy", "minmax", "percentile", "mse", "search", "auto_40db"} == set(p.int8)
     assert all(v.float_type == "fp16" for v in p.int8.values())
     assert p.variant_names()[0] == "fp16" and p.variant("fp16") is None
     with pytest.raises(UserError, match="no variant 'nope'; known: fp16, entropy"):

@@ -4,6 +4,8 @@
   vae-engines env                               print this machine's fingerprint and the toolchain
   vae-engines check-metrics --baseline REV      fail if a quality metric fell more than the
                                                 tolerance below the one committed at REV
+  vae-engines experiments                       DVC experiments as one short row each: every
+                                                variant's peak PSNR and the params changed
 """
 
 from __future__ import annotations
@@ -80,6 +82,68 @@ def check_metrics(params_file: Path, reports: Path, baseline_rev: str, tolerance
     return 1 if failures else 0
 
 
+def _flat_params(doc: dict) -> dict[str, object]:
+    out: dict[str, object] = {}
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            out[prefix] = node
+
+    walk(doc, "")
+    return out
+
+
+def experiment_rows(shown: list, metric: str) -> list[dict]:
+    """Rows of `dvc exp show --json` output: name, each variant's `metric`, the params that
+    differ from the row's baseline commit."""
+    rows = []
+    for base in shown:
+        base_params = _flat_params(((base.get("data") or {}).get("params") or {}).get("params.yaml", {}).get("data", {}))
+        revs = [base] + [e["revs"][0] for e in base.get("experiments") or [] if e.get("revs")]
+        for rev in revs:
+            data = rev.get("data") or {}
+            params = _flat_params((data.get("params") or {}).get("params.yaml", {}).get("data", {}))
+            values = {}
+            for path, doc in (data.get("metrics") or {}).items():
+                if path.endswith("/quality.json"):
+                    node = doc.get("data") or {}
+                    for part in metric.split("."):
+                        node = node.get(part, {}) if isinstance(node, dict) else {}
+                    values[path.split("/")[-2]] = node if isinstance(node, (int, float)) else None
+            sha = str(rev.get("rev", ""))
+            name = rev.get("name") or (sha[:7] if len(sha) == 40 else sha)
+            changed = [] if rev is base else [f"{k}={v}" for k, v in params.items() if base_params.get(k) != v]
+            failed = " (failed)" if rev.get("error") else ""
+            rows.append({"experiment": name + failed, "values": values, "changed": changed})
+    return rows
+
+
+def print_experiments(metric: str) -> None:
+    beside = Path(sys.executable).parent / "dvc"  # the dvc of this environment, activated or not
+    try:
+        shown = subprocess.run([str(beside) if beside.is_file() else "dvc", "exp", "show", "--json"],
+                               capture_output=True, text=True)
+    except FileNotFoundError:
+        raise UserError("dvc is not installed in this environment; pip install -e . installs it") from None
+    if shown.returncode != 0:
+        raise UserError(f"dvc exp show failed ({shown.stderr.strip().splitlines()[-1] if shown.stderr else ''}); "
+                        "run it from the project root")
+    rows = experiment_rows(json.loads(shown.stdout or "[]"), metric)
+    variants = list(dict.fromkeys(v for r in rows for v in r["values"]))
+    width = max([len(r["experiment"]) for r in rows] + [10])
+    print(f"{metric} per variant")
+    print("experiment".ljust(width) + "".join(f"{v[:10]:>11}" for v in variants))
+    for r in rows:
+        cells = "".join(f"{'-' if r['values'].get(v) is None else format(r['values'][v], '.1f'):>11}"
+                        for v in variants)
+        print(r["experiment"].ljust(width) + cells)
+        for change in r["changed"]:
+            print(" " * 4 + change)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="vae-engines", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,6 +158,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="largest allowed drop of a dB metric (default: 0.5)")
     m.add_argument("--params", default="params.yaml", help="params file naming the variants (default: params.yaml)")
     m.add_argument("--reports", default="reports/variants", help="folder of per-variant reports")
+    e = sub.add_parser("experiments", help="DVC experiments as one short row each (fits a terminal)")
+    e.add_argument("--metric", default="heldout.vs_fp16.peak_psnr_db",
+                   help="quality.json key to show per variant (default: heldout.vs_fp16.peak_psnr_db)")
 
     def run(args: argparse.Namespace) -> None:
         if args.command == "check-params":
@@ -107,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
 
             backend = load("params.yaml").build.backend if Path("params.yaml").is_file() else "auto"
             print(json.dumps({"machine": fingerprint(), "toolchain": toolchain(backend)}, indent=2))
+        elif args.command == "experiments":
+            print_experiments(args.metric)
         else:
             sys.exit(check_metrics(Path(args.params), Path(args.reports), args.baseline, args.tolerance_db))
 

@@ -48,6 +48,8 @@ def run(main: Callable[[argparse.Namespace], None], arg_parser: argparse.Argumen
     debug = args.debug or os.environ.get("VAE_ENGINES_DEBUG") == "1"
     setup_logging(debug)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if hasattr(signal, "SIGPIPE"):  # `vae-engines ... | head` ends quietly, like any command-line tool
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         main(args)
     except UserError as exc:

@@ -164,7 +164,7 @@ class HoldoutParams(LatentSetParams):
     file. roundtrip_clips: held-out audio clips of `roundtrip_seconds` for the wav
     round-trip (audio sources only; 0 turns it off)."""
 
-    count: int = 4
+    count: int = 8
     seed: int = 1
     fraction: float = 0.25
     roundtrip_clips: int = 2

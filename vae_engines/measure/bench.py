@@ -10,7 +10,6 @@ difference" otherwise). Nothing here gates a test: speed figures live in the rep
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -116,9 +115,3 @@ class PeakRss:
         if self._thread:
             self._thread.join()
         self.peak = max(self.peak, self.proc.memory_info().rss)
-
-
-def elapsed_ms(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3

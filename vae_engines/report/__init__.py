@@ -1,1 +1,1 @@
-"""report"""
+"""reports/report.md and its plots, written from the measured records only."""
