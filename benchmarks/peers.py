@@ -184,7 +184,10 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['method']} | {r['peak_psnr_db']} | {r['snr_db']} | {r['si_sdr_db']} | {r['tensorrt_rtx']} "
                      f"| {r['plan_mb'] if r['plan_mb'] is not None else '-'} | {r['quantize_seconds']} |")
-    lines += ["", "NVIDIA ModelOpt 0.47 was not run here (its `[onnx]` extra cannot share this virtualenv); the team "
+    lines += ["", "quantize (s): ONNX Runtime's rows include its calibration passes over the data; this project's "
+              "rows read statistics collected once for all of them (the `stats` stage, a few seconds here), so "
+              "theirs is the per-variant cost.", "",
+              "NVIDIA ModelOpt 0.47 was not run here (its `[onnx]` extra cannot share this virtualenv); the team "
               "measured it on the same default model on 2026-11-27: entropy 50.9 dB, max 49.3 dB, both built by "
               "TensorRT-RTX."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

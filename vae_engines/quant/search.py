@@ -20,7 +20,7 @@ ranges are chosen by decoding the calibration latents:
 The result is never worse on the calibration latents than the best calibrator; on held-out
 latents it can be: held-out audio carries transients the calibration latents did not show,
 and clipping them costs more than the rounding a tighter range saves. Measured (peak PSNR
-vs fp32, held-out): 50.1 dB against minmax's 50.5 on the embedded default, 53.6 against
+vs fp32, held-out): 51.9 dB against minmax's 52.1 on the embedded default, 53.6 against
 mse's 54.8 on the team's earlier protocol (benchmarks/results/peers*.md); 45.0 against
 44.7 (the best calibrator) on the full-size random-weight decoder on the H100. More
 calibration data is what narrows that gap. Cost: the decode up to layer k does not depend
