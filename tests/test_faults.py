@@ -2,6 +2,7 @@
 and the next run cleans up after it. (The same at the DVC level: tests/test_pipeline.py.)"""
 
 import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -17,16 +18,38 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# The export of the test model takes well under a second, too short to hit by polling. The
+# stage runs under a wrapper whose os.replace stops for good just before the fp32 ONNX would
+# be renamed into place, when the temporary is fully written: the signal lands there.
+_HOLD_BEFORE_RENAME = """
+import os, runpy, sys, time
+from pathlib import Path
+real_replace = os.replace
+def held_replace(src, dst, *args, **kwargs):
+    if Path(dst).name == "fp32.onnx":
+        Path(os.environ["HOLD_MARKER"]).touch()
+        while True:
+            time.sleep(1)
+    return real_replace(src, dst, *args, **kwargs)
+os.replace = held_replace
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_killed_export_keeps_previous_onnx_and_recovers(project, sig):
+def test_killed_export_keeps_previous_onnx_and_recovers(project, sig, tmp_path):
     out = project / "engines" / "onnx"
     previous = digest(out / "fp32.onnx")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "stages" / "export.py"), "--fp32", "engines/onnx/fp32.onnx",
-                             "--fp16", "engines/onnx/fp16.onnx"], cwd=project, stderr=subprocess.PIPE, text=True)
+    marker = tmp_path / "held"
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_BEFORE_RENAME, str(ROOT / "stages" / "export.py"),
+                             "--fp32", "engines/onnx/fp32.onnx", "--fp16", "engines/onnx/fp16.onnx"],
+                            cwd=project, stderr=subprocess.PIPE, text=True, env={**os.environ, "HOLD_MARKER": str(marker)})
     deadline = time.time() + 120
-    while not list(out.glob(".tmp-fp32.onnx.*")):  # wait until it is writing
-        assert proc.poll() is None and time.time() < deadline, "export never started writing"
+    while not marker.exists():  # wait until the temporary is written and the rename is due
+        assert proc.poll() is None and time.time() < deadline, f"export never reached the rename: {proc.stderr.read() if proc.poll() is not None else 'timeout'}"
         time.sleep(0.01)
+    assert list(out.glob(".tmp-fp32.onnx.*"))
     proc.send_signal(sig)
     proc.wait(timeout=60)
     assert proc.returncode != 0
