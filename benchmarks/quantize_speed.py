@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,11 +86,13 @@ def main() -> None:
     result["total_new_s"] = round(sum(result["new"].values()), 1)
     result["speedup"] = round(result["total_old_s"] / result["total_new_s"], 2)
     result["machine"] = fingerprint()
+    result["calibration_shape"] = list(np.load(Path(calibration) / "latents.npy", mmap_mode="r").shape)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"Quantize stages for the old default's five recipes on {result['machine']['cpu']} "
-             f"({result['machine']['cpu_count']} cores); wall time per stage process (s).", "",
+             f"({result['machine']['cpu_count']} cores), calibration latents {result['calibration_shape']}; wall "
+             "time per stage process (s).", "",
              "| stage | before (per-variant ORT calibration) | after (shared statistics) |", "|---|---|---|",
              f"| stats (shared) | - | {result['new']['stats']} |"]
     lines += [f"| quantize@{n} | {result['old'][n]} | {result['new'][n]} |" for n in RECIPES]
