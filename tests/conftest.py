@@ -122,7 +122,8 @@ def project(tmp_path, tiny_checkpoint, tiny_onnx):
     return tmp_path
 
 
-def run_stage(project: Path, stage: str, *args: str, params: dict | None = None) -> subprocess.CompletedProcess:
+def run_stage(project: Path, stage: str, *args: str, params: dict | None = None,
+              env: dict | None = None) -> subprocess.CompletedProcess:
     if params is not None:
         base = yaml.safe_load((project / "params.yaml").read_text())
         for section, values in params.items():
@@ -132,7 +133,7 @@ def run_stage(project: Path, stage: str, *args: str, params: dict | None = None)
                 base[section] = values
         (project / "params.yaml").write_text(yaml.safe_dump(base))
     return subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py"), *args], cwd=project,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
 
 
 # -- DVC-level scratch project --------------------------------------------------------------
