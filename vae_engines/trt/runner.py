@@ -68,10 +68,7 @@ def unavailable_reason(backend_name: str) -> str | None:
         resolve(backend_name)
     except UserError:
         return f"{backend_name} is not installed"
-    try:
-        from cuda.bindings import runtime as cudart  # noqa: F401
-    except ImportError:
-        return "cuda-python is not installed (pip install 'vae-engines[runner]')"
+    # The hardware first: on a machine without a usable GPU, installing cuda-python would not help.
     if shutil.which("nvidia-smi") is None:
         return "no NVIDIA GPU on this machine"
     try:
@@ -83,6 +80,10 @@ def unavailable_reason(backend_name: str) -> str | None:
         return "no NVIDIA GPU on this machine"
     if backend_name == "tensorrt_rtx" and not any(c.startswith(("8.", "12.")) for c in caps):
         return f"TensorRT-RTX runs only on compute capability 8.x / 12.x GPUs; this one is {caps[0]}"
+    try:
+        from cuda.bindings import runtime as cudart  # noqa: F401
+    except ImportError:
+        return "cuda-python is not installed (pip install 'vae-engines[runner]')"
     return None
 
 
