@@ -73,7 +73,7 @@ def ours(fp32: Path, out: Path, stats_npz: Path, calibration: Path, calibrator: 
 
 def measure(graph: Path, held: np.ndarray, reference: np.ndarray) -> dict:
     from vae_engines.graph.io import ort_session
-    from vae_engines.measure.metrics import peak_psnr, si_sdr, snr
+    from vae_engines.metrics import peak_psnr, si_sdr, snr
 
     session = ort_session(graph, 2)
     out = np.concatenate([session.run(None, {"latent": x[None]})[0] for x in held])

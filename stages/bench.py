@@ -1,15 +1,18 @@
-"""DVC stage `bench_fp16` / `bench@<variant>`: latency, ratios with their spread,
-streaming and memory, with the fp16 and fp32 references timed in the same rounds."""
+"""DVC stage `bench@<variant>`: the variant's engine beside the fp16 engine where a GPU here
+can run them (else "not measured", with the reason), its size, and what its INT8 buys."""
+
+from pathlib import Path
 
 from vae_engines.core import entry, params
-from vae_engines.measure.benchmark import bench_stage
+from vae_engines.measure.benchmark import bench_variant
 
 
 def main(args):
     p = params.load(args.params)
-    p.variant(args.variant)
-    bench_stage(args.variant, p, onnx_path=args.onnx, fp16_onnx=args.fp16, fp32_onnx=args.fp32, plan=args.plan,
-                fp16_plan=args.fp16_plan, out_json=args.out, plot_json=args.plot)
+    onnx = {args.variant: Path(args.onnx), "fp16": Path(args.fp16), "fp32": Path(args.fp32)}
+    plans = {args.variant: Path(args.plan), "fp16": Path(args.fp16_plan)}
+    bench_variant(args.variant, p.bench, threads=p.compute.threads, onnx=onnx, plans=plans, out_json=args.out,
+                  plot_json=args.plot)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 calibration and held-out folder)."""
 
 from vae_engines.core import entry, params
-from vae_engines.data.corpus import corpus_stage
+from vae_engines.data.corpus import write_corpus
 
 
 def main(args):
-    corpus_stage(params.load(args.params), args.out)
+    c = params.load(args.params).corpus
+    write_corpus(args.out, clips=c.clips, seconds=c.seconds, sr=c.sampling_rate, seed=c.seed)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from vae_engines.model.export import export_model
 
 
 def main(args):
-    export_model(params.load(args.params), args.fp32, args.fp16)
+    p = params.load(args.params)
+    export_model(p.model, p.export, args.fp32, args.fp16)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""DVC stage `quantize@<variant>`: ranges, layers kept in float, and the Q/DQ ONNX of one
-INT8 variant."""
+"""DVC stage `quantize@<variant>`: ranges, layers kept in float, and the graph of one INT8
+variant."""
 
-from vae_engines.core import entry, params
+from vae_engines.core import device, entry, params
 from vae_engines.quant.quantize import quantize_variant
 
 
@@ -9,7 +9,7 @@ def main(args):
     p = params.load(args.params)
     quantize_variant(args.variant, p.variant(args.variant), fp32_onnx=args.onnx, stats_npz=args.stats,
                      calibration_dir=args.calibration, out_onnx=args.out, ranges_json=args.ranges,
-                     device=p.compute.device, threads=p.compute.threads, float32_io=p.export.fp16_io == "float32")
+                     device=device.resolve(p.compute), float32_io=p.export.fp16_io == "float32")
 
 
 if __name__ == "__main__":
@@ -18,6 +18,6 @@ if __name__ == "__main__":
     p.add_argument("--onnx", required=True, help="fp32 ONNX")
     p.add_argument("--stats", required=True, help="activation statistics (.npz)")
     p.add_argument("--calibration", required=True, help="calibration latent set folder")
-    p.add_argument("--out", required=True, help="Q/DQ ONNX path")
+    p.add_argument("--out", required=True, help="the variant's ONNX")
     p.add_argument("--ranges", required=True, help="ranges JSON path")
     entry.run(main, p)

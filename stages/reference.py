@@ -7,8 +7,7 @@ from vae_engines.measure.evaluate import reference_outputs
 
 def main(args):
     p = params.load(args.params)
-    reference_outputs(args.fp32, args.fp16, args.holdout, args.out,
-                      device.resolve(p.compute.device, p.compute.threads))
+    reference_outputs(args.fp32, args.fp16, args.holdout, args.out, device.resolve(p.compute))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """DVC stage `sensitivity`: quality of each convolution layer alone in INT8, on held-out
 latents against fp32, for the report's per-layer chart."""
 
-from vae_engines.core import entry, params
+from vae_engines.core import device, entry, params
 from vae_engines.quant.sensitivity import sensitivity_stage
 
 
 def main(args):
-    sensitivity_stage(params.load(args.params), fp32_onnx=args.onnx, stats_npz=args.stats,
-                      holdout_dir=args.holdout, out_json=args.out, plot_json=args.plot)
+    p = params.load(args.params)
+    sensitivity_stage(p.sensitivity.calibrator, p.sensitivity.max_latents, fp32_onnx=args.onnx, stats_npz=args.stats,
+                      holdout_dir=args.holdout, out_json=args.out, plot_json=args.plot,
+                      device=device.resolve(p.compute))
 
 
 if __name__ == "__main__":

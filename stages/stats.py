@@ -1,14 +1,13 @@
-"""DVC stage `stats`: activation statistics of every convolution input over the
-calibration latents, collected once for all INT8 variants."""
+"""DVC stage `stats`: activation statistics of every quantizable tensor over the calibration
+latents, collected once for all INT8 variants."""
 
-from vae_engines.core import entry, params
+from vae_engines.core import device, entry, params
 from vae_engines.quant.stats import collect_stats
 
 
 def main(args):
     p = params.load(args.params)
-    collect_stats(args.onnx, args.calibration, args.out, args.record, device=p.compute.device,
-                  threads=p.compute.threads)
+    collect_stats(args.onnx, args.calibration, args.out, args.record, device=device.resolve(p.compute))
 
 
 if __name__ == "__main__":

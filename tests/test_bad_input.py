@@ -61,7 +61,17 @@ QUANTIZE = ["--variant", "m", "--onnx", "engines/onnx/fp32.onnx", "--stats", "da
 EXPORT = ["--fp32", "engines/onnx/fp32.onnx", "--fp16", "engines/onnx/fp16.onnx"]
 EVALUATE = ["--variant", "fp16", "--onnx", "engines/onnx/fp32.onnx", "--plan", "engines/tensorrt_rtx/fp16.plan",
             "--holdout", "data/holdout", "--reference", "data/reference", "--out", "reports/variants/fp16"]
-CHECK = ["--toolchain", "engines/toolchain.json", "--stamp", "data/params.ok"]
+CHECK = ["--toolchain", "engines/toolchain.json", "--torch", "engines/torch/target.json", "--stamp", "data/params.ok"]
+COMPILE = ["--precision", "fp16", "--out", "engines/torch/fp16.pt2"]
+
+
+def implicit_graph(root: Path) -> None:
+    """The fixture graph marked as an implicit INT8 variant (what quantize writes for one)."""
+    from vae_engines.graph.io import load_onnx, save_onnx, set_metadata
+
+    model = load_onnx(root / "engines/onnx/fp32.onnx")
+    recipe = {"quantization": "implicit", "precision": "int8+fp16", "amax": {}, "kept_nodes": []}
+    save_onnx(set_metadata(model, {"vae_engines.recipe": json.dumps(recipe)}), root / "engines/onnx/i.onnx")
 
 
 def good(frames=8):
@@ -123,6 +133,15 @@ CASES = {
                               ["--onnx", "engines/onnx/fp32.onnx", "--plan", "engines/tensorrt/fp16.plan",
                                "--timing-cache", "engines/tensorrt/fp16.timing.cache"], "build.backend is 'tensorrt'"),
     "truncated plan": (lambda p: truncated_plan(p), "evaluate", EVALUATE, "truncated"),
+    "fp16 compiled engine on a CPU": (lambda p: {"compute": {"device": "cpu"}}, "compile", COMPILE,
+                                      "fp16 needs a GPU"),
+    "implicit INT8 with placement": (lambda p: {"int8": {"m": {"calibrator": "minmax", "quantization": "implicit",
+                                                              "placement": "fused"}}}, "check", CHECK,
+                                     "implicit INT8 has no Q/DQ to place"),
+    "implicit INT8 on TensorRT-RTX": (lambda p: implicit_graph(p), "build",
+                                      ["--onnx", "engines/onnx/i.onnx", "--plan", "engines/tensorrt_rtx/i.plan",
+                                       "--timing-cache", "engines/tensorrt_rtx/i.timing.cache"],
+                                      "implicit INT8 is not available with tensorrt_rtx"),
     "corrupted onnx": (lambda p: (p / "engines/onnx/fp32.onnx").write_bytes(b"\x00junk") and None, "stats",
                        ["--onnx", "engines/onnx/fp32.onnx", "--calibration", "data/calibration", "--out",
                         "data/stats/stats.npz", "--record", "data/stats/stats.json"], "not a readable ONNX"),

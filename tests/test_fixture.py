@@ -9,7 +9,7 @@ import torch
 from conftest import ROOT
 from vae_engines.core.params import ModelParams
 from vae_engines.data.corpus import music_clips
-from vae_engines.measure import metrics
+from vae_engines import metrics
 from vae_engines.model.oobleck import FIXTURE_DIR, load_vae
 
 HELDOUT_SEED = 10_000  # the training script's held-out seed; training batches never use it

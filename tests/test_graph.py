@@ -11,7 +11,7 @@ from vae_engines.core.errors import UserError
 from vae_engines.graph.execute import GraphExecutor
 from vae_engines.graph.float16 import float16_graph
 from vae_engines.graph.io import load_onnx, ort_session
-from vae_engines.measure.metrics import peak_psnr
+from vae_engines.metrics import peak_psnr
 from vae_engines.quant.qdq import insert_qdq, quantizable_layers
 
 

@@ -1,7 +1,10 @@
 import numpy as np
 import pytest
 
-from vae_engines.measure import bench, metrics
+from vae_engines import metrics
+from vae_engines.measure import bench
+from vae_engines.runtime.base import Decoder, Shape
+from vae_engines.runtime.stream import windows
 
 
 def test_peak_psnr_matches_the_reference_definition():
@@ -53,24 +56,34 @@ def test_paired_ratio_calls_a_difference_only_beyond_the_spread():
     assert bench.paired_ratio(same, slow)["verdict"] == "no measurable difference"
 
 
+class Recorder(Decoder):
+    """A CPU decoder that records when it runs."""
+
+    kind, precision = "test", "fp32"
+
+    def __init__(self, name, order):
+        import torch
+
+        self.name, self.order = name, order
+        self.device = torch.device("cpu")
+        self.shape = Shape(channels=64, hop=1920, sampling_rate=48000)
+
+    def _run(self, x):
+        self.order.append(self.name)
+        return x
+
+
 def test_interleaved_rounds_take_turns():
     order = []
-
-    class Fake:
-        def __init__(self, name):
-            self.name = name
-
-        def time_ms(self, x):
-            order.append(self.name)
-            return 1.0
-
-    timings = bench.interleaved({"a": Fake("a"), "b": Fake("b"), "c": Fake("c")}, 1, 2, 64, warmup=1, repeats=3)
+    decoders = {n: Recorder(n, order) for n in "abc"}
+    timings = bench.interleaved(decoders, 1, 2, 64, warmup=1, repeats=3)
     assert order[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
     assert [len(t.ms) for t in timings.values()] == [3, 3, 3]
 
 
 def test_stream_windows_cover_the_latent():
-    windows = bench.stream_windows(64, 16, 4)
-    assert windows[0] == (0, 16) and windows[-1][1] == 64
-    assert all(b - a == 16 for a, b in windows)
-    assert all(windows[i + 1][0] - windows[i][0] <= 12 for i in range(len(windows) - 1))
+    spans = windows(64, 16, 4)
+    assert spans[0] == (0, 16) and spans[-1][1] == 64
+    assert all(b - a == 16 for a, b in spans)
+    assert all(spans[i + 1][0] - spans[i][0] <= 12 for i in range(len(spans) - 1))
+    assert windows(10, 16, 4) == [(0, 10)]

@@ -23,8 +23,9 @@ def test_params_yaml_is_the_code_defaults():
 
 def test_shipped_variants():
     p = config.load(ROOT / "params.yaml")
-    assert {"entropy", "minmax", "percentile", "mse", "search", "auto_40db"} == set(p.int8)
+    assert {"entropy", "minmax", "minmax_fused", "percentile", "mse", "auto_40db", "speed_40db"} == set(p.int8)
     assert all(v.float_type == "fp16" for v in p.int8.values())
+    assert p.int8["speed_40db"].placement == "fused" and p.int8["speed_40db"].is_auto
     assert p.variant_names()[0] == "fp16" and p.variant("fp16") is None
     with pytest.raises(UserError, match="no variant 'nope'; known: fp16, entropy"):
         p.variant("nope")
@@ -106,3 +107,19 @@ def test_readme_sweep_keys_exist_or_use_plus():
         for part in key.split("."):
             assert isinstance(node, dict) and part in node, f"README sets {key}, absent from params.yaml; use ++{key}"
             node = node[part]
+
+
+def test_every_choice_table_is_complete():
+    """Each choice's names live in core.choices; the code's table for it covers every name."""
+    from vae_engines.core.choices import Calibrator, EngineKind, Placement
+    from vae_engines.quant.calibrators import CALIBRATORS
+    from vae_engines.quant.qdq import PLACEMENTS
+    from vae_engines.quant.quantize import RANGES
+    from vae_engines.runtime.load import KINDS
+
+    assert set(RANGES) == set(Calibrator)
+    assert set(CALIBRATORS) == {c for c in Calibrator if c.from_statistics}
+    assert set(PLACEMENTS) == set(Placement)
+    assert set(KINDS) == set(EngineKind)
+    with pytest.raises(UserError, match="one of 'conv_inputs', 'fused'"):
+        parse({"int8": {"e": {"calibrator": "entropy", "placement": "everywhere"}}})

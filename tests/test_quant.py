@@ -13,7 +13,7 @@ from conftest import latents
 from vae_engines.core.errors import UserError
 from vae_engines.graph.execute import GraphExecutor
 from vae_engines.graph.io import load_onnx, ort_session
-from vae_engines.measure.metrics import peak_psnr
+from vae_engines.metrics import peak_psnr
 from vae_engines.quant import calibrators
 from vae_engines.quant.fakequant import FakeQuant
 from vae_engines.quant.qdq import INT8_MAX, insert_qdq, int8_weight, quantizable_layers, select_layers
@@ -113,15 +113,16 @@ def test_statistics_are_exact_and_order_free(tiny_onnx):
     layers = quantizable_layers(model)
     ex = GraphExecutor(model)
     x = latents(3, 6, seed=5)
-    stats = collect(ex, layers, x)
-    again = collect(ex, layers, x[::-1].copy())
+    tensors = [l.activation for l in layers]
+    stats = collect(ex, tensors, x)
+    again = collect(ex, tensors, x[::-1].copy())
     np.testing.assert_array_equal(stats.hist, again.hist)
     np.testing.assert_array_equal(stats.amax, again.amax)
     # against numpy on the captured tensor of one layer
     layer = layers[7]
     captured = []
     for latent in x:
-        ex.run(latent[None], conv_hooks={layer.node: lambda t: (captured.append(t.abs().numpy().ravel()), t)[1]})
+        ex.run(latent[None], input_hooks={(layer.node, 0): lambda t: (captured.append(t.abs().numpy().ravel()), t)[1]})
     values = np.concatenate(captured).astype(np.float64)
     amax = stats.max_of(layer.activation)
     assert amax == pytest.approx(values.max(), rel=1e-7)
@@ -158,8 +159,8 @@ def test_qdq_placement_is_tensorrt_friendly(tiny_onnx, scale_type):
 
     model = load_onnx(tiny_onnx)
     layers = quantizable_layers(model)
-    stats = collect(GraphExecutor(model), layers, latents(2, 4))
-    amax = calibrators.calibrate(stats, [l.activation for l in layers], "entropy")
+    tensors = [l.activation for l in layers]
+    amax = calibrators.calibrate(collect(GraphExecutor(model), tensors, latents(2, 4)), tensors, "entropy")
     chosen = select_layers(layers, keep_first=1, keep_last=1)
     q = qdq_graph(model, chosen, amax, "fp32" if scale_type is np.float32 else "fp16")
     onnx.checker.check_model(q, full_check=True)
@@ -223,6 +224,49 @@ def test_fake_quantization_equals_the_qdq_graph(tiny_onnx):
     np.testing.assert_array_equal(fake, graph)
 
 
+def test_fused_placement_follows_tensorrts_rules_per_layer_kind(tiny_onnx):
+    """fused: ConvTranspose left in float, every quantized convolution's input and weight
+    through Q/DQ, each residual Add's skip input through Q/DQ where the convolution feeding
+    that Add is quantized, nothing inside Snake; and fake quantization equals the graph."""
+    from vae_engines.quant.qdq import PLACEMENTS
+    from vae_engines.quant.quantize import qdq_graph
+    from vae_engines.quant.stats import quantizable_tensors
+
+    model = load_onnx(tiny_onnx)
+    layers = quantizable_layers(model)
+    assert sum(l.skip is not None for l in layers) == 15  # 5 blocks x 3 residual units: each unit's conv2
+    assert all(l.name.endswith("conv2") for l in layers if l.skip) and layers[-1].skip is None
+    plan = PLACEMENTS["fused"](select_layers(layers, keep_last=1))
+    ex = GraphExecutor(model)
+    tensors = quantizable_tensors(layers)
+    amax = calibrators.calibrate(collect(ex, tensors, latents(2, 4)), tensors, "minmax")
+    q = qdq_graph(model, plan, amax, "fp16")
+    producers = {o: n for n in q.graph.node for o in n.output}
+    nodes = {n.name: n for n in q.graph.node}
+
+    def dequantized(tensor):
+        node = producers.get(tensor)
+        return node is not None and node.op_type == "DequantizeLinear" and producers[node.input[0]].op_type == \
+            "QuantizeLinear"
+
+    for layer in layers:
+        node = nodes[layer.node]
+        quantized = layer in plan.layers
+        assert quantized == (layer.op_type == "Conv" and layer.name != "conv2"), layer.name
+        assert dequantized(node.input[0]) == quantized
+        if layer.skip is not None:
+            add = nodes[layer.skip.node]
+            assert add.op_type == "Add" and dequantized(add.input[layer.skip.index]) == quantized
+            assert not dequantized(add.input[1 - layer.skip.index])  # the convolution's own output: no Q
+    for n in q.graph.node:
+        if n.op_type in ("Sin", "Mul"):  # Snake stays in float
+            assert not any(dequantized(i) for i in n.input), n.name
+    x = latents(2, 5, seed=7)
+    fake = ex.decode(x, **FakeQuant(ex, plan.layers).plan_overrides(plan, amax))
+    np.testing.assert_array_equal(fake, GraphExecutor(qdq_graph(model, plan, amax, "fp32")).decode(x))
+    assert peak_psnr(ex.decode(x), GraphExecutor(q).decode(x)) > 30.0
+
+
 # -- range search ------------------------------------------------------------------------------
 def test_range_search_starts_from_the_best_calibrator_and_never_worsens_a_latent(tiny_onnx):
     from vae_engines.quant.search import candidate_ranges, range_search
@@ -231,8 +275,8 @@ def test_range_search_starts_from_the_best_calibrator_and_never_worsens_a_latent
     layers = quantizable_layers(model)
     ex = GraphExecutor(model)
     x = latents(3, 6, seed=11)
-    stats = collect(ex, layers, x)
     tensors = [l.activation for l in layers]
+    stats = collect(ex, tensors, x)
     assert len(candidate_ranges(stats, tensors[5])) >= 4
     reference = ex.decode(x)
     amax, record = range_search(ex, layers, stats, x, reference)

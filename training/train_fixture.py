@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from vae_engines.data.corpus import music_clips
-from vae_engines.measure import metrics
+from vae_engines import metrics
 from vae_engines.model.oobleck import FIXTURE_DIR, build_vae, read_config
 
 # the small architecture the fixture has: ACE-Step 1.5's VAE at reduced width

@@ -1,29 +1,34 @@
-"""The `check` stage: runs first on every `dvc repro`, and cheaply.
+"""The `check` stage: runs first on every `dvc repro`, and cheaply (no torch, no TensorRT).
 
 It validates params.yaml as a whole (every section and the checks across them, variant
-names included) before DVC runs any other stage, and writes the build toolchain record
-that engine builds depend on. Every root stage depends on its constant stamp file, which
-is what makes DVC run this stage first; the stamp never changes, so it re-runs nothing.
+names included) before DVC runs any other stage, and writes the two records engines
+depend on: the TensorRT toolchain (backend and version: plans rebuild when it changes, and
+only then) and the PyTorch target (torch version and the GPU, or the CPU, compiled engines
+are built for: they rebuild on another GPU). Records are rewritten only when they change.
+Every root stage depends on the constant stamp file, which is what makes DVC run this
+stage first; the stamp never changes, so it re-runs nothing.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from vae_engines.core.env import toolchain
+from vae_engines.core.env import toolchain, torch_target
 from vae_engines.core.errors import UserError
-from vae_engines.core.fileio import write_bytes, write_json
+from vae_engines.core.fileio import write_bytes, write_json_if_changed
 from vae_engines.core.params import load
 
 STAMP = b"params.yaml is validated by the check stage before any other stage runs\n"
 
 
-def check_stage(params_file: str | Path, *, toolchain_json: str | Path, stamp: str | Path) -> None:
+def check_stage(params_file: str | Path, *, toolchain_json: str | Path, torch_json: str | Path,
+                stamp: str | Path) -> None:
     params = load(params_file)
     checkpoint = Path(params.model.checkpoint)
     if not checkpoint.exists():
         raise UserError(f"model.checkpoint: {checkpoint} does not exist; fix the path in params.yaml")
-    write_json(toolchain_json, toolchain(params.build.backend))
+    write_json_if_changed(toolchain_json, toolchain(params.build.backend))
+    write_json_if_changed(torch_json, torch_target(params.compute.device))
     stamp = Path(stamp)
     if not stamp.is_file() or stamp.read_bytes() != STAMP:
         write_bytes(stamp, STAMP)

@@ -6,9 +6,13 @@ provenance of every number computed on it (`describe`).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
+from vae_engines.core.choices import Device
 from vae_engines.core.errors import UserError
+from vae_engines.core.params import ComputeParams
 
 
 def keep_freed_memory() -> None:
@@ -35,17 +39,17 @@ def keep_freed_memory() -> None:
         return
 
 
-def resolve(choice: str, threads: int | None = None) -> Any:
-    """torch.device for compute.device `choice` (auto | cpu | cuda); sets CPU threads."""
+def resolve(compute: ComputeParams) -> Any:
+    """The torch.device of params `compute` (device auto | cpu | cuda), with PyTorch's CPU
+    threads set: the one place a stage turns compute.device into a device."""
     import torch
 
     keep_freed_memory()
-    if threads:
-        torch.set_num_threads(threads)
-    if choice == "cpu":
+    torch.set_num_threads(compute.threads)
+    if compute.device == Device.CPU:
         return torch.device("cpu")
     has_cuda = torch.cuda.is_available()
-    if choice == "cuda" and not has_cuda:
+    if compute.device == Device.CUDA and not has_cuda:
         build = torch.__version__
         why = ("this torch is a CPU-only build" if torch.version.cuda is None
                else "PyTorch sees no CUDA GPU (driver, CUDA_VISIBLE_DEVICES?)")
@@ -71,3 +75,17 @@ def synchronize(device: Any) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def exact_fp32() -> Iterator[None]:
+    """fp32 means fp32: PyTorch lets cuDNN run fp32 convolutions in TF32 (10-bit mantissa)
+    by default, which would make every "vs fp32" figure on a GPU a comparison with TF32."""
+    import torch
+
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

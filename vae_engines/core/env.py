@@ -48,6 +48,16 @@ def toolchain(backend: str) -> dict:
     return {"backend": name, "version": versions.get(name)}
 
 
+def torch_target(device_choice: str) -> dict:
+    """What compiled PyTorch engines are built for: the torch version (its local tag names the
+    CUDA build) and the first GPU nvidia-smi lists, or the CPU -- read without importing
+    torch. compute.device `cpu` means the CPU whatever the machine has."""
+    torch_version = version("torch")
+    cuda_build = torch_version is not None and "+cpu" not in torch_version
+    found = gpus() if device_choice != "cpu" and cuda_build else []
+    return {"torch": torch_version, "device": found[0] if found else "cpu"}
+
+
 def gpus() -> list[str]:
     """NVIDIA GPUs as 'name (compute capability)', or [] where there is none."""
     if shutil.which("nvidia-smi") is None:

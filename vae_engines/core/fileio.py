@@ -85,7 +85,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write stable, diff-friendly JSON (sorted keys, fixed indent, trailing newline)."""
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
@@ -97,6 +97,14 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             with archive.open(info, "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+
+
+def write_json_if_changed(path: str | os.PathLike, obj: Any) -> None:
+    """write_json, skipped when the file already holds exactly this (its mtime then stays)."""
+    data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+    path = Path(path)
+    if not path.is_file() or path.read_bytes() != data:
+        write_bytes(path, data)
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -10,6 +10,7 @@ it receives these objects.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import json
 import re
@@ -19,11 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from vae_engines.core.choices import (Backend, Calibrator, CompileMode, Device, FloatType, Placement, Precision,
+                                      Quantization, Runtime)
 from vae_engines.core.errors import UserError
 
-Calibrator = Literal["entropy", "minmax", "percentile", "mse", "search", "trt_cache"]
-HistogramCalibrator = Literal["entropy", "minmax", "percentile", "mse"]
-Backend = Literal["auto", "tensorrt", "tensorrt_rtx"]
 VARIANT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 RESERVED_VARIANTS = ("fp16", "fp32")
 TRT_CACHE_DIR = "data/trt_caches"  # the folder dvc.yaml tracks for TensorRT calibration caches
@@ -37,6 +37,7 @@ MOVED = {
     "stats": "synthetic latents take their statistics from `path`",
     "audio_clips": "renamed holdout.roundtrip_clips",
     "audio_seconds": "renamed holdout.roundtrip_seconds",
+    "torch_compile": "compiled PyTorch engines are built by the compile stages: set compile.precisions",
 }
 
 
@@ -67,7 +68,7 @@ class ComputeParams:
     search, sensitivity, reference decodes and quality. auto = CUDA when PyTorch sees a GPU,
     else the CPU. threads: CPU threads for PyTorch and ONNX Runtime."""
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = Device.AUTO
     threads: int = 2
 
     def validate(self, where: str) -> None:
@@ -153,9 +154,6 @@ class LatentSetParams:
         if not self.path:
             raise UserError(f"{where}.path: empty; give a folder")
 
-    def window(self, profile: ProfileParams) -> int:
-        return self.frames if self.frames is not None else profile.opt_frames
-
 
 @dataclass(frozen=True)
 class HoldoutParams(LatentSetParams):
@@ -182,14 +180,20 @@ class HoldoutParams(LatentSetParams):
 class Int8Variant:
     """One INT8 recipe.
 
-    calibrator: entropy (TensorRT's) | minmax | percentile (with `percentile`) | mse |
-    search (ranges chosen by decoding the calibration latents, the first `search_latents`
-    of them, null = all; see quant.search) | trt_cache (scales from a TensorRT 10 calibration
-    cache, `cache`, a file in data/trt_caches/).
+    calibrator: core.choices.Calibrator (entropy = TensorRT's; search = ranges chosen by
+    decoding the first `search_latents` calibration latents, null = all, see quant.search;
+    trt_cache = the scales of a TensorRT 10 calibration cache `cache`, a file in
+    data/trt_caches/). percentile: for calibrator percentile.
+    placement: where Q/DQ goes (quant.qdq): conv_inputs (every quantized convolution's
+    input) or fused (TensorRT's placement rules: ConvTranspose in float, and Q/DQ on each
+    residual Add's skip input so the convolution before it can fuse the Add).
+    quantization: explicit (Q/DQ in the graph: TensorRT 10, 11, TensorRT-RTX) or implicit
+    (the ranges as per-tensor dynamic ranges, INT8 + FP16 builder flags, layers kept in
+    float pinned to fp16: full TensorRT 10.x only; trt.implicit).
     float_type: the type of everything not in INT8 (Snake, residual adds, biases, kept
     layers): fp16 (what TensorRT's implicit INT8 + FP16 ran) or fp32.
     keep_first / keep_last: leading / trailing convolution layers (ConvTranspose included)
-    left without Q/DQ. exclude_nodes / exclude_op_types: further layers left in float.
+    left in float. exclude_nodes / exclude_op_types: further layers left in float.
     target_psnr_db: makes the variant `auto`: the fewest further layers (most sensitive
     first) are kept in float until the model reaches this peak PSNR against
     `target_reference` (fp32, or fp16 computed in fp16) on the first `auto_latents`
@@ -198,7 +202,9 @@ class Int8Variant:
 
     calibrator: Calibrator
     percentile: float | None = None
-    float_type: Literal["fp16", "fp32"] = "fp16"
+    placement: Placement = Placement.CONV_INPUTS
+    quantization: Quantization = Quantization.EXPLICIT
+    float_type: FloatType = FloatType.FP16
     keep_first: int = 0
     keep_last: int = 0
     exclude_nodes: tuple[str, ...] = ()
@@ -211,15 +217,8 @@ class Int8Variant:
     auto_latents: int = 2
 
     def validate(self, where: str) -> None:
-        if (self.calibrator == "trt_cache") != (self.cache is not None):
-            raise UserError(f"{where}.cache: a TensorRT calibration cache path goes with calibrator 'trt_cache' "
-                            "(and only with it)")
-        if self.cache is not None:
-            inside = Path(self.cache).as_posix()
-            if Path(self.cache).is_absolute() or not inside.startswith(TRT_CACHE_DIR + "/") or ".." in inside:
-                raise UserError(f"{where}.cache: {self.cache} must be a file in {TRT_CACHE_DIR}/ (the folder dvc.yaml "
-                                f"tracks for TensorRT caches); copy it there")
-        if self.calibrator == "percentile":
+        self._validate_cache(where)
+        if self.calibrator == Calibrator.PERCENTILE:
             if self.percentile is None:
                 raise UserError(f"{where}.percentile: required for calibrator 'percentile', e.g. 99.99")
             if not 0 < self.percentile <= 100:
@@ -232,6 +231,33 @@ class Int8Variant:
             raise UserError(f"{where}.target_psnr_db: {self.target_psnr_db} is outside 10..120 dB")
         if self.auto_latents < 1 or (self.search_latents or 1) < 1 or self.search_sweeps < 1:
             raise UserError(f"{where}: auto_latents, search_latents (or null) and search_sweeps must be >= 1")
+        if self.quantization == Quantization.IMPLICIT:
+            self._validate_implicit(where)
+
+    def _validate_cache(self, where: str) -> None:
+        if (self.calibrator == Calibrator.TRT_CACHE) != (self.cache is not None):
+            raise UserError(f"{where}.cache: a TensorRT calibration cache path goes with calibrator 'trt_cache' "
+                            "(and only with it)")
+        if self.cache is not None:
+            inside = Path(self.cache).as_posix()
+            if Path(self.cache).is_absolute() or not inside.startswith(TRT_CACHE_DIR + "/") or ".." in inside:
+                raise UserError(f"{where}.cache: {self.cache} must be a file in {TRT_CACHE_DIR}/ (the folder dvc.yaml "
+                                f"tracks for TensorRT caches); copy it there")
+
+    def _validate_implicit(self, where: str) -> None:
+        """Implicit INT8 is TensorRT's own precision choice: what the recipe can say is less."""
+        if self.placement != Placement.CONV_INPUTS:
+            raise UserError(f"{where}.placement: implicit INT8 has no Q/DQ to place; remove placement")
+        if self.float_type != FloatType.FP16:
+            raise UserError(f"{where}.float_type: implicit INT8 runs the rest in fp16 (the FP16 builder flag); "
+                            "remove float_type")
+        if self.target_psnr_db is not None or self.calibrator == Calibrator.SEARCH:
+            raise UserError(f"{where}: auto (target_psnr_db) and search decode the Q/DQ graph, which implicit INT8 "
+                            "has not; use a histogram calibrator or trt_cache with keep/exclude")
+
+    @property
+    def is_auto(self) -> bool:
+        return self.target_psnr_db is not None
 
 
 @dataclass(frozen=True)
@@ -239,12 +265,15 @@ class SensitivityParams:
     """Per-layer sensitivity analysis (report chart): each layer alone in INT8 with
     `calibrator` ranges, on `max_latents` held-out latents, against fp32."""
 
-    calibrator: HistogramCalibrator = "entropy"
+    calibrator: Calibrator = Calibrator.ENTROPY
     max_latents: int = 2
 
     def validate(self, where: str) -> None:
         if self.max_latents < 1:
             raise UserError(f"{where}.max_latents: must be >= 1")
+        if not self.calibrator.from_statistics:
+            raise UserError(f"{where}.calibrator: {self.calibrator} does not work from the statistics alone; use "
+                            "entropy, minmax, percentile or mse")
 
 
 @dataclass(frozen=True)
@@ -254,7 +283,7 @@ class BuildParams:
     (every GPU it supports), e.g. ["12.0"] for an RTX 5090. workspace_mib: memory-pool
     limit. opt_level: builder optimization level 0..5."""
 
-    backend: Backend = "tensorrt_rtx"
+    backend: Backend = Backend.TENSORRT_RTX
     opt_level: int = 3
     workspace_mib: int = 4096
     compute_capabilities: tuple[str, ...] = ()
@@ -267,6 +296,22 @@ class BuildParams:
         for cc in self.compute_capabilities:
             if not re.fullmatch(r"\d+\.\d+", cc):
                 raise UserError(f"{where}.compute_capabilities: {cc!r} is not like '8.6' or '12.0'")
+
+
+@dataclass(frozen=True)
+class CompileParams:
+    """Compiled PyTorch engines (compiled.build), one per precision, for the compute device:
+    the folded decoder in channels-last 2-D form, exported with the profile's frames
+    dynamic and compiled by Inductor in `mode`. precisions: [] builds none (the CPU
+    default: there a compiled engine is not faster than eager PyTorch; see the README).
+    fp16 and bf16 need a GPU."""
+
+    precisions: tuple[Precision, ...] = ()
+    mode: CompileMode = CompileMode.DEFAULT
+
+    def validate(self, where: str) -> None:
+        if len(set(self.precisions)) != len(self.precisions):
+            raise UserError(f"{where}.precisions: {list(self.precisions)} names a precision twice")
 
 
 @dataclass(frozen=True)
@@ -285,9 +330,12 @@ class BenchParams:
     """Latency: every runtime at frames x batches, `warmup` untimed calls, then `repeats`
     rounds in which the runtimes take turns (so a slow moment of the machine hits all of
     them); streaming: a latent of `stream_frames` decoded in windows of `stream_window`
-    frames overlapping by `stream_overlap`. runtimes: onnxruntime (CPU), torch (the
-    PyTorch decoder at `torch_precisions`, plus torch.compile when `torch_compile`), and
-    tensorrt (the engine, where a GPU can run it)."""
+    frames overlapping by `stream_overlap`, stitched (runtime.stream). runtimes:
+    tensorrt (each plan beside the fp16 plan, where a GPU can run them), torch (the
+    PyTorch decoder eager at `torch_precisions` -- what an app runs today -- and the
+    compiled engines, on the compute device), onnxruntime (each variant's graph beside the
+    fp16 and fp32 graphs on ONNX Runtime's CPU provider: what the Q/DQ graph costs on a
+    CPU, not INT8 speed)."""
 
     frames: tuple[int, ...] = (16, 32, 125)
     batches: tuple[int, ...] = (1,)
@@ -295,10 +343,9 @@ class BenchParams:
     repeats: int = 5
     stream_frames: int = 125
     stream_window: int = 32
-    stream_overlap: int = 4
-    runtimes: tuple[Literal["onnxruntime", "torch", "tensorrt"], ...] = ("onnxruntime", "torch", "tensorrt")
-    torch_precisions: tuple[Literal["fp32", "fp16", "bf16"], ...] = ("fp32", "fp16", "bf16")
-    torch_compile: bool = False
+    stream_overlap: int = 8
+    runtimes: tuple[Runtime, ...] = (Runtime.TENSORRT, Runtime.TORCH)
+    torch_precisions: tuple[Precision, ...] = (Precision.FP32, Precision.FP16, Precision.BF16)
 
     def validate(self, where: str) -> None:
         if not self.frames or min(self.frames) < 1 or not self.batches or min(self.batches) < 1:
@@ -321,6 +368,7 @@ class Params:
     int8: dict[str, Int8Variant] = field(default_factory=dict)
     sensitivity: SensitivityParams = field(default_factory=SensitivityParams)
     build: BuildParams = field(default_factory=BuildParams)
+    compile: CompileParams = field(default_factory=CompileParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     bench: BenchParams = field(default_factory=BenchParams)
 
@@ -365,6 +413,8 @@ def _join(where: str, key: str) -> str:
 
 
 def _describe(tp: Any) -> str:
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in tp)
     origin = typing.get_origin(tp)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
@@ -382,6 +432,10 @@ def _describe(tp: Any) -> str:
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     bad = UserError(f"{where}: {value!r} is not {_describe(tp)}")
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if value not in {m.value for m in tp}:
+            raise bad
+        return tp(value)
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise bad

@@ -107,7 +107,6 @@ def music_clips(count: int, seconds: float, sr: int, seed: int) -> np.ndarray:
 
 
 
-
 def write_corpus(out_dir: str | Path, clips: int, seconds: float, sr: int, seed: int) -> Path:
     """`clips` FLAC files of `seconds` each (clip_000.flac ...), reproducible from `seed`."""
     import soundfile as sf
@@ -122,9 +121,3 @@ def write_corpus(out_dir: str | Path, clips: int, seconds: float, sr: int, seed:
         write_json(tmp / "corpus.json", {"generator": "vae_engines.data.corpus", "clips": clips, "seconds": seconds,
                                          "sampling_rate": sr, "seed": seed})
     return out_dir
-
-
-def corpus_stage(params: object, out_dir: str | Path) -> Path:
-    """The `corpus` stage: params.corpus clips written to `out_dir`."""
-    c = params.corpus
-    return write_corpus(out_dir, c.clips, c.seconds, c.sampling_rate, c.seed)

@@ -9,32 +9,31 @@ from typing import Any
 
 import numpy as np
 
+from vae_engines.core import device as devices
+from vae_engines.core.params import HoldoutParams, LatentSetParams, ModelParams
 from vae_engines.data.latentset import write_latent_set
-from vae_engines.data.sources import choose_files, collect_set, roundtrip_clips, roundtrip_frames
+from vae_engines.data.sources import OtherSet, choose_files, collect_set, roundtrip_clips, roundtrip_frames
+from vae_engines.model.oobleck import encode_audio, load_vae
 
 
-def make_set(role: str, params: Any, out_dir: str | Path) -> Path:
-    """Write the `role` ('calibration' or 'holdout') latent set of `params` to `out_dir`."""
-    from vae_engines.core import device as devices
-    from vae_engines.model.oobleck import encode_audio, load_vae
-
-    mine, other = (params.calibration, params.holdout) if role == "calibration" else (params.holdout,
-                                                                                        params.calibration)
-    loaded = load_vae(params.model)
-    device = devices.resolve(params.compute.device, params.compute.threads)
+def make_set(role: str, mine: LatentSetParams, other: OtherSet, *, frames: int, model: ModelParams, device: Any,
+             out_dir: str | Path) -> Path:
+    """Write the `role` ('calibration' or 'holdout') latent set to `out_dir`: windows of
+    `frames` frames from `mine`, kept apart from `other`, encoded by `model` on `device`."""
+    loaded = load_vae(model)
 
     def encode(audio: np.ndarray) -> np.ndarray:
         return encode_audio(loaded.vae, audio, device)
 
-    latents, manifest = collect_set(role, mine, other, mine.window(params.profile), loaded, encode)
+    latents, manifest = collect_set(role, mine, other, frames, loaded, encode)
     manifest["compute"] = devices.describe(device)
     extra = {}
-    if role == "holdout" and mine.source == "audio" and mine.roundtrip_clips:
-        frames = roundtrip_frames(mine.roundtrip_seconds, loaded.hop, loaded.sampling_rate)
-        folder = choose_files(role, mine, other)
-        audio, record = roundtrip_clips(folder, mine.roundtrip_clips, frames, loaded.hop, loaded.sampling_rate)
-        extra = {"audio": audio, "audio_latents": encode(audio)}
-        manifest["roundtrip"] = {**record, "frames": frames, "sampling_rate": loaded.sampling_rate}
-    elif role == "holdout":
+    if isinstance(mine, HoldoutParams):
         manifest["roundtrip"] = None
+        if mine.source == "audio" and mine.roundtrip_clips:
+            clip_frames = roundtrip_frames(mine.roundtrip_seconds, loaded.hop, loaded.sampling_rate)
+            audio, record = roundtrip_clips(choose_files(role, mine, other), mine.roundtrip_clips, clip_frames,
+                                            loaded.hop, loaded.sampling_rate)
+            extra = {"audio": audio, "audio_latents": encode(audio)}
+            manifest["roundtrip"] = {**record, "frames": clip_frames, "sampling_rate": loaded.sampling_rate}
     return write_latent_set(out_dir, latents, manifest, extra)

@@ -22,17 +22,33 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vae_engines.core.errors import UserError
 from vae_engines.core.fileio import sha256_file
+from vae_engines.core.params import LatentSetParams
+from vae_engines.data.audio import AUDIO_SUFFIXES, read_audio
 from vae_engines.data.latentset import check_latent
+
+if TYPE_CHECKING:
+    from vae_engines.model.oobleck import LoadedVAE
 
 log = logging.getLogger(__name__)
 
 LATENT_SUFFIXES = (".npy", ".pt", ".safetensors")
+
+
+@dataclass(frozen=True)
+class OtherSet:
+    """What a set needs of the other one to stay disjoint from it: its folder and source,
+    and the share of a shared folder that is held out."""
+
+    path: str
+    source: str
+    fraction: float
 
 
 @dataclass(frozen=True)
@@ -45,8 +61,6 @@ class Folder:
 
 
 def _suffixes(source: str) -> tuple[tuple[str, ...], str]:
-    from vae_engines.data.audio import AUDIO_SUFFIXES
-
     return (AUDIO_SUFFIXES, "audio files") if source == "audio" else (LATENT_SUFFIXES, "latent tensors")
 
 
@@ -80,10 +94,8 @@ def _stats_folder(source: str) -> str:
     return "latents" if source == "synthetic" else source
 
 
-def choose_files(role: str, mine: Any, other: Any) -> Folder:
-    """The files `role` ('calibration' or 'holdout') reads, with the split record.
-
-    mine / other: the LatentSetParams of this role and of the other one."""
+def choose_files(role: str, mine: LatentSetParams, other: OtherSet) -> Folder:
+    """The files `role` ('calibration' or 'holdout') reads, with the split record."""
     key = f"{role}.path"
     kind = _stats_folder(mine.source)
     files = list_files(mine.path, kind, key)
@@ -93,7 +105,7 @@ def choose_files(role: str, mine: Any, other: Any) -> Folder:
         return Folder(root, files, {"rule": "synthetic latents: the folder only gives per-channel statistics",
                                     "disjoint": f"different seeds ({role} seed {mine.seed})"})
     if same_folder:
-        fraction = other.fraction if role == "calibration" else mine.fraction
+        fraction = other.fraction
         calibration, holdout = split_by_file(files, root, fraction)
         chosen = calibration if role == "calibration" else holdout
         return Folder(root, chosen, {
@@ -180,8 +192,6 @@ def synthetic_latents(folder: Folder, frames: int, count: int, channels: int, se
 
 # -- audio -------------------------------------------------------------------------------------
 def audio_windows(folder: Folder, samples: int, count: int, sr: int) -> tuple[np.ndarray, dict]:
-    from vae_engines.data.audio import read_audio
-
     arrays, notes = [], {}
     for path in folder.files:
         audio, converted = read_audio(path, sr)
@@ -217,8 +227,6 @@ def _cut(folder: Folder, arrays: list[np.ndarray], window: int, count: int, unit
 
 def roundtrip_clips(folder: Folder, clips: int, frames: int, hop: int, sr: int) -> tuple[np.ndarray, dict]:
     """The first `frames` frames of audio of up to `clips` held-out files, for the wav round-trip."""
-    from vae_engines.data.audio import read_audio
-
     samples = frames * hop
     out, used = [], []
     for path in folder.files:
@@ -235,7 +243,8 @@ def roundtrip_clips(folder: Folder, clips: int, frames: int, hop: int, sr: int) 
     return np.stack(out).astype(np.float32), {"clips": used}
 
 
-def collect_set(role: str, mine: Any, other: Any, frames: int, vae: Any, encode: Any) -> tuple[np.ndarray, dict]:
+def collect_set(role: str, mine: LatentSetParams, other: OtherSet, frames: int, vae: LoadedVAE,
+                encode: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, dict]:
     """Latents [N, C, frames] and manifest fields of one set. vae: model.oobleck.LoadedVAE;
     encode(audio [N, 2, S]) -> latents."""
     folder = choose_files(role, mine, other)

@@ -17,10 +17,12 @@ graph says, node by node:
   inside them, which is also how TensorRT's fp16 convolution kernels accumulate.
   `describe()` says which of the two ran.
 
-Two extension points serve calibration and range search without rewriting the graph:
-`conv_hooks` (node name -> callable on the convolution's input) and `conv_weights` (node
-name -> replacement weight). `run_until` / `run_from` split a decode at a node, so a
-prefix computed once can feed many suffixes.
+Three extension points serve calibration, range search and sensitivity without rewriting
+the graph: `input_hooks` ((node name, input index) -> callable applied to that input:
+fake quantization), `weights` (node name -> replacement weight of a convolution) and
+`observe` (called with every tensor a node makes, and the graph input: statistics).
+`run_until` / `run_from` split a decode at a node, so a prefix computed once can feed many
+suffixes.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from vae_engines.core.device import exact_fp32
 from vae_engines.core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -178,26 +181,31 @@ class GraphExecutor:
         return stop, self.run_from(self.feed(latent), 0, stop=stop, **kwargs)
 
     def run_from(self, state: dict, start: int, stop: int | None = None, *,
-                 conv_hooks: dict[str, Callable[[Any], Any]] | None = None,
-                 conv_weights: dict[str, Any] | None = None) -> dict:
+                 input_hooks: dict[tuple[str, int], Callable[[Any], Any]] | None = None,
+                 weights: dict[str, Any] | None = None,
+                 observe: Callable[[str, Any], None] | None = None) -> dict:
         """Run nodes [start, stop) on a copy of `state`; returns the live tensors after them
         (after the last node: the graph output)."""
         import torch
 
         stop = len(self.nodes) if stop is None else stop
         env = dict(state)
-        hooks, weights = conv_hooks or {}, conv_weights or {}
-        with torch.inference_mode(), _no_tf32():
+        hooks, weights = input_hooks or {}, weights or {}
+        if observe is not None and start == 0 and self.input_name in env:
+            observe(self.input_name, env[self.input_name])
+        with torch.inference_mode(), exact_fp32():
             for node in self.nodes[start:stop]:
                 args = [self._get(env, name) if name else None for name in node.inputs]
-                if node.op in ("Conv", "ConvTranspose"):
-                    if node.name in hooks:
-                        args[0] = hooks[node.name](args[0])
-                    if node.name in weights:
-                        args[1] = weights[node.name]
+                for index in range(len(args)):
+                    if (node.name, index) in hooks:
+                        args[index] = hooks[(node.name, index)](args[index])
+                if node.name in weights:
+                    args[1] = weights[node.name]
                 result, elem = self._apply(node, args)
                 env[node.outputs[0]] = self._store(result, elem)
                 self.types.setdefault(node.outputs[0], elem)
+                if observe is not None:
+                    observe(node.outputs[0], env[node.outputs[0]])
                 for name in node.inputs:
                     if name in env and self.last_use.get(name, -1) <= node.index:
                         del env[name]
@@ -273,22 +281,6 @@ class GraphExecutor:
         y = conv_t(x, w, b, strides, [0] * dims, output_padding, group, dilations)
         index = [slice(None), slice(None)] + [slice(s, y.shape[2 + i] - e) for i, (s, e) in enumerate(zip(begin, end))]
         return y[tuple(index)]
-
-
-class _no_tf32:
-    """fp32 means fp32: PyTorch lets cuDNN run fp32 convolutions in TF32 (10-bit mantissa)
-    by default, which would make every "vs fp32" figure on a GPU a comparison with TF32."""
-
-    def __enter__(self) -> None:
-        import torch
-
-        self.saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-
-    def __exit__(self, *exc: Any) -> None:
-        import torch
-
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self.saved
 
 
 def _along(param: Any, x: Any, axis: int) -> Any:

@@ -16,6 +16,7 @@ from vae_engines.core.fileio import atomic_path
 
 INPUT_NAME = "latent"
 OUTPUT_NAME = "audio"
+RECIPE_KEY = "vae_engines.recipe"  # a variant graph's record (quant.quantize writes it)
 
 
 def load_onnx(path: str | os.PathLike, load_weights: bool = True) -> Any:
@@ -47,6 +48,18 @@ def metadata(model: Any) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
+def set_metadata(model: Any, entries: dict[str, str]) -> Any:
+    """`model` with `entries` in its metadata_props (replacing entries of the same key)."""
+    import onnx
+
+    kept = [p for p in model.metadata_props if p.key not in entries]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in sorted(entries.items()):
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=str(value)))
+    return model
+
+
 @lru_cache(maxsize=8)
 def _file_metadata(path: str) -> dict[str, str]:
     return metadata(load_onnx(path, load_weights=False))
@@ -57,10 +70,27 @@ def file_metadata(path: str | os.PathLike) -> dict[str, str]:
     return _file_metadata(str(path))
 
 
+def variant_recipe(path: str | os.PathLike) -> dict | None:
+    """The record an INT8 variant's graph carries (None for a float graph)."""
+    import json
+
+    value = file_metadata(path).get(RECIPE_KEY)
+    return json.loads(value) if value else None
+
+
 def model_facts(path: str | os.PathLike) -> tuple[int, int]:
     """(hop, sampling_rate) from an exported ONNX's metadata."""
     meta = file_metadata(path)
     return int(meta.get("hop", 1920)), int(meta.get("sampling_rate", 48000))
+
+
+def graph_precision(path: str | os.PathLike) -> str:
+    """fp32, fp16, int8+fp16 or int8+fp32: what the graph asks for (from its initializers)."""
+    model = load_onnx(path, load_weights=False)
+    types = {i.data_type for i in model.graph.initializer}
+    int8 = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    base = "fp16" if 10 in types else "fp32"  # TensorProto.FLOAT16
+    return f"int8+{base}" if int8 else base
 
 
 def ort_session(model: str | os.PathLike | Any, threads: int | None = None, *, keep_names: bool = False) -> Any:

@@ -1,36 +1,40 @@
-"""Latency, streaming and memory of runtimes measured side by side, in one process.
+"""Latency, streaming and memory of runtime Decoders measured side by side, in one process.
 
-Comparisons hold only between numbers of the same run, so the runtimes compared take
+Comparisons hold only between numbers of the same run, so the decoders compared take
 turns: after warm-up, every round times each of them once (in an order that rotates round
 to round), and a ratio is the median of the per-round ratios, with a 95% bootstrap
 interval. A difference is called only where that interval excludes 1 ("no measurable
-difference" otherwise). Nothing here gates a test: speed figures live in the report.
+difference" otherwise). A decode on a GPU is timed with CUDA events on the current stream
+(the latent already on the device); on a CPU with the wall clock. Nothing here gates a
+test: speed figures live in the reports.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from vae_engines.core.lazy import lazy_import
+from vae_engines.metrics import peak_psnr
+from vae_engines.runtime.base import Decoder
+from vae_engines.runtime.stream import stream_decode, windows
+
+torch = lazy_import("torch")
 BOOTSTRAP = 2000
 
 
 @dataclass
 class Timing:
-    """One runtime at one (batch, frames): every round's milliseconds and their summary."""
+    """One decoder at one (batch, frames): every round's milliseconds and their summary."""
 
-    series: str  # e.g. "minmax (onnxruntime)"
+    series: str  # e.g. "minmax (tensorrt_rtx)"
     batch: int
     frames: int
     ms: list[float] = field(default_factory=list)
-
-    @property
-    def median_ms(self) -> float:
-        return float(np.median(self.ms))
 
     def summary(self) -> dict:
         a = np.array(self.ms)
@@ -52,45 +56,81 @@ def paired_ratio(subject: Timing, reference: Timing, seed: int = 0) -> dict:
             "ci95": [round(lo, 3), round(hi, 3)], "rounds": len(ratios), "verdict": verdict}
 
 
-def interleaved(runtimes: dict[str, Any], batch: int, frames: int, channels: int, warmup: int, repeats: int,
+def time_ms(decoder: Decoder, x: Any) -> float:
+    """Milliseconds of one decode of `x` (already on the decoder's device)."""
+    if decoder.device.type == "cuda":
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        decoder.decode(x)
+        stop.record()
+        stop.synchronize()
+        return float(start.elapsed_time(stop))
+    began = time.perf_counter()
+    decoder.decode(x)
+    return (time.perf_counter() - began) * 1e3
+
+
+def seeded_latent(batch: int, channels: int, frames: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, channels, frames)).astype(np.float32)
+
+
+def interleaved(decoders: dict[str, Decoder], batch: int, frames: int, channels: int, warmup: int, repeats: int,
                 seed: int = 0) -> dict[str, Timing]:
-    """Each runtime's `time_ms` on one seeded latent, `repeats` rounds taking turns."""
-    x = np.random.default_rng(seed).standard_normal((batch, channels, frames)).astype(np.float32)
-    names = list(runtimes)
+    """Each decoder's time on one seeded latent, `repeats` rounds taking turns."""
+    latent = seeded_latent(batch, channels, frames, seed)
+    inputs = {name: d.prepare(latent) for name, d in decoders.items()}
+    names = list(decoders)
     for name in names:
         for _ in range(warmup):
-            runtimes[name].time_ms(x)
+            time_ms(decoders[name], inputs[name])
     timings = {name: Timing(name, batch, frames) for name in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            timings[name].ms.append(runtimes[name].time_ms(x))
+            timings[name].ms.append(time_ms(decoders[name], inputs[name]))
     return timings
 
 
-def stream_windows(total: int, window: int, overlap: int) -> list[tuple[int, int]]:
-    """(start, stop) frame windows covering `total` with `overlap`, each `window` long."""
-    step = window - overlap
-    starts = list(range(0, max(total - window, 0) + 1, step))
-    if starts[-1] + window < total:
-        starts.append(total - window)
-    return [(s, s + window) for s in starts]
+def peak_memory_gib(decoder: Decoder, run: Any) -> float | None:
+    """Peak device memory (GiB, allocated by PyTorch: weights, activations, output) while
+    `run()` decodes on a GPU; None on a CPU, where it is not a device figure."""
+    if decoder.device.type != "cuda":
+        return None
+    torch.cuda.synchronize(decoder.device)
+    torch.cuda.reset_peak_memory_stats(decoder.device)
+    run()
+    torch.cuda.synchronize(decoder.device)
+    return round(torch.cuda.max_memory_allocated(decoder.device) / 2**30, 3)
 
 
-def streaming(time_ms: Callable[[np.ndarray], float], channels: int, total: int, window: int, overlap: int,
-              hop: int, sr: int, seed: int = 0) -> dict:
-    """Decode a `total`-frame latent in overlapping windows, as a streaming app does."""
-    latent = np.random.default_rng(seed).standard_normal((1, channels, total)).astype(np.float32)
-    time_ms(latent[..., :window])  # warm-up
-    calls = np.array([time_ms(latent[..., a:b]) for a, b in stream_windows(total, window, overlap)])
-    audio_seconds = total * hop / sr
-    return {"window_frames": window, "overlap_frames": overlap, "total_frames": total, "calls": len(calls),
-            "per_call_median_ms": round(float(np.median(calls)), 3), "per_call_max_ms": round(float(calls.max()), 3),
-            "real_time_factor": round(float(calls.sum() / 1e3 / audio_seconds), 4),
-            "window_audio_ms": round(window * hop / sr * 1e3, 1)}
+def streaming(decoder: Decoder, channels: int, total: int, window: int, overlap: int, seed: int = 0) -> dict:
+    """A `total`-frame latent decoded in windows as a streaming app does: per-call latency,
+    real-time factor, peak device memory, and the stitched audio against the full decode."""
+    latent = decoder.to_device(seeded_latent(1, channels, total, seed))
+    spans = windows(total, window, overlap)
+    time_ms(decoder, latent[..., spans[0][0]:spans[0][1]])  # warm-up at the window's shape
+    calls = np.array([time_ms(decoder, latent[..., a:b]) for a, b in spans])
+    pieces: list[Any] = []
+    peak = peak_memory_gib(decoder, lambda: pieces.extend(stream_decode(decoder, latent, window, overlap)))
+    if not pieces:
+        pieces = list(stream_decode(decoder, latent, window, overlap))
+    stitched = torch.cat(pieces, dim=-1)
+    audio_seconds = total * decoder.shape.hop / decoder.shape.sampling_rate
+    out = {"window_frames": window, "overlap_frames": overlap, "total_frames": total, "calls": len(calls),
+           "per_call_median_ms": round(float(np.median(calls)), 3), "per_call_max_ms": round(float(calls.max()), 3),
+           "real_time_factor": round(float(calls.sum() / 1e3 / audio_seconds), 4),
+           "window_audio_ms": round(window * decoder.shape.hop / decoder.shape.sampling_rate * 1e3, 1),
+           "peak_device_memory_gib": peak}
+    frames = decoder.shape.frames
+    if frames is None or frames[0] <= total <= frames[1]:
+        full = decoder.decode(latent)
+        out["stitched_psnr_vs_full_db"] = round(peak_psnr(full.cpu().numpy(), stitched.cpu().numpy()), 2)
+    else:
+        out["stitched_psnr_vs_full_db"] = f"not measured: the engine's profile stops at {frames[1]} frames"
+    return out
 
 
 class PeakRss:
-    """Samples this process's resident memory every 20 ms while active."""
+    """Samples this process's resident memory every 20 ms while active (host memory)."""
 
     def __init__(self) -> None:
         import psutil

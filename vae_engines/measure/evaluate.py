@@ -16,58 +16,60 @@ from typing import Any
 
 import numpy as np
 
+from vae_engines.core.env import fingerprint
+from vae_engines.core.errors import UserError
 from vae_engines.core.fileio import atomic_path, read_json, write_json
 from vae_engines.data.audio import write_wav
 from vae_engines.data.latentset import has_array, read_latent_set, read_manifest
-from vae_engines.measure.metrics import all_metrics, crest_factor_db
-from vae_engines.measure.runtimes import GraphRuntime, TensorRTRuntime, check_finite, tensorrt_status
+from vae_engines.graph.io import file_metadata, model_facts, variant_recipe
+from vae_engines.metrics import all_metrics, crest_factor_db
+from vae_engines.runtime.base import Decoder
+from vae_engines.runtime.onnx import GraphDecoder
+from vae_engines.runtime.tensorrt import PlanDecoder
+from vae_engines.trt.plan import not_measured
 
 log = logging.getLogger(__name__)
 
 
-def decode_all(runtime: Any, latents: np.ndarray, variant: str) -> np.ndarray:
+def check_finite(audio: np.ndarray, variant: str, runtime: str) -> np.ndarray:
+    """NaN or Inf in an output is a failure that names the variant, never a silent nan metric."""
+    if not np.isfinite(audio).all():
+        bad = int((~np.isfinite(audio)).sum())
+        raise UserError(f"variant {variant} produced {bad} NaN/Inf samples on {runtime}; its ranges or fp16 "
+                        "overflow break it: keep more layers in float or use another calibrator")
+    return audio
+
+
+def decode_all(decoder: Decoder, latents: np.ndarray, variant: str) -> np.ndarray:
     """Decode latents [N, C, T] one call each; NaN / Inf is an error naming the variant."""
-    return np.concatenate([check_finite(runtime.decode(x[None]), variant, runtime.name) for x in latents])
+    return np.concatenate([check_finite(decoder.decode(x[None]).cpu().numpy(), variant, decoder.kind)
+                           for x in latents])
 
 
 def reference_outputs(fp32_onnx: str | Path, fp16_onnx: str | Path, holdout_dir: str | Path, out_dir: str | Path,
                       device: Any) -> None:
     """The `reference` stage: fp32 and fp16 decodes of the held-out and round-trip latents."""
-    runtimes = {"fp32": GraphRuntime(fp32_onnx, device), "fp16": GraphRuntime(fp16_onnx, device)}
+    decoders = {"fp32": GraphDecoder(fp32_onnx, device), "fp16": GraphDecoder(fp16_onnx, device)}
     sets = {"heldout": read_latent_set(holdout_dir)}
     if has_array(holdout_dir, "audio_latents"):
         sets["roundtrip"] = read_latent_set(holdout_dir, "audio_latents")
     with atomic_path(out_dir, is_dir=True) as tmp:
         for set_name, latents in sets.items():
-            for precision, runtime in runtimes.items():
-                np.save(Path(tmp) / f"{set_name}_{precision}.npy", decode_all(runtime, latents, precision))
-        write_json(Path(tmp) / "runtimes.json", {name: r.describe() for name, r in runtimes.items()})
+            for precision, decoder in decoders.items():
+                np.save(Path(tmp) / f"{set_name}_{precision}.npy", decode_all(decoder, latents, precision))
+        write_json(Path(tmp) / "runtimes.json", {name: d.describe() for name, d in decoders.items()})
 
 
-def variant_runtime(backend_name: str, plan: str | Path, onnx_path: str | Path, device: Any) -> tuple[Any, str]:
-    """(runtime, tensorrt status): the engine where it can run here, else the graph executor."""
-    status = tensorrt_status(backend_name, plan)
+def variant_decoder(plan: str | Path, onnx_path: str | Path, device: Any) -> tuple[Decoder, str]:
+    """(decoder, TensorRT status): the plan where it can run here, else its graph in the
+    PyTorch graph executor (in the graph's own types)."""
+    status = not_measured(plan)
     if status is None:
-        return TensorRTRuntime(backend_name, plan), "measured"
-    return GraphRuntime(onnx_path, device), status
+        return PlanDecoder(plan), "measured"
+    return GraphDecoder(onnx_path, device), status
 
 
-def data_sources(calibration_dir: str | Path | None, holdout_dir: str | Path) -> dict:
-    """Where the calibration and held-out data came from, and how they were kept apart."""
-    out = {}
-    for role, directory in (("calibration", calibration_dir), ("holdout", holdout_dir)):
-        if directory is None:
-            continue
-        m = read_manifest(directory)
-        out[role] = {"source": m.get("source"), "path": m.get("path"), "frames": m.get("frames"),
-                     "count": m.get("count"), "files": sorted({w["file"] for w in m.get("windows", [])}),
-                     "split": m.get("split", {}).get("rule"), "disjoint": m.get("split", {}).get("disjoint")}
-        if "roundtrip" in m:
-            out[role]["roundtrip_files"] = [c["file"] for c in m["roundtrip"]["clips"]]
-    return out
-
-
-def evaluate_variant(variant: str, runtime: Any, holdout_dir: str | Path, reference_dir: str | Path,
+def evaluate_variant(variant: str, runtime: Decoder, holdout_dir: str | Path, reference_dir: str | Path,
                      clips_dir: str | Path, sr: int, clip_seconds: float) -> tuple[dict, dict]:
     """(metrics, facts): metrics of `runtime`'s outputs against the references, and the
     crest factors that relate peak PSNR to SNR. Writes wav clips to listen to."""
@@ -99,38 +101,32 @@ def evaluate_variant(variant: str, runtime: Any, holdout_dir: str | Path, refere
     return metrics, facts
 
 
-def evaluate_stage(variant: str, params: Any, *, onnx_path: str | Path, plan: str | Path, holdout_dir: str | Path,
-                   calibration_dir: str | Path | None, reference_dir: str | Path, ranges: str | Path | None,
-                   out_dir: str | Path) -> None:
-    """The `evaluate_fp16` / `evaluate@<variant>` stage: quality.json (DVC metrics: numbers
-    only) and quality.provenance.json (what made them) in `out_dir`, and the clips."""
-    from vae_engines.core import device as devices
-    from vae_engines.core.env import fingerprint
-    from vae_engines.core.params import section_hash
-    from vae_engines.graph.io import file_metadata, model_facts
-
-    device = devices.resolve(params.compute.device, params.compute.threads)
-    runtime, status = variant_runtime(params.build.backend, plan, onnx_path, device)
+def evaluate_stage(variant: str, *, onnx_path: str | Path, plan: str | Path, holdout_dir: str | Path,
+                   reference_dir: str | Path, out_dir: str | Path,
+                   clip_seconds: float, device: Any) -> None:
+    """The `evaluate@<variant>` stage: quality.json (DVC metrics: numbers only) and
+    quality.provenance.json (what made them) in `out_dir`, and the clips. The variant's
+    recipe is read from its graph's own record."""
+    recipe = variant_recipe(onnx_path) or {}
+    decoder, status = variant_decoder(plan, onnx_path, device)
+    if recipe.get("quantization") == "implicit" and status != "measured":
+        raise UserError(f"{variant}: implicit INT8's precision is chosen per layer by TensorRT 10's builder, so only "
+                        f"its engine can measure it, and here it cannot run ({status}); set quantization: explicit "
+                        "or evaluate where TensorRT 10 runs the plan")
     _, sr = model_facts(onnx_path)
     out = Path(out_dir)
-    metrics, facts = evaluate_variant(variant, runtime, holdout_dir, reference_dir, out / "clips", sr,
-                                      params.evaluate.clip_seconds)
-    recipe = params.int8.get(variant)
-    doc = read_json(ranges) if ranges else {}
+    metrics, facts = evaluate_variant(variant, decoder, holdout_dir, reference_dir, out / "clips", sr, clip_seconds)
     write_json(out / "quality.json", metrics)
     write_json(out / "quality.provenance.json", {
         "variant": variant,
-        "precision": "fp16" if recipe is None else f"int8+{recipe.float_type}",
-        "runtime": runtime.describe(),
+        "precision": recipe.get("precision", "fp16"),
+        "runtime": decoder.describe(),
         "tensorrt": status,
         "references": read_json(Path(reference_dir) / "runtimes.json"),
-        "kept_in_float": doc.get("kept_in_float"),
-        "calibrator": doc.get("calibrator"),
-        "search": doc.get("search"),
-        "auto": doc.get("auto") and {k: v for k, v in doc["auto"].items() if k != "steps"},
-        "data": data_sources(calibration_dir, holdout_dir),
+        **{k: recipe.get(k) for k in ("calibrator", "percentile", "placement", "quantization", "kept_in_float")},
+        "holdout_sha256": read_manifest(holdout_dir).get("sha256", {}).get("latents.npy"),
         **facts,
         "model": file_metadata(onnx_path).get("model", "unknown"),
         "machine": fingerprint(),
-        "params_hash": section_hash(params.model, params.holdout, recipe, params.evaluate, params.compute),
+        "clip_seconds": clip_seconds,
     })

@@ -14,7 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vae_engines.graph.io import INPUT_NAME, OUTPUT_NAME, save_onnx
+from vae_engines.core.params import ExportParams, ModelParams, section_hash
+from vae_engines.graph.float16 import float16_graph
+from vae_engines.graph.io import INPUT_NAME, OUTPUT_NAME, load_onnx, save_onnx
+from vae_engines.model.oobleck import fold_decoder, load_vae
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +59,16 @@ def onnx_from_decoder(decoder: Any, out_path: str | os.PathLike, *, opset: int,
 
 def fp16_from_fp32(fp32_path: str | os.PathLike, out_path: str | os.PathLike, float32_io: bool = True) -> Path:
     """The fp16 graph of an exported fp32 ONNX (graph.float16), checked and atomic."""
-    from vae_engines.graph.float16 import float16_graph
-    from vae_engines.graph.io import load_onnx
-
     out_path = save_onnx(float16_graph(load_onnx(fp32_path), float32_io), out_path)
     log.info("wrote %s (fp16, %.1f MB)", out_path, out_path.stat().st_size / 1e6)
     return out_path
 
 
-def export_model(params: Any, fp32_path: str | os.PathLike, fp16_path: str | os.PathLike) -> None:
-    """The `export` stage: load the model `params.model` names, write fp32 and fp16 ONNX."""
-    from vae_engines.core.params import section_hash
-    from vae_engines.model.oobleck import fold_decoder, load_vae
-
-    loaded = load_vae(params.model)
+def export_model(model: ModelParams, export: ExportParams, fp32_path: str | os.PathLike,
+                 fp16_path: str | os.PathLike) -> None:
+    """The `export` stage: load the model `model` names, write fp32 and fp16 ONNX."""
+    loaded = load_vae(model)
     metadata = {"hop": loaded.hop, "sampling_rate": loaded.sampling_rate, "model": loaded.description,
-                "params_hash": section_hash(params.model, params.export)}
-    onnx_from_decoder(fold_decoder(loaded.vae), fp32_path, opset=params.export.opset, metadata=metadata)
-    fp16_from_fp32(fp32_path, fp16_path, float32_io=params.export.fp16_io == "float32")
+                "params_hash": section_hash(model, export)}
+    onnx_from_decoder(fold_decoder(loaded.vae), fp32_path, opset=export.opset, metadata=metadata)
+    fp16_from_fp32(fp32_path, fp16_path, float32_io=export.fp16_io == "float32")

@@ -22,7 +22,12 @@ does, on top of these.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+
+from vae_engines.core.choices import Calibrator
+from vae_engines.quant.stats import ActivationStats
 
 INT8_LEVELS = 128  # magnitudes of symmetric int8
 START_BIN = 128
@@ -96,26 +101,27 @@ def entropy_amax(hist: np.ndarray, edges: np.ndarray, start_bin: int = START_BIN
     return float(edges[candidates[best]])
 
 
-CALIBRATORS = ("entropy", "minmax", "percentile", "mse")
+# The one table of histogram calibrators: core.choices.Calibrator names them, each takes
+# (counts, bin edges, percentile) and returns the range.
+CALIBRATORS: dict[Calibrator, Callable[[np.ndarray, np.ndarray, float], float]] = {
+    Calibrator.MINMAX: lambda hist, edges, percentile: minmax_amax(hist, edges),
+    Calibrator.ENTROPY: lambda hist, edges, percentile: entropy_amax(hist, edges),
+    Calibrator.PERCENTILE: percentile_amax,
+    Calibrator.MSE: lambda hist, edges, percentile: mse_amax(hist, edges),
+}
+DEFAULT_PERCENTILE = 99.99
 
 
-def amax_from_histogram(calibrator: str, hist: np.ndarray, edges: np.ndarray, percentile: float | None = None) -> float:
-    """The one factory: a calibrator name (see CALIBRATORS) applied to one tensor's histogram."""
+def amax_from_histogram(calibrator: Calibrator | str, hist: np.ndarray, edges: np.ndarray,
+                        percentile: float | None = None) -> float:
+    """One tensor's range by a histogram calibrator (CALIBRATORS)."""
     if hist.sum() == 0 or edges[-1] <= 0:
         return DEAD_AMAX
-    if calibrator == "minmax":
-        value = minmax_amax(hist, edges)
-    elif calibrator == "entropy":
-        value = entropy_amax(hist, edges)
-    elif calibrator == "percentile":
-        value = percentile_amax(hist, edges, 99.99 if percentile is None else percentile)
-    elif calibrator == "mse":
-        value = mse_amax(hist, edges)
-    else:
-        raise ValueError(f"unknown calibrator {calibrator!r}")  # params validation makes this unreachable
+    value = CALIBRATORS[Calibrator(calibrator)](hist, edges, DEFAULT_PERCENTILE if percentile is None else percentile)
     return value if value > 0 else float(edges[1])
 
 
-def calibrate(stats: object, tensors: list[str], calibrator: str, percentile: float | None = None) -> dict[str, float]:
-    """amax of each of `tensors` from collected statistics (quant.stats.ActivationStats)."""
+def calibrate(stats: ActivationStats, tensors: list[str], calibrator: Calibrator | str,
+              percentile: float | None = None) -> dict[str, float]:
+    """amax of each of `tensors` from collected statistics."""
     return {t: amax_from_histogram(calibrator, *stats.of(t), percentile=percentile) for t in tensors}

@@ -10,8 +10,19 @@ explicit-quantization guide:
   (per-tensor, symmetric int8, zero point 0) and an int8 weight initializer behind a
   per-channel DequantizeLinear on the output-channel axis (axis 0 for Conv's [O, I, k],
   axis 1 for ConvTranspose's [I, O, k]);
-- outputs, Snake and residual Adds get no Q/DQ; biases stay float;
+- outputs and Snake get no Q/DQ; biases stay float;
 - a kept layer is left untouched and runs in the network's float type.
+
+Two placements (PLACEMENTS, params `placement`):
+
+- conv_inputs: the above, on every selected layer.
+- fused: TensorRT's placement rules applied to this network. A ConvTranspose does not fuse
+  a following Q and runs INT8-in / float-out (NVIDIA/TensorRT#2597, #1699), so it stays in
+  float; the residual Add's skip input gets Q/DQ too, because the precision of an Add's
+  other input decides whether the convolution before it can fuse the Add and write INT8
+  (TensorRT's Q/DQ placement recommendations for residual connections); Snake stays in
+  float (no INT8 kernel fuses an unusual activation: #3385). A skip input is quantized
+  only where the convolution that feeds its Add is.
 
 Scales are computed in float32 and stored in the variant's float type; int8 weights are
 rounded against the stored scale, so what the graph dequantizes is exactly q * scale.
@@ -24,15 +35,26 @@ which is stable across exports and readable.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from vae_engines.core.choices import Placement
 from vae_engines.core.errors import UserError
 
 QUANTIZABLE = ("Conv", "ConvTranspose")
 INT8_MAX = 127
+
+
+@dataclass(frozen=True)
+class Skip:
+    """The skip input of the residual Add a layer's output feeds."""
+
+    node: str  # the Add
+    index: int  # which of its inputs is the skip
+    tensor: str
 
 
 @dataclass(frozen=True)
@@ -42,6 +64,7 @@ class Layer:
     op_type: str
     activation: str  # the input tensor that gets Q/DQ
     weight: str  # the weight initializer
+    skip: Skip | None = None  # the residual Add this layer feeds, if any
 
     @property
     def axis(self) -> int:
@@ -49,16 +72,71 @@ class Layer:
         return 0 if self.op_type == "Conv" else 1
 
 
+def _residual_skip(node: Any, consumers: dict[str, list[Any]], producers: dict[str, Any],
+                   order: dict[str, int]) -> Skip | None:
+    """The skip input of the residual Add `node`'s output ends: an Add whose other input is
+    not a Snake's product (a Snake ends in Add(x, Mul(...))) and was made earlier in the
+    graph -- the unit's input, from a ConvTranspose or the previous unit's Add -- while
+    `node` closes the unit's branch."""
+    for add in consumers.get(node.output[0], []):
+        if add.op_type != "Add":
+            continue
+        index = 0 if add.input[1] == node.output[0] else 1
+        other = producers.get(add.input[index])
+        if other is not None and other.op_type != "Mul" and order[other.name] < order[node.name]:
+            return Skip(add.name, index, add.input[index])
+    return None
+
+
 def quantizable_layers(model: Any) -> list[Layer]:
     """Conv and ConvTranspose nodes with initializer weights, in network (graph) order."""
     inits = {i.name for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    order = {n.name: i for i, n in enumerate(model.graph.node)}
+    consumers: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
     layers = []
     for node in model.graph.node:
         if node.op_type in QUANTIZABLE and len(node.input) > 1 and node.input[1] in inits:
             weight = node.input[1]
             name = weight[: -len(".weight")] if weight.endswith(".weight") else weight
-            layers.append(Layer(name, node.name, node.op_type, node.input[0], weight))
+            layers.append(Layer(name, node.name, node.op_type, node.input[0], weight,
+                                _residual_skip(node, consumers, producers, order)))
     return layers
+
+
+@dataclass(frozen=True)
+class QdqPlan:
+    """What a placement quantizes: `layers` (input and weight) and the residual skip
+    inputs of `skips` (each a quantized layer's Skip)."""
+
+    layers: list[Layer]
+    skips: list[Layer]
+
+    def tensors(self) -> list[str]:
+        """Every activation tensor the plan quantizes (each needs a range)."""
+        return list(dict.fromkeys([l.activation for l in self.layers] + [l.skip.tensor for l in self.skips]))
+
+
+def conv_inputs_plan(selected: list[Layer]) -> QdqPlan:
+    return QdqPlan(list(selected), [])
+
+
+def fused_plan(selected: list[Layer]) -> QdqPlan:
+    layers = [l for l in selected if l.op_type != "ConvTranspose"]
+    return QdqPlan(layers, [l for l in layers if l.skip is not None])
+
+
+PLACEMENTS: dict[Placement, Callable[[list[Layer]], QdqPlan]] = {
+    Placement.CONV_INPUTS: conv_inputs_plan,
+    Placement.FUSED: fused_plan,
+}
+
+
+def skip_tensors(layers: list[Layer]) -> list[str]:
+    return [l.skip.tensor for l in layers if l.skip is not None]
 
 
 def select_layers(layers: list[Layer], *, keep_first: int = 0, keep_last: int = 0,
@@ -101,59 +179,74 @@ def int8_weight(weight: np.ndarray, axis: int, scale_type: Any = np.float32) -> 
     return q.astype(np.int8), scale
 
 
-def insert_qdq(model: Any, layers: list[Layer], amax: dict[str, float], scale_type: Any = np.float32) -> Any:
-    """A copy of the float32 `model` with Q/DQ on `layers` (see module docstring).
+def _activation_qdq(graph: Any, tensor: str, amax: float, scale_type: Any, label: str) -> tuple[list, str]:
+    """(Q and DQ nodes, the dequantized tensor's name) for one activation tensor."""
+    from onnx import helper, numpy_helper
+
+    scale = numpy_helper.from_array(activation_scale(amax, scale_type), f"{tensor}_scale")
+    zero = numpy_helper.from_array(np.array(0, dtype=np.int8), f"{tensor}_zero_point")
+    graph.initializer.extend([scale, zero])
+    return [helper.make_node("QuantizeLinear", [tensor, scale.name, zero.name], [f"{tensor}_quantized"],
+                             name=f"{label}_quantize"),
+            helper.make_node("DequantizeLinear", [f"{tensor}_quantized", scale.name, zero.name],
+                             [f"{tensor}_dequantized"], name=f"{label}_dequantize")], f"{tensor}_dequantized"
+
+
+def _weight_qdq(graph: Any, node: Any, layer: Layer, inits: dict, scale_type: Any) -> Any:
+    """The DequantizeLinear of `layer`'s int8 weight (initializers added to `graph`)."""
+    from onnx import helper, numpy_helper
+
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    if layer.op_type == "ConvTranspose" and group != 1:
+        raise UserError(f"{layer.name}: grouped ConvTranspose has no single output-channel axis; exclude it")
+    q, scale = int8_weight(numpy_helper.to_array(inits[layer.weight]), layer.axis, scale_type)
+    wq = numpy_helper.from_array(q, f"{layer.weight}_quantized")
+    ws = numpy_helper.from_array(scale, f"{layer.weight}_scale")
+    wz = numpy_helper.from_array(np.zeros(scale.shape, dtype=np.int8), f"{layer.weight}_zero_point")
+    graph.initializer.extend([wq, ws, wz])
+    return helper.make_node("DequantizeLinear", [wq.name, ws.name, wz.name], [f"{layer.weight}_dequantized"],
+                            name=f"{layer.name}.weight_dequantize", axis=layer.axis)
+
+
+def insert_qdq(model: Any, plan: QdqPlan | list[Layer], amax: dict[str, float], scale_type: Any = np.float32) -> Any:
+    """A copy of the float32 `model` with Q/DQ where `plan` says (a list of layers: their
+    inputs and weights; see the module docstring).
 
     amax: per activation tensor, from calibration. scale_type: np.float16 for a graph that
     float16.float16_graph converts next (Q/DQ then run in fp16; opset >= 19).
     """
     import onnx
-    from onnx import helper, numpy_helper
 
+    plan = plan if isinstance(plan, QdqPlan) else conv_inputs_plan(plan)
+    missing = [t for t in plan.tensors() if t not in amax]
+    if missing:
+        raise UserError(f"no calibrated range for {missing[0]}; the ranges file does not belong to this model: run "
+                        "dvc repro")
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
     inits = {i.name: i for i in graph.initializer}
     by_node = {n.name: n for n in graph.node}
-    new_nodes: dict[str, list[Any]] = {}  # node name -> Q/DQ nodes to insert before it
-    quantized_acts: dict[str, str] = {}
-    for layer in layers:
-        if layer.activation not in amax:
-            raise UserError(f"no calibrated range for {layer.activation} (input of {layer.name}); the ranges file "
-                            "does not belong to this model: run dvc repro")
+    before: dict[str, list[Any]] = {}  # node name -> Q/DQ nodes to insert before it
+    dequantized: dict[str, str] = {}  # activation tensor -> its dequantized twin
+    inputs = [(l.node, 0, l.activation, l.name + ".input") for l in plan.layers]
+    inputs += [(l.skip.node, l.skip.index, l.skip.tensor, l.name + ".skip") for l in plan.skips]
+    for node_name, index, tensor, label in inputs:
+        if tensor not in dequantized:
+            nodes, dequantized[tensor] = _activation_qdq(graph, tensor, amax[tensor], scale_type, label)
+            before.setdefault(node_name, []).extend(nodes)
+        by_node[node_name].input[index] = dequantized[tensor]
+    for layer in plan.layers:
         node = by_node[layer.node]
-        pre = new_nodes.setdefault(layer.node, [])
-        act = layer.activation
-        if act not in quantized_acts:
-            scale = numpy_helper.from_array(activation_scale(amax[act], scale_type), f"{act}_scale")
-            zero = numpy_helper.from_array(np.array(0, dtype=np.int8), f"{act}_zero_point")
-            graph.initializer.extend([scale, zero])
-            pre.append(helper.make_node("QuantizeLinear", [act, scale.name, zero.name], [f"{act}_quantized"],
-                                        name=f"{layer.name}.input_quantize"))
-            pre.append(helper.make_node("DequantizeLinear", [f"{act}_quantized", scale.name, zero.name],
-                                        [f"{act}_dequantized"], name=f"{layer.name}.input_dequantize"))
-            quantized_acts[act] = f"{act}_dequantized"
-        node.input[0] = quantized_acts[act]
-
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        if layer.op_type == "ConvTranspose" and group != 1:
-            raise UserError(f"{layer.name}: grouped ConvTranspose has no single output-channel axis; exclude it")
-        q, scale = int8_weight(numpy_helper.to_array(inits[layer.weight]), layer.axis, scale_type)
-        wq = numpy_helper.from_array(q, f"{layer.weight}_quantized")
-        ws = numpy_helper.from_array(scale, f"{layer.weight}_scale")
-        wz = numpy_helper.from_array(np.zeros(scale.shape, dtype=np.int8), f"{layer.weight}_zero_point")
-        graph.initializer.extend([wq, ws, wz])
-        pre.append(helper.make_node("DequantizeLinear", [wq.name, ws.name, wz.name], [f"{layer.weight}_dequantized"],
-                                    name=f"{layer.name}.weight_dequantize", axis=layer.axis))
+        before.setdefault(layer.node, []).append(_weight_qdq(graph, node, layer, inits, scale_type))
         node.input[1] = f"{layer.weight}_dequantized"
-
-    used = {i for n in graph.node for i in n.input} | {i for pre in new_nodes.values() for n in pre for i in n.input}
+    used = {i for n in graph.node for i in n.input} | {i for pre in before.values() for n in pre for i in n.input}
     kept_inits = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept_inits)
     ordered = []
     for node in graph.node:
-        ordered.extend(new_nodes.get(node.name, []))
+        ordered.extend(before.get(node.name, []))
         ordered.append(node)
     del graph.node[:]
     graph.node.extend(ordered)

@@ -1,113 +1,175 @@
-"""One INT8 variant: its ranges (from the shared statistics, a TensorRT cache, or range
-search), its layers kept in float (keep / exclude, or auto), and its Q/DQ ONNX in the
-variant's float type. The `quantize@<variant>` stage is this module's `quantize_variant`.
+"""One INT8 variant: its layers and placement, its ranges, the layers auto keeps in float,
+and its graph. The `quantize@<variant>` stage is `quantize_variant`.
+
+The steps, each a function: `plan_of` (the selected layers through the placement's table,
+quant.qdq.PLACEMENTS), `variant_ranges` (the calibrator's table, RANGES: the shared
+statistics, range search, or a TensorRT cache), `auto_plan` (quant.sensitivity.auto_keep,
+when the recipe has a target), `variant_graph` (explicit: the Q/DQ graph in the variant's
+float type; implicit: the fp32 graph, whose ranges TensorRT 10 applies as dynamic ranges).
+The record of what was decided -- calibrator, placement, ranges, layers kept in float --
+goes into the ranges JSON and into the graph's own metadata (`vae_engines.recipe`), so the
+build, the evaluation and the report read it from the variant they are given.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vae_engines.core import device as devices
+from vae_engines.core.choices import Calibrator, FloatType, Quantization
 from vae_engines.core.errors import UserError
 from vae_engines.core.fileio import sha256_file, write_json
+from vae_engines.core.params import Int8Variant
+from vae_engines.data.latentset import read_latent_set, set_digest
+from vae_engines.graph.execute import GraphExecutor
+from vae_engines.graph.float16 import float16_graph
+from vae_engines.graph.io import RECIPE_KEY, load_onnx, save_onnx, set_metadata
+from vae_engines.quant.calibrators import calibrate
+from vae_engines.quant.qdq import PLACEMENTS, Layer, QdqPlan, insert_qdq, quantizable_layers, select_layers
+from vae_engines.quant.search import range_search
+from vae_engines.quant.sensitivity import auto_keep, without
+from vae_engines.quant.stats import ActivationStats, collect, read_stats
+from vae_engines.quant.trt_cache import ranges_from_trt_cache
 
 log = logging.getLogger(__name__)
 
 
-def qdq_graph(model: Any, layers: list, amax: dict[str, float], float_type: str, float32_io: bool = True) -> Any:
+@dataclass
+class Inputs:
+    """What every range source may read: the fp32 model, its executor, the statistics, the
+    calibration latents and the device."""
+
+    model: Any
+    executor: GraphExecutor
+    stats: ActivationStats
+    calibration_dir: Path
+    device: Any
+
+
+def _statistics(recipe: Int8Variant, inputs: Inputs, plan: QdqPlan, tensors: list[str]) -> tuple[dict, None]:
+    del plan
+    missing = [t for t in tensors if t not in inputs.stats.tensors]
+    if missing:  # implicit INT8 needs every tensor: collected here, for this variant only
+        latents = read_latent_set(inputs.calibration_dir)
+        extra = collect(inputs.executor, missing, latents)
+        return {**calibrate(inputs.stats, [t for t in tensors if t in inputs.stats.tensors], recipe.calibrator,
+                            recipe.percentile), **calibrate(extra, missing, recipe.calibrator, recipe.percentile)}, None
+    return calibrate(inputs.stats, tensors, recipe.calibrator, recipe.percentile), None
+
+
+def _search(recipe: Int8Variant, inputs: Inputs, plan: QdqPlan, tensors: list[str]) -> tuple[dict, dict]:
+    latents = read_latent_set(inputs.calibration_dir)[: recipe.search_latents]
+    found, record = range_search(inputs.executor, plan.layers, inputs.stats, latents,
+                                 inputs.executor.decode(latents), sweeps=recipe.search_sweeps)
+    return {**calibrate(inputs.stats, tensors, Calibrator.MINMAX), **found}, record
+
+
+def _cache(recipe: Int8Variant, inputs: Inputs, plan: QdqPlan, tensors: list[str]) -> tuple[dict, None]:
+    del inputs, plan
+    return ranges_from_trt_cache(recipe.cache, tensors), None
+
+
+# The one table of range sources: every Calibrator has its function.
+RANGES: dict[Calibrator, Callable[[Int8Variant, Inputs, QdqPlan, list[str]], tuple[dict, dict | None]]] = {
+    Calibrator.ENTROPY: _statistics,
+    Calibrator.MINMAX: _statistics,
+    Calibrator.PERCENTILE: _statistics,
+    Calibrator.MSE: _statistics,
+    Calibrator.SEARCH: _search,
+    Calibrator.TRT_CACHE: _cache,
+}
+
+
+def activation_tensors(model: Any) -> list[str]:
+    """Every float tensor a node of the graph makes, and the graph input, in graph order:
+    the tensors implicit INT8 needs a dynamic range for."""
+    return [model.graph.input[0].name] + [n.output[0] for n in model.graph.node if n.op_type != "Constant"]
+
+
+def plan_of(recipe: Int8Variant, layers: list[Layer]) -> QdqPlan:
+    """The layers the recipe quantizes, placed by its placement's rule."""
+    selected = select_layers(layers, keep_first=recipe.keep_first, keep_last=recipe.keep_last,
+                             exclude_nodes=recipe.exclude_nodes, exclude_op_types=recipe.exclude_op_types)
+    return PLACEMENTS[recipe.placement](selected)
+
+
+def auto_plan(recipe: Int8Variant, inputs: Inputs, plan: QdqPlan, amax: dict[str, float]) -> tuple[QdqPlan, dict]:
+    """The plan with the fewest most-sensitive layers kept in float that meets the target."""
+    latents = read_latent_set(inputs.calibration_dir)[: recipe.auto_latents]
+    model = inputs.model if recipe.target_reference == "fp32" else float16_graph(inputs.model)
+    reference = GraphExecutor(model, inputs.device).decode(latents)
+    auto = auto_keep(inputs.executor, plan, amax, latents, reference, recipe.target_psnr_db)
+    auto["reference"] = recipe.target_reference + (" computed in fp16" if recipe.target_reference == "fp16" else "")
+    auto["measured_on"] = f"{len(latents)} calibration latents, fake-quantized fp32 graph"
+    return without(plan, auto["kept_in_float"]), auto
+
+
+def qdq_graph(model: Any, plan: QdqPlan | list[Layer], amax: dict[str, float], float_type: FloatType | str,
+              float32_io: bool = True) -> Any:
     """The Q/DQ graph of fp32 `model` in `float_type` (fp16: scales, Snake, biases and kept
     layers in fp16; fp32: as calibrated)."""
-    from vae_engines.graph.float16 import float16_graph
-    from vae_engines.quant.qdq import insert_qdq
-
-    if float_type == "fp32":
-        return insert_qdq(model, layers, amax)
-    return float16_graph(insert_qdq(model, layers, amax, scale_type=np.float16), float32_io)
+    if float_type == FloatType.FP32:
+        return insert_qdq(model, plan, amax)
+    return float16_graph(insert_qdq(model, plan, amax, scale_type=np.float16), float32_io)
 
 
-def _reference(model: Any, kind: str, latents: np.ndarray, device: Any) -> np.ndarray:
-    """Decodes of `latents` by the fp32 graph, or by its fp16 graph computed in fp16."""
-    from vae_engines.graph.execute import GraphExecutor
-    from vae_engines.graph.float16 import float16_graph
-
-    graph = model if kind == "fp32" else float16_graph(model)
-    return GraphExecutor(graph, device).decode(latents)
+def variant_graph(model: Any, recipe: Int8Variant, plan: QdqPlan, amax: dict[str, float], float32_io: bool) -> Any:
+    """explicit: the Q/DQ graph in the variant's float type; implicit: the fp32 graph."""
+    if recipe.quantization == Quantization.IMPLICIT:
+        return model
+    return qdq_graph(model, plan, amax, recipe.float_type, float32_io)
 
 
-def quantize_variant(name: str, variant: Any, *, fp32_onnx: str | Path, stats_npz: str | Path,
-                     calibration_dir: str | Path, out_onnx: str | Path, ranges_json: str | Path, device: str,
-                     threads: int | None = None, float32_io: bool = True) -> dict:
-    """Ranges, kept layers and the Q/DQ model of INT8 recipe `variant` (core.params.Int8Variant).
-    Returns the ranges document written to `ranges_json`."""
-    from vae_engines.core import device as devices
-    from vae_engines.data.latentset import read_latent_set, set_digest
-    from vae_engines.graph.execute import GraphExecutor
-    from vae_engines.graph.io import load_onnx, save_onnx
-    from vae_engines.quant.calibrators import calibrate
-    from vae_engines.quant.qdq import quantizable_layers, select_layers
-    from vae_engines.quant.stats import read_stats
+def variant_record(name: str, recipe: Int8Variant, layers: list[Layer], plan: QdqPlan, amax: dict[str, float],
+                   tensors: list[str]) -> dict:
+    quantized = {l.name for l in plan.layers}
+    return {
+        "variant": name, "calibrator": str(recipe.calibrator), "percentile": recipe.percentile,
+        "placement": str(recipe.placement), "quantization": str(recipe.quantization), "cache": recipe.cache,
+        "float_type": str(recipe.float_type),
+        "precision": f"int8+{recipe.float_type}",
+        "amax": {t: float(f"{amax[t]:.7g}") for t in tensors},
+        "layers": [{"name": l.name, "op_type": l.op_type, "input": l.activation, "int8": l.name in quantized,
+                    "skip_quantized": any(s.name == l.name for s in plan.skips)} for l in layers],
+        "kept_in_float": [l.name for l in layers if l.name not in quantized],
+        "kept_nodes": [l.node for l in layers if l.name not in quantized],
+    }
 
+
+def quantize_variant(name: str, recipe: Int8Variant, *, fp32_onnx: str | Path, stats_npz: str | Path,
+                     calibration_dir: str | Path, out_onnx: str | Path, ranges_json: str | Path, device: Any,
+                     float32_io: bool = True) -> dict:
+    """Ranges, kept layers and the graph of INT8 recipe `recipe`; returns the record written
+    to `ranges_json` (and into the graph's metadata)."""
     model = load_onnx(fp32_onnx)
     layers = quantizable_layers(model)
-    selected = select_layers(layers, keep_first=variant.keep_first, keep_last=variant.keep_last,
-                             exclude_nodes=variant.exclude_nodes, exclude_op_types=variant.exclude_op_types)
-    stats = read_stats(stats_npz)
-    tensors = [layer.activation for layer in layers]
-    missing = [t for t in tensors if t not in stats.tensors]
+    plan = plan_of(recipe, layers)
+    implicit = recipe.quantization == Quantization.IMPLICIT
+    tensors = activation_tensors(model) if implicit else list(dict.fromkeys(
+        [l.activation for l in layers] + plan.tensors()))
+    inputs = Inputs(model, GraphExecutor(model, device), read_stats(stats_npz), Path(calibration_dir), device)
+    missing = [l.activation for l in layers if l.activation not in inputs.stats.tensors]
     if missing:
         raise UserError(f"{stats_npz} has no statistics for {missing[0]}; it belongs to another export: run dvc repro")
-    torch_device = devices.resolve(device, threads)
-    executor = None
-    search = auto = None
-    if variant.calibrator == "trt_cache":
-        from vae_engines.quant.trt_cache import ranges_from_trt_cache
-
-        amax = ranges_from_trt_cache(variant.cache, tensors)
-    elif variant.calibrator == "search":
-        from vae_engines.quant.search import range_search
-
-        latents = read_latent_set(calibration_dir)[: variant.search_latents]
-        executor = GraphExecutor(model, torch_device)
-        found, search = range_search(executor, selected, stats, latents, executor.decode(latents),
-                                     sweeps=variant.search_sweeps)
-        amax = {**calibrate(stats, tensors, "minmax"), **found}  # layers kept in float keep a valid range
-    else:
-        amax = calibrate(stats, tensors, variant.calibrator, variant.percentile)
-    if variant.target_psnr_db is not None:
-        from vae_engines.quant.sensitivity import auto_keep
-
-        latents = read_latent_set(calibration_dir)[: variant.auto_latents]
-        executor = executor or GraphExecutor(model, torch_device)
-        reference = _reference(model, variant.target_reference, latents, torch_device)
-        auto = auto_keep(executor, selected, amax, latents, reference, variant.target_psnr_db)
-        auto["reference"] = variant.target_reference + (" computed in fp16" if variant.target_reference == "fp16"
-                                                        else "")
-        auto["measured_on"] = f"{len(latents)} calibration latents, fake-quantized fp32 graph"
-        selected = [layer for layer in selected if layer.name not in auto["kept_in_float"]]
-    selected_names = {layer.name for layer in selected}
-    doc = {
-        "variant": name,
-        "calibrator": variant.calibrator,
-        "percentile": variant.percentile,
-        "cache": variant.cache,
-        "float_type": variant.float_type,
-        "statistics": {"file": str(stats_npz), "sha256": sha256_file(stats_npz)},
-        "calibration_sha256": set_digest(calibration_dir),
-        "fp32_onnx_sha256": sha256_file(fp32_onnx),
-        "amax": {t: float(f"{amax[t]:.7g}") for t in tensors},
-        "layers": [{"name": layer.name, "op_type": layer.op_type, "input": layer.activation,
-                    "int8": layer.name in selected_names} for layer in layers],
-        "kept_in_float": [layer.name for layer in layers if layer.name not in selected_names],
-        "search": search,
-        "auto": auto,
-        "compute": devices.describe(torch_device) if executor is not None else None,
-    }
-    graph = qdq_graph(model, selected, doc["amax"], variant.float_type, float32_io)
+    amax, search = RANGES[recipe.calibrator](recipe, inputs, plan, tensors)
+    auto = None
+    if recipe.is_auto:
+        plan, auto = auto_plan(recipe, inputs, plan, amax)
+    record = {**variant_record(name, recipe, layers, plan, amax, tensors), "search": search, "auto": auto,
+              "statistics": {"file": str(stats_npz), "sha256": sha256_file(stats_npz)},
+              "calibration_sha256": set_digest(calibration_dir), "fp32_onnx_sha256": sha256_file(fp32_onnx),
+              "compute": devices.describe(device) if (search or auto) else None}
+    graph = set_metadata(variant_graph(model, recipe, plan, amax, float32_io), {RECIPE_KEY: json.dumps(
+        {k: v for k, v in record.items() if k not in ("search", "auto", "layers")}, sort_keys=True)})
     save_onnx(graph, out_onnx)
-    write_json(ranges_json, doc)
-    log.info("%s: %d of %d convolution layers in int8 (%s, rest %s)", name, len(selected), len(layers),
-             variant.calibrator, variant.float_type)
-    return doc
+    write_json(ranges_json, record)
+    log.info("%s: %d of %d convolution layers in int8, %d residual skips (%s, %s, rest %s)", name, len(plan.layers),
+             len(layers), len(plan.skips), recipe.calibrator, recipe.placement, recipe.float_type)
+    return record

@@ -1,4 +1,5 @@
-"""Activation statistics of every convolution input, collected once per calibration set.
+"""Activation statistics of every quantizable tensor (each convolution's input and each
+residual Add's skip input), collected once per calibration set.
 
 Every calibrator needs two things of each quantizable tensor: its largest |x| (minmax)
 and a histogram of |x| (entropy, percentile, mse, and the candidates of range search).
@@ -25,9 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from vae_engines.core import device as devices
 from vae_engines.core.errors import UserError
 from vae_engines.core.fileio import write_json, write_npz
-from vae_engines.quant.qdq import Layer
+from vae_engines.data.latentset import read_latent_set, set_digest
+from vae_engines.graph.execute import GraphExecutor
+from vae_engines.graph.io import load_onnx
+from vae_engines.quant.qdq import Layer, quantizable_layers, skip_tensors
 
 log = logging.getLogger(__name__)
 
@@ -52,48 +57,42 @@ class ActivationStats:
         return float(self.amax[self.tensors.index(tensor)])
 
 
-def collect(executor: Any, layers: list[Layer], latents: np.ndarray, progress: Any = None) -> ActivationStats:
-    """Statistics of the input of every layer over `latents` [N, C, T], one decode each."""
+def collect(executor: Any, tensors: list[str], latents: np.ndarray, progress: Any = None) -> ActivationStats:
+    """Statistics of `tensors` over `latents` [N, C, T], one decode of each per sweep."""
     import torch
 
-    tensors = list(dict.fromkeys(layer.activation for layer in layers))
-    node_tensor = {layer.node: layer.activation for layer in layers}
+    tensors = list(dict.fromkeys(tensors))
+    wanted = set(tensors)
     device = executor.device
     amax = {t: torch.zeros((), dtype=torch.float64, device=device) for t in tensors}
 
-    def observe_max(tensor: str):
-        def hook(x):
-            amax[tensor] = torch.maximum(amax[tensor], x.detach().abs().max().double())
-            return x
-        return hook
+    def observe_max(name: str, x: Any) -> None:
+        if name in wanted:
+            amax[name] = torch.maximum(amax[name], x.detach().abs().max().double())
 
-    hooks = {node: observe_max(t) for node, t in node_tensor.items()}
     total = 2 * len(latents)
     for i, latent in enumerate(latents):
-        executor.run(latent[None], conv_hooks=hooks)
+        executor.run(latent[None], observe=observe_max)
         if progress:
             progress(i + 1, total)
     top = {t: float(v) for t, v in amax.items()}
     counts = {t: torch.zeros(NUM_BINS, dtype=torch.int64, device=device) for t in tensors}
 
-    def observe_hist(tensor: str):
-        width = top[tensor] / NUM_BINS
+    def observe_hist(name: str, x: Any) -> None:
+        if name not in wanted:
+            return
+        flat = x.detach().reshape(-1)
+        width = top[name] / NUM_BINS
+        if width == 0:
+            counts[name][0] += flat.numel()
+            return
+        for start in range(0, flat.numel(), CHUNK):
+            part = flat[start:start + CHUNK].abs().double()
+            index = torch.clamp((part / width).long(), max=NUM_BINS - 1)
+            counts[name] += torch.bincount(index, minlength=NUM_BINS)
 
-        def hook(x):
-            flat = x.detach().reshape(-1)
-            if width == 0:
-                counts[tensor][0] += flat.numel()
-                return x
-            for start in range(0, flat.numel(), CHUNK):
-                part = flat[start:start + CHUNK].abs().double()
-                index = torch.clamp((part / width).long(), max=NUM_BINS - 1)
-                counts[tensor] += torch.bincount(index, minlength=NUM_BINS)
-            return x
-        return hook
-
-    hooks = {node: observe_hist(t) for node, t in node_tensor.items()}
     for i, latent in enumerate(latents):
-        executor.run(latent[None], conv_hooks=hooks)
+        executor.run(latent[None], observe=observe_hist)
         if progress:
             progress(len(latents) + i + 1, total)
     return ActivationStats(tensors, np.array([top[t] for t in tensors], dtype=np.float64),
@@ -104,11 +103,11 @@ def write_stats(npz_path: str | Path, json_path: str | Path, stats: ActivationSt
                 record: dict) -> None:
     """stats.npz (the arrays: what variants depend on) and stats.json (per-tensor summary and
     provenance, timings included), each atomically."""
-    layer_of = {layer.activation: layer.name for layer in layers}
+    role = {**{l.skip.tensor: f"{l.name} skip" for l in layers if l.skip}, **{l.activation: l.name for l in layers}}
     summary = {}
     for i, t in enumerate(stats.tensors):
         counts = stats.hist[i]
-        summary[t] = {"layer": layer_of[t], "amax": float(f"{stats.amax[i]:.7g}"), "values": int(counts.sum()),
+        summary[t] = {"layer": role[t], "amax": float(f"{stats.amax[i]:.7g}"), "values": int(counts.sum()),
                       "share_in_top_bin": float(f"{counts[-1] / max(counts.sum(), 1):.3g}")}
     write_npz(npz_path, {"tensors": np.array(stats.tensors), "amax": stats.amax, "hist": stats.hist})
     write_json(json_path, {**record, "num_bins": NUM_BINS, "tensors": summary})
@@ -125,28 +124,26 @@ def read_stats(path: str | Path) -> ActivationStats:
         raise UserError(f"{path} is unreadable ({type(exc).__name__}); delete it and run `dvc repro`") from None
 
 
-def collect_stats(fp32_onnx: str | Path, calibration_dir: str | Path, npz_path: str | Path, json_path: str | Path,
-                  *, device: str, threads: int | None = None) -> None:
-    """The `stats` stage: statistics of the fp32 graph on the calibration latents."""
-    from vae_engines.core import device as devices
-    from vae_engines.data.latentset import read_latent_set, set_digest
-    from vae_engines.graph.execute import GraphExecutor
-    from vae_engines.graph.io import load_onnx
-    from vae_engines.quant.qdq import quantizable_layers
+def quantizable_tensors(layers: list[Layer]) -> list[str]:
+    """Every tensor a placement may quantize: convolution inputs, then residual skips."""
+    return list(dict.fromkeys([layer.activation for layer in layers] + skip_tensors(layers)))
 
-    torch_device = devices.resolve(device, threads)
+
+def collect_stats(fp32_onnx: str | Path, calibration_dir: str | Path, npz_path: str | Path, json_path: str | Path,
+                  *, device: Any) -> None:
+    """The `stats` stage: statistics of the fp32 graph on the calibration latents."""
     model = load_onnx(fp32_onnx)
     layers = quantizable_layers(model)
-    executor = GraphExecutor(model, torch_device)
+    executor = GraphExecutor(model, device)
     del model
     latents = read_latent_set(calibration_dir)
     start = time.perf_counter()
-    stats = collect(executor, layers, latents)
-    devices.synchronize(torch_device)
+    stats = collect(executor, quantizable_tensors(layers), latents)
+    devices.synchronize(device)
     seconds = time.perf_counter() - start
     log.info("statistics of %d tensors over %d latents x %d frames in %.1f s on %s", len(stats.tensors),
-             len(latents), latents.shape[-1], seconds, torch_device)
+             len(latents), latents.shape[-1], seconds, device)
     record = {"latents": int(len(latents)), "frames": int(latents.shape[-1]),
               "calibration_sha256": set_digest(calibration_dir), "seconds": round(seconds, 2),
-              "sweeps": 2, "compute": {**executor.describe(), **devices.describe(torch_device)}}
+              "sweeps": 2, "compute": {**executor.describe(), **devices.describe(device)}}
     write_stats(npz_path, json_path, stats, layers, record)

@@ -1,9 +1,11 @@
-"""The decision guide: which variant to ship, written only from the measured records.
+"""The decision guide: which engine to ship, written only from the measured records.
 
-Quality decides where speed could not be measured or shows no difference; a speed winner
-is named only where its ratio's 95% interval excludes 1 (bench.paired_ratio), and a
-runtime that does not execute int8 (ONNX Runtime's CPU provider) is never read as
-TensorRT's speed.
+Quality ranks the INT8 variants. What INT8 buys is said per backend, from what the plan's
+record says that backend does with it (trt.build.int8_execution) and the measured plan
+sizes. A speed winner is named only where its ratio's 95% interval excludes 1
+(measure.bench.paired_ratio); a runtime that does not execute int8 (ONNX Runtime's CPU
+provider) is never read as TensorRT's speed; every engine that ran on this machine is
+ranked on this machine.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ QUALITY_RISK_DB = 30.0  # peak PSNR vs fp16 below this: listen before shipping
 RERUN = "dvc repro --force --glob 'bench*'"
 
 
+def _interval(r: dict) -> str:
+    return f"{r['median_ratio']:.2f}x [{r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}]"
+
+
 def _speed_lines(int8: list[VariantRecords], kind: str, frames: tuple[int, ...]) -> list[str]:
     lines = []
     for f, what in ((max(frames), "long / batch windows"), (min(frames), "short streaming windows")):
-        rows = []
-        for v in int8:
-            r = next((r for r in v.ratios("fp16 (", kind) if r["frames"] == f and r["batch"] == 1), None)
-            if r:
-                rows.append((v, r))
+        rows = [(v, r) for v in int8 for r in v.ratios("fp16 (", kind) if r["frames"] == f and r["batch"] == 1]
         if not rows:
             continue
         faster = sorted([(v, r) for v, r in rows if r["verdict"] == "faster"], key=lambda vr: -vr[1]["median_ratio"])
@@ -29,43 +31,96 @@ def _speed_lines(int8: list[VariantRecords], kind: str, frames: tuple[int, ...])
             v, r = faster[0]
             others = ", ".join(f"`{w.name}`" for w, _ in faster[1:])
             lines.append(f"- **{what.capitalize()}** ({f} frames, {kind}): `{v.name}` is faster than fp16, "
-                         f"{r['median_ratio']:.2f}x (95% interval {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}, "
-                         f"{r['rounds']} rounds)" + (f"; also faster: {others}" if others else "") + ".")
+                         f"{_interval(r)} over {r['rounds']} rounds" + (f"; also faster: {others}" if others else "")
+                         + ".")
         else:
-            spread = ", ".join(f"`{v.name}` {r['median_ratio']:.2f}x [{r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}] "
-                               f"{r['verdict']}" for v, r in rows)
+            spread = ", ".join(f"`{v.name}` {_interval(r)} {r['verdict']}" for v, r in rows)
             lines.append(f"- **{what.capitalize()}** ({f} frames, {kind}): no INT8 variant is measurably faster "
                          f"than fp16 here ({spread}).")
     return lines
 
 
-def decision_guide(variants: list[VariantRecords], frames: tuple[int, ...]) -> list[str]:
-    int8 = [v for v in variants if v.is_int8]
-    if not int8:
-        return ["No INT8 variant is declared in params.yaml; fp16 is the only engine."]
-    lines = []
-    by_quality = sorted(int8, key=lambda v: -(v.psnr("fp16") or 0))
-    best = by_quality[0]
-    runner_up = by_quality[1] if len(by_quality) > 1 else None
+def quality_lines(int8: list[VariantRecords]) -> list[str]:
+    ranked = sorted(int8, key=lambda v: -(v.psnr("fp16") or 0))
+    best, lines = ranked[0], []
+    nxt = f"; next `{ranked[1].name}` at {ranked[1].psnr('fp16'):.1f} dB." if len(ranked) > 1 else "."
     lines.append(f"- **Highest quality INT8**: `{best.name}`, {best.psnr('fp16'):.1f} dB peak PSNR vs fp16 "
-                 f"({best.psnr('fp32'):.1f} dB vs fp32, SNR {best.psnr('fp32', key='snr_db'):.1f} dB)"
-                 + (f"; next `{runner_up.name}` at {runner_up.psnr('fp16'):.1f} dB." if runner_up else "."))
+                 f"({best.psnr('fp32'):.1f} dB vs fp32, SNR {best.psnr('fp32', key='snr_db'):.1f} dB){nxt}")
     risky = [v.name for v in int8 if (v.psnr("fp16") or 0) < QUALITY_RISK_DB]
     if risky:
         lines.append(f"- **Quality risk**: {', '.join(f'`{n}`' for n in risky)} below {QUALITY_RISK_DB:.0f} dB vs "
                      "fp16; listen to their difference clips before shipping.")
+    return lines
+
+
+def int8_buys(variants: list[VariantRecords]) -> list[str]:
+    """What INT8 buys with the backend that built the plans, from the plans' own records."""
+    fp16 = next((v for v in variants if v.name == "fp16"), None)
+    int8 = [v for v in variants if v.is_int8]
+    if not int8 or fp16 is None:
+        return []
+    backend = f"{int8[0].plan['backend']} {int8[0].plan['backend_version']}"
+    sizes = sorted(v.plan["plan_bytes"] / fp16.plan["plan_bytes"] for v in int8)
+    memory = int8[0].bench.get("memory", {}).get("engine_device_memory_bytes")
+    lines = [f"- **What INT8 buys with {backend}**: {int8[0].plan.get('int8_execution', 'unknown')}. Measured "
+             f"here: INT8 plans are {sizes[0]:.0%}-{sizes[-1]:.0%} of the fp16 plan's "
+             f"{fp16.plan['plan_bytes'] / 1e6:.1f} MB; device memory "
+             + (f"{memory / 2**20:.0f} MiB." if memory else f"{int8[0].bench.get('tensorrt', 'not measured')}.")]
+    if int8[0].plan["backend"] == "tensorrt_rtx":
+        lines.append("- INT8 activations only speed up on full TensorRT (10.x implicit, or explicit Q/DQ placed "
+                     "so TensorRT can fuse it: the `fused` placement); ship TensorRT-RTX INT8 for size, not speed.")
+    return lines
+
+
+def torch_lines(torch_bench: dict | None, frames: tuple[int, ...]) -> list[str]:
+    """Every PyTorch engine that ran here, ranked at the longest bench frames."""
+    if not torch_bench or not torch_bench.get("timings"):
+        return []
+    f = max(frames)
+    rows = sorted([t for t in torch_bench["timings"] if t["frames"] == f and t["batch"] == 1],
+                  key=lambda t: t["median_ms"])
+    if not rows:
+        return []
+    device = torch_bench.get("device", {})
+    where = device.get("name", device.get("device", "this machine"))
+    quality = torch_bench.get("quality", {})
+    ranking = ", ".join(f"`{t['series']}` {t['median_ms']:.1f} ms"
+                        + (f" ({quality[t['series']]['peak_psnr_db']:.1f} dB)" if t["series"] in quality else "")
+                        for t in rows)
+    lines = [f"- **PyTorch engines on {where}** ({f} frames, median per decode, peak PSNR vs fp32 held-out): "
+             f"{ranking}."]
+    if len(rows) > 1:
+        a, b = rows[0]["series"], rows[1]["series"]
+        pair = next((r for r in torch_bench.get("ratios", []) if {r["subject"], r["reference"]} == {a, b}
+                     and r["frames"] == f), None)
+        if pair is not None:
+            verdict = pair["verdict"] if pair["subject"] == a else {"faster": "slower", "slower": "faster"}.get(
+                pair["verdict"], pair["verdict"])
+            ratio = pair if pair["subject"] == a else {**pair, "median_ratio": 1 / pair["median_ratio"],
+                                                       "ci95": [1 / pair["ci95"][1], 1 / pair["ci95"][0]]}
+            lines.append(f"- Fastest: `{a}`, " + (f"faster than `{b}` ({_interval(ratio)})" if verdict == "faster"
+                                                   else f"no measurable difference from `{b}` ({_interval(ratio)})")
+                         + ".")
+    return lines
+
+
+def decision_guide(variants: list[VariantRecords], frames: tuple[int, ...], torch_bench: dict | None) -> list[str]:
+    int8 = [v for v in variants if v.is_int8]
+    lines = quality_lines(int8) if int8 else ["- No INT8 variant is declared in params.yaml; fp16 is the only plan."]
+    lines += int8_buys(variants)
     kinds = sorted({r["subject"].rsplit("(", 1)[1].rstrip(")") for v in int8 for r in v.bench.get("ratios", [])})
     trt_kinds = [k for k in kinds if k.startswith("tensorrt")]
     for kind in trt_kinds:
         lines += _speed_lines(int8, kind, frames)
-    if not trt_kinds:
-        status = int8[0].bench.get("tensorrt", "not measured")
+    if not trt_kinds and variants:
+        status = variants[0].bench.get("tensorrt", "not measured")
         lines.append(f"- **TensorRT speed**: {status}. Choose on quality here, then measure on the target GPU "
                      f"(an RTX-class GPU for TensorRT-RTX): `{RERUN}` re-times every variant there.")
     if "onnxruntime" in kinds:
         lines += [line.replace(" (", " (CPU, ", 1) for line in _speed_lines(int8, "onnxruntime", frames)]
         lines.append("- ONNX Runtime's CPU provider runs these Q/DQ graphs as dequantize + float convolution: its "
                      "ratios show what the Q/DQ graph costs on a CPU, not int8 speed.")
+    lines += torch_lines(torch_bench, frames)
     lines.append("- Per-call cost at short windows matters as much as the long-window figure for streaming: the "
                  "reference project's INT8 gain shrank to ~1.7% end to end in its streaming loop (README, "
                  "[Reference figures](../README.md#reference-figures)).")

@@ -18,28 +18,24 @@ def _kind(series: str) -> str:
     return series.rsplit("(", 1)[1].rstrip(")") if "(" in series else "torch"
 
 
-def latency_rows(variants: list[VariantRecords]) -> list[dict]:
-    """Every variant's own series at batch 1, plus the reference series of bench_fp16's run
-    (the references timed beside each variant stay in that variant's bench.json)."""
-    rows = []
-    for v in variants:
-        for t in v.bench.get("timings", []):
-            own = t["series"].startswith(f"{v.name} (")
-            reference = v.name == "fp16" and not own
-            if t["batch"] == 1 and (own or reference):
-                rows.append({"series": t["series"], "runtime": _kind(t["series"]), "frames": t["frames"],
-                             "median_ms": t["median_ms"], "p10_ms": t["p10_ms"], "p90_ms": t["p90_ms"]})
-    return rows
+def latency_rows(variants: list[VariantRecords], torch_bench: dict | None) -> list[dict]:
+    """Every variant's own series at batch 1 (the references timed beside each variant stay
+    in that variant's bench.json), and every PyTorch engine's."""
+    timings = [(t, t["series"].startswith(f"{v.name} (")) for v in variants for t in v.bench.get("timings", [])]
+    timings += [(t, True) for t in (torch_bench or {}).get("timings", [])]
+    return [{"series": t["series"], "runtime": _kind(t["series"]), "frames": t["frames"], "median_ms": t["median_ms"],
+             "p10_ms": t["p10_ms"], "p90_ms": t["p90_ms"]} for t, own in timings if own and t["batch"] == 1]
 
 
-def render_plots(variants: list[VariantRecords], sensitivity: dict | None, plots_dir: Path) -> list[str]:
+def render_plots(variants: list[VariantRecords], torch_bench: dict | None, sensitivity: dict | None,
+                 plots_dir: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = []
-    rows = latency_rows(variants)
+    rows = latency_rows(variants, torch_bench)
     kinds = sorted({r["runtime"] for r in rows})
     with atomic_path(plots_dir, is_dir=True) as tmp:
         if kinds:

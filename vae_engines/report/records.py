@@ -1,15 +1,17 @@
 """The measured records the report is written from, read once and kept apart.
 
 Each variant has three documents: quality.json (the DVC metrics), quality.provenance.json
-(what made them) and bench.json (timings, ratios, the engine's build record, provenance).
-They are held side by side in a `VariantRecords`, never merged into one dictionary.
+(what made them: runtime, the recipe its graph recorded) and bench.json (timings, ratios,
+the engine's build record, provenance). They are held side by side in a `VariantRecords`,
+never merged into one dictionary; labels (calibrator, placement, kept layers) come from
+these records, which the variant's own stages wrote. The PyTorch engines have one record
+for all of them (bench_torch).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from vae_engines.core.fileio import read_json
 
@@ -17,7 +19,6 @@ from vae_engines.core.fileio import read_json
 @dataclass
 class VariantRecords:
     name: str
-    recipe: Any  # core.params.Int8Variant, or None for fp16
     quality: dict
     quality_provenance: dict
     bench: dict
@@ -25,7 +26,11 @@ class VariantRecords:
 
     @property
     def is_int8(self) -> bool:
-        return self.recipe is not None
+        return self.name != "fp16"
+
+    def label(self, key: str) -> str | None:
+        """What the variant's graph recorded (calibrator, placement, quantization, ...)."""
+        return self.quality_provenance.get(key)
 
     def psnr(self, reference: str, set_name: str = "heldout", key: str = "peak_psnr_db") -> float | None:
         return self.quality.get(set_name, {}).get(f"vs_{reference}", {}).get(key)
@@ -39,16 +44,12 @@ class VariantRecords:
             rows = [r for r in rows if r["subject"].endswith(f"({runtime_kind})")]
         return rows
 
-    def timing(self, series: str, frames: int, batch: int = 1) -> dict | None:
-        return next((t for t in self.bench.get("timings", []) if t["series"] == series and t["frames"] == frames
-                     and t["batch"] == batch), None)
 
-
-def load_variants(reports: Path, params: Any) -> list[VariantRecords]:
+def load_variants(reports: Path, names: list[str]) -> list[VariantRecords]:
     out = []
-    for name in params.variant_names():
+    for name in names:
         folder = reports / name
         bench = read_json(folder / "bench.json")
-        out.append(VariantRecords(name, params.int8.get(name), read_json(folder / "quality.json"),
+        out.append(VariantRecords(name, read_json(folder / "quality.json"),
                                   read_json(folder / "quality.provenance.json"), bench, bench["engine"]))
     return out

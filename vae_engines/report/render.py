@@ -29,29 +29,36 @@ def _kept(v: VariantRecords) -> str:
 def _calibrator(v: VariantRecords) -> str:
     if not v.is_int8:
         return "-"
-    r = v.recipe
-    return r.calibrator + (f" {r.percentile}" if r.percentile else "")
+    percentile = v.label("percentile")
+    return f"{v.label('calibrator')}" + (f" {percentile}" if percentile else "") + f", {v.label('placement')}"
 
 
-def _sources(v: VariantRecords) -> list[str]:
-    data = v.quality_provenance.get("data", {})
+def data_sources(calibration_dir: Path, holdout_dir: Path) -> dict:
+    """Where the calibration and held-out data came from, and how they were kept apart (their manifests)."""
+    out = {}
+    for role, directory in (("calibration", calibration_dir), ("holdout", holdout_dir)):
+        m = read_json(Path(directory) / "manifest.json")
+        out[role] = {"source": m.get("source"), "path": m.get("path"), "frames": m.get("frames"),
+                     "count": m.get("count"), "files": sorted({w["file"] for w in m.get("windows", [])}),
+                     "split": m.get("split", {}).get("rule"), "disjoint": m.get("split", {}).get("disjoint"),
+                     "roundtrip_files": [c["file"] for c in (m.get("roundtrip") or {}).get("clips", [])]}
+    return out
+
+
+def _sources(data: dict) -> list[str]:
     lines = []
     for role in ("calibration", "holdout"):
-        d = data.get(role)
-        if not d:
-            continue
+        d = data[role]
         lines.append(f"- {role.capitalize()}: {d['count']} windows of {d['frames']} frames, source `{d['source']}`, "
                      f"from {len(d['files'])} file(s) of `{d['path']}`"
                      + (f"; round-trip clips from {', '.join(f'`{f}`' for f in d['roundtrip_files'])}"
                         if d.get("roundtrip_files") else "") + ".")
-    hold = data.get("holdout", {})
-    if hold:
-        lines.append(f"- Kept apart: {hold.get('split')}; {hold.get('disjoint')}.")
+    lines.append(f"- Kept apart: {data['holdout'].get('split')}; {data['holdout'].get('disjoint')}.")
     return lines
 
 
 def _quality_table(variants: list[VariantRecords]) -> list[str]:
-    head = ["variant", "precision", "calibrator", "kept in float", "PSNR vs fp32", "PSNR vs fp16", "SNR vs fp32",
+    head = ["variant", "precision", "calibrator, placement", "kept in float", "PSNR vs fp32", "PSNR vs fp16", "SNR vs fp32",
             "SI-SDR vs fp32", "MR-STFT vs fp32", "round-trip PSNR vs audio", "plan (MB)", "quality measured by"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in variants:
@@ -93,8 +100,73 @@ def _speed_tables(variants: list[VariantRecords], frames: tuple[int, ...]) -> li
     return out
 
 
+def _engines_table(variants: list[VariantRecords]) -> list[str]:
+    out = ["## Engines", "", "What each plan's backend does with its INT8, from the plan's own build record, and the "
+           "measured plan size.", "", "| variant | backend | target | build (s) | plan (MB) | vs fp16 plan | "
+           "convolutions int8 / fp16 / fp32 (as parsed) | what the INT8 does on this backend |",
+           "|---|---|---|---|---|---|---|---|"]
+    for v in variants:
+        p = v.plan
+        conv = p.get("precisions", {}).get("convolutions", {})
+        ratio = v.bench.get("memory", {}).get("plan_vs_fp16")
+        out.append(f"| `{v.name}` | {p['backend']} {p['backend_version']} | {p['target']} | {p['build_seconds']} | "
+                   f"{p['plan_bytes'] / 1e6:.1f} | {'-' if ratio is None else f'{ratio:.0%}'} | {conv.get('int8', 0)} / "
+                   f"{conv.get('fp16', 0)} / {conv.get('fp32', 0)} | {p.get('int8_execution', '')} |")
+    out += ["", "TensorRT latency and device memory: " + "; ".join(sorted({v.bench.get("tensorrt", "n/a")
+                                                                          for v in variants})) + ".", ""]
+    return out
+
+
+def _torch_section(torch_bench: dict | None) -> list[str]:
+    if not torch_bench or not torch_bench.get("timings"):
+        why = (torch_bench or {}).get("not_measured", {}).get("torch", "no bench_torch record")
+        return ["## PyTorch engines", "", f"Not measured: {why}.", ""]
+    device = torch_bench.get("device", {})
+    frames = sorted({t["frames"] for t in torch_bench["timings"]})
+    memory = torch_bench.get("memory", {})
+    out = ["## PyTorch engines", "", f"Eager PyTorch (what an app runs today) and the compiled engines, on "
+           f"{device.get('name', device.get('device'))} ({device.get('torch', '')}), timed in the same rounds. Device "
+           f"memory: one decode of {memory.get('frames')} frames ({memory.get('method')}).", "",
+           "| engine | executed | " + " | ".join(f"{f} fr: median ms (p10-p90)" for f in frames)
+           + " | device memory (GiB) | peak PSNR vs fp32 (dB) |", "|---|---|" + "---|" * len(frames) + "---|---|"]
+    for name, described in torch_bench.get("runtimes", {}).items():
+        cells = []
+        for f in frames:
+            t = next((t for t in torch_bench["timings"] if t["series"] == name and t["frames"] == f), None)
+            cells.append("n/a" if t is None else f"{t['median_ms']:.1f} ({t['p10_ms']:.1f}-{t['p90_ms']:.1f})")
+        mem = memory.get("device_memory_gib", {}).get(name)
+        quality = torch_bench.get("quality", {}).get(name, {}).get("peak_psnr_db")
+        out.append(f"| {name} | {described.get('executed', '')} | " + " | ".join(cells) +
+                   f" | {'n/a' if mem is None else mem} | {_fmt(quality)} |")
+    out.append("")
+    for r in torch_bench.get("ratios", []):
+        if r["frames"] == max(frames) and r["batch"] == 1:
+            out.append(f"- {r['subject']} vs {r['reference']} at {r['frames']} frames: {r['median_ratio']:.2f}x "
+                       f"[{r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}] {r['verdict']}")
+    out += [f"- {name}: {why}" for name, why in sorted(torch_bench.get("not_measured", {}).items())] + [""]
+    return out
+
+
+def _streaming_table(variants: list[VariantRecords], torch_bench: dict | None) -> list[str]:
+    out = ["## Streaming", "", "A latent decoded in overlapping windows and stitched, as a streaming app does "
+           "(runtime.stream): per-call latency, real-time factor (decode time / audio time), device memory of the "
+           "windowed decode, and the stitched audio against the same engine's full decode.", "",
+           "| run | engine | window (frames) | calls | per call (ms) | real-time factor | device memory (GiB) | "
+           "stitched vs full (dB) |", "|---|---|---|---|---|---|---|---|"]
+    runs = [(f"`{v.name}`", v.bench.get("streaming", {})) for v in variants]
+    runs.append(("PyTorch", (torch_bench or {}).get("streaming", {})))
+    for run, records in runs:
+        for name, s in records.items():
+            psnr = s.get("stitched_psnr_vs_full_db")
+            out.append(f"| {run} | {name} | {s['window_frames']} (+{s['overlap_frames']} overlap) | {s['calls']} | "
+                       f"{s['per_call_median_ms']:.1f} | {s['real_time_factor']:.3f} | "
+                       f"{s.get('peak_device_memory_gib') or 'n/a'} | "
+                       f"{psnr if isinstance(psnr, str) else _fmt(psnr)} |")
+    return out + [""]
+
+
 def render(variants: list[VariantRecords], frames: tuple[int, ...], plots: list[str], backend: str,
-           sensitivity: dict | None) -> str:
+           sensitivity: dict | None, torch_bench: dict | None, data: dict) -> str:
     model = variants[0].quality_provenance.get("model", "unknown") if variants else "unknown"
     crest = variants[0].quality_provenance.get("crest_factor_db", {}).get("heldout_fp32") if variants else None
     out = ["# VAE decoder engines: which variant to ship", "",
@@ -104,32 +176,16 @@ def render(variants: list[VariantRecords], frames: tuple[int, ...], plots: list[
         out += ["> The model has random weights: its quality figures show how quantization treats this "
                 "architecture, not how real ACE-Step weights fare. Point model.checkpoint at a real checkpoint for "
                 "figures that matter.", ""]
-    if variants:
-        out += ["Data:", ""] + _sources(variants[0]) + [""]
-    out += ["## Decision guide", ""] + decision_guide(variants, frames) + [""]
+    out += ["Data:", ""] + _sources(data) + [""]
+    out += ["## Decision guide", ""] + decision_guide(variants, frames, torch_bench) + [""]
     out += ["## Quality", ""] + _quality_table(variants) + [""]
     out += [f"Peak PSNR = SNR + the reference's crest factor (20 log10 peak / RMS; {_fmt(crest)} dB for the held-out "
             "fp32 decodes here), as the reference project defined it. \"vs fp16\" compares with the fp16 graph "
             "computed in fp16. MR-STFT is Parallel WaveGAN's multi-resolution STFT distance (lower is better).", ""]
     out += ["## Speed", ""] + _speed_tables(variants, frames)
-    out += ["## Engines", "", "| variant | backend | target | build (s) | plan (MB) | network layers | "
-            "convolutions int8 / fp16 / fp32 |", "|---|---|---|---|---|---|---|"]
-    for v in variants:
-        p = v.plan
-        conv = p.get("precisions", {}).get("convolutions", {})
-        out.append(f"| `{v.name}` | {p['backend']} {p['backend_version']} | {p['target']} | {p['build_seconds']} | "
-                   f"{p['plan_bytes'] / 1e6:.1f} | {p['num_layers']} | {conv.get('int8', 0)} / {conv.get('fp16', 0)} / "
-                   f"{conv.get('fp32', 0)} |")
-    out += ["", "TensorRT latency and device memory: " + "; ".join(sorted({v.bench.get("tensorrt", "n/a")
-                                                                          for v in variants})) + ".", ""]
-    out += ["## Streaming", "", "A latent decoded in overlapping windows, as a streaming app does; each variant beside "
-            "the fp32 reference timed in the same run.", "",
-            "| run | series | window (frames) | calls | per call (ms) | real-time factor |", "|---|---|---|---|---|---|"]
-    for v in variants:
-        for name, s in v.bench.get("streaming", {}).items():
-            out.append(f"| `{v.name}` | {name} | {s['window_frames']} (+{s['overlap_frames']} overlap) | {s['calls']} | "
-                       f"{s['per_call_median_ms']:.1f} | {s['real_time_factor']:.3f} |")
-    out.append("")
+    out += _engines_table(variants)
+    out += _torch_section(torch_bench)
+    out += _streaming_table(variants, torch_bench)
     if sensitivity:
         worst = sorted(sensitivity["layers"], key=lambda r: r["peak_psnr_db"])[:5]
         out += ["## Per-layer sensitivity", "",
@@ -155,14 +211,17 @@ def render(variants: list[VariantRecords], frames: tuple[int, ...], plots: list[
     return "\n".join(out)
 
 
-def write_report(params: Any, *, reports: str | Path, sensitivity_json: str | Path | None,
-                 out_md: str | Path, plots_dir: str | Path, latency_json: str | Path) -> Path:
+def write_report(variant_names: list[str], frames: tuple[int, ...], backend: str, *, reports: str | Path,
+                 torch_json: str | Path, sensitivity_json: str | Path | None, calibration_dir: str | Path,
+                 holdout_dir: str | Path, out_md: str | Path, plots_dir: str | Path, latency_json: str | Path) -> Path:
     """The `report` stage: report.md, its PNG plots, and the latency rows for `dvc plots`."""
-    variants = load_variants(Path(reports), params)
+    variants = load_variants(Path(reports), variant_names)
+    torch_bench = read_json(torch_json)
     sensitivity = read_json(sensitivity_json) if sensitivity_json else None
-    plots = render_plots(variants, sensitivity, Path(plots_dir))
-    write_json(latency_json, latency_rows(variants))
-    text = render(variants, params.bench.frames, plots, params.build.backend, sensitivity)
+    plots = render_plots(variants, torch_bench, sensitivity, Path(plots_dir))
+    write_json(latency_json, latency_rows(variants, torch_bench))
+    text = render(variants, frames, plots, backend, sensitivity, torch_bench,
+                  data_sources(Path(calibration_dir), Path(holdout_dir)))
     with atomic_path(out_md) as tmp:
         tmp.write_text(text)
     return Path(out_md)

@@ -10,6 +10,7 @@ without knowing which one it has.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,17 @@ from vae_engines.core.errors import UserError
 log = logging.getLogger(__name__)
 
 EXTRA_HINT = "pip install 'vae-engines[tensorrt-rtx]' (TensorRT-RTX builds engines with no GPU), or NVIDIA's tensorrt"
+
+
+MODULES = {"tensorrt": "tensorrt", "tensorrt_rtx": "tensorrt_rtx"}
+
+
+def installed(name: str) -> bool:
+    """Whether backend `name`'s module is installed (found, not imported: importing takes seconds)."""
+    try:
+        return importlib.util.find_spec(MODULES[name]) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _import(module: str) -> Any | None:

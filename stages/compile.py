@@ -1,0 +1,19 @@
+"""DVC stage `compile@<precision>`: a compiled PyTorch engine of the decoder for the compute
+device, and its record."""
+
+from vae_engines.core import device, entry, params
+from vae_engines.core.choices import Precision
+from vae_engines.compiled.build import compile_engine
+
+
+def main(args):
+    p = params.load(args.params)
+    compile_engine(p.model, Precision(args.precision), p.compile.mode, device=device.resolve(p.compute),
+                   profile=p.profile, out=args.out)
+
+
+if __name__ == "__main__":
+    p = entry.parser(__doc__)
+    p.add_argument("--precision", required=True, choices=[x.value for x in Precision], help="the engine's precision")
+    p.add_argument("--out", required=True, help="package path (its record goes beside it, .json)")
+    entry.run(main, p)

@@ -1,0 +1,134 @@
+"""The `bench_torch` stage: the PyTorch decoder as apps run it today (eager, per precision)
+beside the compiled PyTorch engines the pipeline built, on the compute device, in one run.
+
+Every decoder goes through the runtime API (runtime.eager, runtime.compiled), so what is
+timed is what an app would run. For each: latency at the bench frames (rounds taking turns,
+CUDA events on a GPU), the ratio of every pair of decoders timed in the same rounds,
+device memory of one decode at the longest bench frames, quality against the fp32
+reference on the held-out latents, and the windowed (streaming) decode: per-call latency,
+real-time factor, device memory and the stitched audio against the full decode.
+
+Device memory is what PyTorch allocated during the decode beyond what was allocated before
+it, plus the decoder's own weights: the footprint of that decode alone, though several
+decoders share the device while they are compared.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vae_engines.core import device as devices
+from vae_engines.core.choices import Precision, Runtime
+from vae_engines.core.env import fingerprint
+from vae_engines.core.fileio import write_json
+from vae_engines.core.lazy import lazy_import
+from vae_engines.core.params import BenchParams, ModelParams
+from vae_engines.data.latentset import read_latent_set
+from vae_engines.measure.bench import interleaved, paired_ratio, seeded_latent, streaming
+from vae_engines.measure.benchmark import bench_params, latency_rows
+from vae_engines.metrics import peak_psnr, snr
+from vae_engines.model.oobleck import fold_decoder, load_vae
+from vae_engines.runtime.base import Decoder, Shape
+from vae_engines.runtime.compiled import CompiledDecoder
+from vae_engines.runtime.eager import EagerDecoder
+
+torch = lazy_import("torch")
+log = logging.getLogger(__name__)
+
+CPU_HALF = ("not measured: PyTorch's CPU half-precision convolutions are about 170x slower than fp32 (not a "
+            "deployment path); measured on a GPU")
+
+
+def torch_decoders(model: ModelParams, bench: BenchParams, precisions: tuple[Precision, ...], engines_dir: Path,
+                   device: Any) -> tuple[dict[str, Decoder], dict[str, str]]:
+    """Eager decoders at bench.torch_precisions and the compiled engines at `precisions`."""
+    loaded = load_vae(model)
+    decoder = fold_decoder(loaded.vae)
+    shape = Shape(channels=loaded.latent_channels, hop=loaded.hop, sampling_rate=loaded.sampling_rate)
+    out: dict[str, Decoder] = {}
+    notes: dict[str, str] = {}
+    for precision in bench.torch_precisions:
+        if precision != Precision.FP32 and device.type == "cpu":
+            notes[f"eager {precision}"] = CPU_HALF
+            continue
+        out[f"eager {precision}"] = EagerDecoder(decoder, shape, precision, device)
+    for precision in precisions:
+        out[f"compiled {precision}"] = CompiledDecoder(engines_dir / f"{precision}.pt2")
+    return out, notes
+
+
+def weight_bytes(decoder: Decoder) -> int:
+    module = getattr(decoder, "module", None)
+    if module is None:
+        return 0
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def decode_memory_gib(decoder: Decoder, x: Any) -> float | None:
+    """Device memory of one decode of `x` alone (see the module docstring); None on a CPU."""
+    if decoder.device.type != "cuda":
+        return None
+    torch.cuda.synchronize(decoder.device)
+    before = torch.cuda.memory_allocated(decoder.device)
+    torch.cuda.reset_peak_memory_stats(decoder.device)
+    decoder.decode(x)
+    torch.cuda.synchronize(decoder.device)
+    peak = torch.cuda.max_memory_allocated(decoder.device)
+    return round((peak - before + weight_bytes(decoder)) / 2**30, 3)
+
+
+def heldout_quality(decoders: dict[str, Decoder], holdout_dir: Path, reference_dir: Path) -> dict[str, dict]:
+    """Peak PSNR and SNR of each decoder's held-out decodes against the fp32 reference."""
+    latents = read_latent_set(holdout_dir)
+    reference = np.load(Path(reference_dir) / "heldout_fp32.npy")
+    out = {}
+    for name, decoder in decoders.items():
+        decoded = np.concatenate([decoder.decode(x[None]).cpu().numpy() for x in latents])
+        out[name] = {"peak_psnr_db": round(peak_psnr(reference, decoded), 3), "snr_db": round(snr(reference, decoded), 3)}
+    return out
+
+
+def speed(decoders: dict[str, Decoder], bench: BenchParams, channels: int) -> tuple[list[dict], list[dict]]:
+    """Timing summaries, and the ratio of every pair of decoders, at every bench point."""
+    timings, ratios = [], []
+    for batch in bench.batches:
+        for frames in bench.frames:
+            log.info("bench torch: batch %d, %d frames", batch, frames)
+            point = interleaved(decoders, batch, frames, channels, bench.warmup, bench.repeats)
+            timings += [t.summary() for t in point.values()]
+            names = list(point)
+            ratios += [paired_ratio(point[a], point[b]) for i, a in enumerate(names) for b in names[i + 1:]]
+    return timings, ratios
+
+
+def bench_torch(model: ModelParams, bench: BenchParams, precisions: tuple[Precision, ...], *, device: Any,
+                engines_dir: str | Path, holdout_dir: str | Path, reference_dir: str | Path, out_json: str | Path,
+                plot_json: str | Path) -> dict:
+    """The stage (see the module docstring); returns the record written to `out_json`."""
+    doc: dict = {"machine": fingerprint(), "bench": bench_params(bench), "compiled": [str(p) for p in precisions]}
+    if Runtime.TORCH not in bench.runtimes:
+        doc.update(timings=[], ratios=[], not_measured={"torch": "not measured: not in bench.runtimes"})
+        write_json(out_json, doc)
+        write_json(plot_json, [])
+        return doc
+    decoders, notes = torch_decoders(model, bench, precisions, Path(engines_dir), device)
+    channels = next(iter(decoders.values())).shape.channels
+    longest = seeded_latent(1, channels, max(bench.frames))
+    memory = {name: decode_memory_gib(d, d.prepare(longest)) for name, d in decoders.items()}
+    timings, ratios = speed(decoders, bench, channels)
+    doc.update(
+        timings=timings, ratios=ratios, not_measured=notes, device=devices.describe(device),
+        memory={"frames": max(bench.frames), "device_memory_gib": memory,
+                "method": "PyTorch's peak allocation during the decode beyond what was allocated before, plus "
+                          "the decoder's weights" if device.type == "cuda" else "not measured: no GPU"},
+        quality=heldout_quality(decoders, Path(holdout_dir), Path(reference_dir)),
+        streaming={name: streaming(d, channels, bench.stream_frames, bench.stream_window, bench.stream_overlap)
+                   for name, d in decoders.items()},
+        runtimes={name: d.describe() for name, d in decoders.items()})
+    write_json(out_json, doc)
+    write_json(plot_json, latency_rows(timings))
+    return doc

@@ -1,0 +1,94 @@
+"""What every engine kind is to its caller: a `Decoder`.
+
+`decode(latent)` takes a latent [B, C, T] (or [C, T]) as a torch tensor -- or a numpy
+array, for convenience -- on any device and in any float type, and returns float32 audio
+[B, audio_channels, T * hop] as a torch tensor on the engine's device. A latent already on
+that device is not copied through the host; on a GPU the work is queued on the caller's
+current CUDA stream. `stream(latent, window, overlap)` decodes in overlapping windows and
+yields the stitched audio as it becomes final (runtime.stream). `describe()` says what
+runs: the kind, the device, and the precision that actually executes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from vae_engines.core.errors import UserError
+from vae_engines.core.lazy import lazy_import
+
+torch = lazy_import("torch")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What an engine accepts and makes: latent channels, the hop (audio samples per latent
+    frame), the sampling rate, and the frames and batch range (None: any)."""
+
+    channels: int
+    hop: int
+    sampling_rate: int
+    frames: tuple[int, int] | None = None
+    batch: tuple[int, int] | None = None
+
+    def check(self, shape: tuple[int, ...], what: str) -> None:
+        if len(shape) != 3 or shape[1] != self.channels:
+            raise UserError(f"{what}: latent of shape {list(shape)}; the engine takes [B, {self.channels}, T]")
+        for axis, limits, name in ((2, self.frames, "frames"), (0, self.batch, "batch")):
+            if limits is not None and not limits[0] <= shape[axis] <= limits[1]:
+                raise UserError(f"{what}: {shape[axis]} {name} is outside the engine's {limits[0]}..{limits[1]}; "
+                                f"decode in windows (Decoder.stream) or rebuild with a wider profile")
+
+
+class Decoder(ABC):
+    """Base of every engine kind: subclasses set `kind`, `precision`, `device`, `shape`
+    and implement `_run(x)` on a float32 latent already on `device`."""
+
+    kind: str = ""
+    precision: str = ""
+    device: Any = None
+    shape: Shape
+
+    @abstractmethod
+    def _run(self, x: Any) -> Any:
+        """float32 audio of a float32 latent [B, C, T] on `device`, checked against `shape`."""
+
+    def to_device(self, latent: Any) -> Any:
+        """The latent as a contiguous float32 [B, C, T] tensor on this engine's device."""
+        x = latent if isinstance(latent, torch.Tensor) else torch.from_numpy(latent)
+        if x.dim() == 2:
+            x = x.unsqueeze(0)
+        if not x.is_floating_point():
+            raise UserError(f"{self.kind} engine: latent of type {x.dtype}; pass a float tensor")
+        return x.to(device=self.device, dtype=torch.float32).contiguous()
+
+    def prepare(self, latent: Any) -> Any:
+        """`to_device`, checked against what the engine accepts."""
+        x = self.to_device(latent)
+        self.shape.check(tuple(x.shape), f"{self.kind} engine")
+        return x
+
+    def decode(self, latent: Any) -> Any:
+        """float32 audio [B, A, T * hop] on this engine's device."""
+        return self._run(self.prepare(latent))
+
+    def stream(self, latent: Any, window: int, overlap: int) -> Iterator[Any]:
+        """The decode in windows of `window` frames overlapping by `overlap`, yielded in
+        order as each piece becomes final (see runtime.stream)."""
+        from vae_engines.runtime.stream import stream_decode
+
+        return stream_decode(self, latent, window, overlap)
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "precision": self.precision, "device": str(self.device)}
+
+    def close(self) -> None:
+        """Release what the engine holds on its device (kinds that hold something override it)."""
+
+    def __enter__(self) -> Decoder:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

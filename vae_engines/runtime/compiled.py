@@ -1,0 +1,91 @@
+"""Compiled PyTorch engines: the package format, and running one.
+
+A package (`engines/torch/<precision>.pt2`) is a `torch.export` archive of the
+channels-last decoder (model.channels_last) in its precision, with the frames axis dynamic
+over the build profile, and one extra file: the compiled artifacts of the build
+(`torch.compiler.save_cache_artifacts`: Inductor's graphs, the Triton or C++ kernels, the
+autotuning results). Loading puts those artifacts back into the local caches and
+`torch.compile`s the exported program, which then finds every kernel compiled already: a
+package loads in seconds instead of being compiled again. Its record (`<precision>.json`)
+says what it was built with and for: torch version, device and compute capability, mode.
+
+Why not an AOTInductor package, which would need no compile at load: on the lent H200 with
+torch 2.11.0+cu130 the AOTInductor package of this decoder compiled (82 s, 173 MB) and then
+crashed the process with a segmentation fault when loaded (benchmarks/results/README.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from vae_engines.core import device as devices
+from vae_engines.core.errors import UserError
+from vae_engines.core.fileio import read_json, sha256_file
+from vae_engines.core.lazy import lazy_import
+from vae_engines.runtime.base import Decoder, Shape
+
+torch = lazy_import("torch")
+log = logging.getLogger(__name__)
+
+CACHE_FILE = "inductor_artifacts.b64"  # the extra file of the torch.export archive
+
+
+def package_metadata(path: str | Path) -> dict:
+    """The package's build record, after checking the package is whole."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; build it with `dvc repro`")
+    meta = read_json(path.with_suffix(".json"))
+    if path.stat().st_size != meta.get("bytes") or sha256_file(path) != meta.get("sha256"):
+        raise UserError(f"{path} does not match its build record (size or sha256): it is truncated or replaced; "
+                        "rebuild it with `dvc repro`")
+    return meta
+
+
+def check_target(meta: dict, device: Any) -> None:
+    """A package runs only where it was built for: this torch version, this kind of device."""
+    if meta["torch"] != torch.__version__:
+        raise UserError(f"the package was built with torch {meta['torch']}, this is {torch.__version__}; rebuild it "
+                        "here (dvc repro)")
+    here = devices.describe(device)
+    if here.get("compute_capability") != meta.get("compute_capability"):
+        raise UserError(f"the package was built for {meta.get('device_name')} ({meta.get('compute_capability')}), "
+                        f"this device is {here.get('name', 'the CPU')}; rebuild it here (dvc repro)")
+
+
+class CompiledDecoder(Decoder):
+    """A compiled PyTorch package on the device it was built for (see the module docstring)."""
+
+    kind = "torch"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.meta = package_metadata(self.path)
+        self.device = torch.device(self.meta["device"])
+        check_target(self.meta, self.device)
+        self.precision = self.meta["precision"]
+        self.shape = Shape(channels=self.meta["channels"], hop=self.meta["hop"],
+                           sampling_rate=self.meta["sampling_rate"], frames=tuple(self.meta["frames"]),
+                           batch=tuple(self.meta["batch"]))
+        start = time.perf_counter()
+        extra = {CACHE_FILE: ""}
+        program = torch.export.load(str(self.path), extra_files=extra)
+        if extra[CACHE_FILE]:
+            torch.compiler.load_cache_artifacts(base64.b64decode(extra[CACHE_FILE]))
+        self.module = program.module()
+        self.fn = torch.compile(self.module, mode=self.meta["mode"])
+        self.load_seconds = round(time.perf_counter() - start, 2)
+
+    def _run(self, x: Any) -> Any:
+        torch._dynamo.maybe_mark_dynamic(x, 2)
+        with torch.inference_mode(), devices.exact_fp32():
+            return self.fn(x)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "runtime": "torch", **devices.describe(self.device),
+                "mode": f"torch.compile ({self.meta['mode']}) of an exported channels-last program",
+                "package": str(self.path), "executed": self.meta["executed"], "load_seconds": self.load_seconds}
