@@ -150,7 +150,7 @@ def small_params(checkpoint: Path) -> dict:
     params["sensitivity"]["max_latents"] = 1
     params["evaluate"]["clip_seconds"] = 0.1
     params["bench"].update(frames=[2, 4], repeats=3, warmup=0, stream_frames=8, stream_window=4, stream_overlap=1,
-                           runtimes=["onnxruntime", "tensorrt"])
+                           runtimes=["onnxruntime", "tensorrt", "torch"])
     return params
 
 

@@ -25,13 +25,14 @@ def test_int8_plans_hold_int8_weights(tmp_path):
     from vae_engines.quant.quantize import qdq_graph
     from vae_engines.quant.stats import collect
     from vae_engines.trt.backend import resolve
-    from vae_engines.trt.build import engine_from_onnx
+    from vae_engines.trt.build import build_plan
 
     full_size = SimpleNamespace(source="seeded", checkpoint=str(ROOT / "vae_engines/fixtures/acestep-1.5"), seed=0)
     fp32 = onnx_from_decoder(fold_decoder(load_vae(full_size).vae), tmp_path / "fp32.onnx", opset=19)
     model = load_onnx(fp32)
     layers = quantizable_layers(model)
-    amax = calibrate(collect(GraphExecutor(model), layers, latents(1, 4)), [l.activation for l in layers], "minmax")
+    tensors = [l.activation for l in layers]
+    amax = calibrate(collect(GraphExecutor(model), tensors, latents(1, 4)), tensors, "minmax")
     graphs = {"fp32": fp32, "fp16": fp16_from_fp32(fp32, tmp_path / "fp16.onnx"),
               "int8+fp32": save_onnx(qdq_graph(model, layers, amax, "fp32"), tmp_path / "int8_32.onnx"),
               "int8+fp16": save_onnx(qdq_graph(model, layers, amax, "fp16"), tmp_path / "int8_16.onnx")}
@@ -41,8 +42,7 @@ def test_int8_plans_hold_int8_weights(tmp_path):
     sizes = {}
     for name, onnx_path in graphs.items():
         plan = tmp_path / "plan.plan"
-        sizes[name] = engine_from_onnx(rtx, onnx_path, plan, profile=profile, build=config.BuildParams(),
-                                       hop=1920)["plan_bytes"]
+        sizes[name] = build_plan(rtx, onnx_path, plan, profile=profile, build=config.BuildParams())["plan_bytes"]
         plan.unlink()
     print("plan bytes:", sizes)
     assert sizes["int8+fp32"] <= 0.35 * sizes["fp32"], sizes

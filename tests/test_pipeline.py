@@ -43,8 +43,9 @@ def stale(project: Path, env: dict) -> set[str]:
 def test_outputs_and_noop(built, copy, isolated_env):
     _, first = built
     variants = ["fp16", "entropy", "minmax"]
-    assert {"check", "corpus", "calibrate", "holdout", "export", "stats", "reference", "report", "build_fp16",
-            "quantize@entropy", "build@minmax", "evaluate@minmax", "bench@entropy", "sensitivity"} <= first
+    assert {"check", "corpus", "calibrate", "holdout", "export", "stats", "reference", "report", "build_fp16@fp16",
+            "quantize@entropy", "build@minmax", "evaluate@minmax", "bench@entropy", "sensitivity", "bench_torch",
+            "evaluate_fp16@fp16", "bench_fp16@fp16"} <= first
     for v in variants:
         plan = copy / "engines" / "tensorrt_rtx" / f"{v}.plan"
         assert plan.stat().st_size > 0 and plan.with_suffix(".json").is_file()
@@ -66,12 +67,12 @@ def test_outputs_and_noop(built, copy, isolated_env):
 
 def test_one_variant_change_reruns_only_its_stages(copy, isolated_env):
     edit_params(copy, lambda p: p["int8"]["minmax"].update(calibrator="percentile", percentile=99.9))
-    assert stale(copy, isolated_env) == {"quantize@minmax", "evaluate@minmax", "bench@minmax", "report"}
+    assert stale(copy, isolated_env) == {"quantize@minmax", "report"}  # the rest follows its new graph
     assert ran_stages(dvc(copy, isolated_env, "repro").stdout) == {
         "check", "quantize@minmax", "build@minmax", "evaluate@minmax", "bench@minmax", "report"}
     edit_params(copy, lambda p: p["bench"].update(repeats=4))
     assert ran_stages(dvc(copy, isolated_env, "repro").stdout) == {
-        "check", "bench_fp16", "bench@entropy", "bench@minmax", "report"}
+        "check", "bench_fp16@fp16", "bench@entropy", "bench@minmax", "bench_torch", "report"}
 
 
 def test_inputs_named_in_params_are_dependencies(copy, isolated_env):
@@ -93,7 +94,7 @@ def test_inputs_named_in_params_are_dependencies(copy, isolated_env):
     edit_params(copy, lambda p: p["model"].update(checkpoint="weights"))
     dvc(copy, isolated_env, "repro")
     save_diffusers_folder(make_vae(seed=42), local)
-    assert {"calibrate", "holdout", "export", "bench_fp16"} == stale(copy, isolated_env)
+    assert {"calibrate", "holdout", "export", "bench_torch"} == stale(copy, isolated_env)
     dvc(copy, isolated_env, "repro")
     # a TensorRT cache: the quantize stages re-run (byte-identical for variants that do not
     # read it), no engine is rebuilt

@@ -303,6 +303,8 @@ def test_torch_and_onnxruntime_agree_on_every_default_variant(tmp_path):
     Calibration here is small (2 latents x 16 frames) to keep the test in CI's budget."""
     import dataclasses
 
+    import torch
+
     from conftest import ROOT
     from vae_engines.core.params import load
     from vae_engines.data.latentset import write_latent_set
@@ -320,14 +322,24 @@ def test_torch_and_onnxruntime_agree_on_every_default_variant(tmp_path):
     ex = GraphExecutor(model)
     calibration = latents(2, 16, seed=0)
     write_latent_set(tmp_path / "cal", calibration, {"source": "test"})
-    write_stats(tmp_path / "s.npz", tmp_path / "s.json", collect(ex, layers, calibration), layers, {})
+    from vae_engines.quant.stats import quantizable_tensors
+
+    write_stats(tmp_path / "s.npz", tmp_path / "s.json", collect(ex, quantizable_tensors(layers), calibration), layers,
+                {})
     held = latents(2, 16, seed=1)
     ref = ex.decode(held)
     for name, recipe in params.int8.items():
-        recipe = dataclasses.replace(recipe, search_latents=1, auto_latents=1)
-        out = tmp_path / f"{name}.onnx"
-        quantize_variant(name, recipe, fp32_onnx=fp32, stats_npz=tmp_path / "s.npz", calibration_dir=tmp_path / "cal",
-                         out_onnx=out, ranges_json=tmp_path / f"{name}.json", device="cpu")
-        torch_psnr = peak_psnr(ref, GraphExecutor(load_onnx(out)).decode(held))
-        ort_psnr = peak_psnr(ref, ort_session(out).run(None, {"latent": held})[0])
-        assert abs(torch_psnr - ort_psnr) < 0.1, (name, torch_psnr, ort_psnr)
+        for float_type in dict.fromkeys((recipe.float_type, "fp32")):
+            variant = dataclasses.replace(recipe, search_latents=1, auto_latents=1, float_type=float_type)
+            out = tmp_path / f"{name}_{float_type}.onnx"
+            quantize_variant(name, variant, fp32_onnx=fp32, stats_npz=tmp_path / "s.npz",
+                             calibration_dir=tmp_path / "cal", out_onnx=out, ranges_json=tmp_path / f"{name}.json",
+                             device=torch.device("cpu"))
+            torch_psnr = peak_psnr(ref, GraphExecutor(load_onnx(out)).decode(held))
+            ort_psnr = peak_psnr(ref, ort_session(out).run(None, {"latent": held})[0])
+            # The two convolve in different orders, so a value on a rounding boundary can land in
+            # the neighbouring int8 step (measured here up to 0.095 dB at ~50 dB). In fp16, ONNX
+            # Runtime's CPU provider computes in fp32 while the executor rounds every op to fp16;
+            # where the residual stream itself is quantized (fused) that shows more (0.141 dB).
+            bound = 0.1 if float_type == "fp32" or variant.placement == "conv_inputs" else 0.25
+            assert abs(torch_psnr - ort_psnr) < bound, (name, float_type, torch_psnr, ort_psnr)

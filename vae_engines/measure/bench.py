@@ -90,16 +90,27 @@ def interleaved(decoders: dict[str, Decoder], batch: int, frames: int, channels:
     return timings
 
 
-def peak_memory_gib(decoder: Decoder, run: Any) -> float | None:
-    """Peak device memory (GiB, allocated by PyTorch: weights, activations, output) while
-    `run()` decodes on a GPU; None on a CPU, where it is not a device figure."""
+def weight_bytes(decoder: Decoder) -> int:
+    """Bytes of the decoder's own weights on its device (0 where the kind holds none in torch)."""
+    module = getattr(decoder, "module", None)
+    if module is None:
+        return 0
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def device_memory_gib(decoder: Decoder, run: Any) -> float | None:
+    """Device memory (GiB) of what `run()` decodes with `decoder` alone: PyTorch's peak
+    allocation during it beyond what was allocated before, plus the decoder's weights --
+    its footprint even while other decoders share the device. None on a CPU."""
     if decoder.device.type != "cuda":
         return None
     torch.cuda.synchronize(decoder.device)
+    before = torch.cuda.memory_allocated(decoder.device)
     torch.cuda.reset_peak_memory_stats(decoder.device)
     run()
     torch.cuda.synchronize(decoder.device)
-    return round(torch.cuda.max_memory_allocated(decoder.device) / 2**30, 3)
+    peak = torch.cuda.max_memory_allocated(decoder.device)
+    return round((peak - before + weight_bytes(decoder)) / 2**30, 3)
 
 
 def streaming(decoder: Decoder, channels: int, total: int, window: int, overlap: int, seed: int = 0) -> dict:
@@ -110,7 +121,7 @@ def streaming(decoder: Decoder, channels: int, total: int, window: int, overlap:
     time_ms(decoder, latent[..., spans[0][0]:spans[0][1]])  # warm-up at the window's shape
     calls = np.array([time_ms(decoder, latent[..., a:b]) for a, b in spans])
     pieces: list[Any] = []
-    peak = peak_memory_gib(decoder, lambda: pieces.extend(stream_decode(decoder, latent, window, overlap)))
+    peak = device_memory_gib(decoder, lambda: pieces.extend(stream_decode(decoder, latent, window, overlap)))
     if not pieces:
         pieces = list(stream_decode(decoder, latent, window, overlap))
     stitched = torch.cat(pieces, dim=-1)

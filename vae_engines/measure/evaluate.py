@@ -19,6 +19,7 @@ import numpy as np
 from vae_engines.core.env import fingerprint
 from vae_engines.core.errors import UserError
 from vae_engines.core.fileio import atomic_path, read_json, write_json
+from vae_engines.core.lazy import lazy_import
 from vae_engines.data.audio import write_wav
 from vae_engines.data.latentset import has_array, read_latent_set, read_manifest
 from vae_engines.graph.io import file_metadata, model_facts, variant_recipe
@@ -28,22 +29,23 @@ from vae_engines.runtime.onnx import GraphDecoder
 from vae_engines.runtime.tensorrt import PlanDecoder
 from vae_engines.trt.plan import not_measured
 
+torch = lazy_import("torch")
 log = logging.getLogger(__name__)
 
 
-def check_finite(audio: np.ndarray, variant: str, runtime: str) -> np.ndarray:
+def check_finite(audio: Any, variant: str, runtime: str) -> Any:
     """NaN or Inf in an output is a failure that names the variant, never a silent nan metric."""
-    if not np.isfinite(audio).all():
-        bad = int((~np.isfinite(audio)).sum())
-        raise UserError(f"variant {variant} produced {bad} NaN/Inf samples on {runtime}; its ranges or fp16 "
-                        "overflow break it: keep more layers in float or use another calibrator")
+    finite = torch.isfinite(audio)
+    if not bool(finite.all()):
+        raise UserError(f"variant {variant} produced {int((~finite).sum())} NaN/Inf samples on {runtime}; its ranges "
+                        "or fp16 overflow break it: keep more layers in float or use another calibrator")
     return audio
 
 
-def decode_all(decoder: Decoder, latents: np.ndarray, variant: str) -> np.ndarray:
-    """Decode latents [N, C, T] one call each; NaN / Inf is an error naming the variant."""
-    return np.concatenate([check_finite(decoder.decode(x[None]).cpu().numpy(), variant, decoder.kind)
-                           for x in latents])
+def decode_all(decoder: Decoder, latents: np.ndarray, variant: str) -> Any:
+    """Decode latents [N, C, T] one call each, on the decoder's device (a tensor there);
+    NaN / Inf is an error naming the variant."""
+    return torch.cat([check_finite(decoder.decode(x[None]), variant, decoder.kind) for x in latents])
 
 
 def reference_outputs(fp32_onnx: str | Path, fp16_onnx: str | Path, holdout_dir: str | Path, out_dir: str | Path,
@@ -56,7 +58,7 @@ def reference_outputs(fp32_onnx: str | Path, fp16_onnx: str | Path, holdout_dir:
     with atomic_path(out_dir, is_dir=True) as tmp:
         for set_name, latents in sets.items():
             for precision, decoder in decoders.items():
-                np.save(Path(tmp) / f"{set_name}_{precision}.npy", decode_all(decoder, latents, precision))
+                np.save(Path(tmp) / f"{set_name}_{precision}.npy", decode_all(decoder, latents, precision).cpu().numpy())
         write_json(Path(tmp) / "runtimes.json", {name: d.describe() for name, d in decoders.items()})
 
 
@@ -69,35 +71,44 @@ def variant_decoder(plan: str | Path, onnx_path: str | Path, device: Any) -> tup
     return GraphDecoder(onnx_path, device), status
 
 
+def write_clips(clips_dir: str | Path, clip: dict[str, Any], variant: str, sr: int, samples: int) -> list[str]:
+    """The first `samples` of each clip as wav, and the difference to fp32 amplified x10."""
+    clip = {name: a[:, :samples].float().cpu().numpy() for name, a in clip.items()}
+    with atomic_path(clips_dir, is_dir=True) as tmp:
+        for name, audio in clip.items():
+            write_wav(Path(tmp) / f"{name}.wav", audio, sr)
+        write_wav(Path(tmp) / "difference_x10.wav", 10 * (clip[variant] - clip["reference_fp32"]), sr)
+    return sorted([f"{n}.wav" for n in clip] + ["difference_x10.wav"])
+
+
 def evaluate_variant(variant: str, runtime: Decoder, holdout_dir: str | Path, reference_dir: str | Path,
                      clips_dir: str | Path, sr: int, clip_seconds: float) -> tuple[dict, dict]:
-    """(metrics, facts): metrics of `runtime`'s outputs against the references, and the
-    crest factors that relate peak PSNR to SNR. Writes wav clips to listen to."""
+    """(metrics, facts): metrics of `runtime`'s outputs against the references, computed on
+    its device, and the crest factors that relate peak PSNR to SNR. Writes wav clips."""
     ref = Path(reference_dir)
+
+    def load(name: str) -> Any:
+        return torch.from_numpy(np.load(ref / f"{name}.npy")).to(runtime.device)
+
     held = decode_all(runtime, read_latent_set(holdout_dir), variant)
-    fp32 = np.load(ref / "heldout_fp32.npy")
+    fp32 = load("heldout_fp32")
     metrics: dict = {"heldout": {"vs_fp32": all_metrics(fp32, held)}}
     facts = {"crest_factor_db": {"heldout_fp32": round(crest_factor_db(fp32), 2)}}
     if variant != "fp16":
-        metrics["heldout"]["vs_fp16"] = all_metrics(np.load(ref / "heldout_fp16.npy"), held)
+        metrics["heldout"]["vs_fp16"] = all_metrics(load("heldout_fp16"), held)
     clip = {"reference_fp32": fp32[0], variant: held[0]}
     if (ref / "roundtrip_fp32.npy").is_file():
-        audio = read_latent_set(holdout_dir, "audio")
+        audio = torch.from_numpy(read_latent_set(holdout_dir, "audio")).to(runtime.device)
         rt = decode_all(runtime, read_latent_set(holdout_dir, "audio_latents"), variant)
-        rt_fp32 = np.load(ref / "roundtrip_fp32.npy")
+        rt_fp32 = load("roundtrip_fp32")
         n = min(audio.shape[-1], rt.shape[-1])
         metrics["roundtrip"] = {"vs_audio": all_metrics(audio[..., :n], rt[..., :n]),
                                 "vs_fp32": all_metrics(rt_fp32, rt)}
         facts["crest_factor_db"]["roundtrip_audio"] = round(crest_factor_db(audio), 2)
         clip = {"input_audio": audio[0, :, :n], "reference_fp32": rt_fp32[0], variant: rt[0]}
-    samples = int(clip_seconds * sr)
-    clip = {name: a[:, :samples] for name, a in clip.items()}
-    with atomic_path(clips_dir, is_dir=True) as tmp:
-        for name, audio in clip.items():
-            write_wav(Path(tmp) / f"{name}.wav", audio, sr)
-        write_wav(Path(tmp) / "difference_x10.wav", 10 * (clip[variant] - clip["reference_fp32"]), sr)
+    files = write_clips(clips_dir, clip, variant, sr, int(clip_seconds * sr))
     facts["clips"] = {"from": "round-trip of held-out audio" if "input_audio" in clip else "held-out latent 0",
-                      "files": sorted([f"{n}.wav" for n in clip] + ["difference_x10.wav"])}
+                      "files": files}
     return metrics, facts
 
 

@@ -28,7 +28,7 @@ from vae_engines.core.fileio import write_json
 from vae_engines.core.lazy import lazy_import
 from vae_engines.core.params import BenchParams, ModelParams
 from vae_engines.data.latentset import read_latent_set
-from vae_engines.measure.bench import interleaved, paired_ratio, seeded_latent, streaming
+from vae_engines.measure.bench import device_memory_gib, interleaved, paired_ratio, seeded_latent, streaming
 from vae_engines.measure.benchmark import bench_params, latency_rows
 from vae_engines.metrics import peak_psnr, snr
 from vae_engines.model.oobleck import fold_decoder, load_vae
@@ -61,24 +61,9 @@ def torch_decoders(model: ModelParams, bench: BenchParams, precisions: tuple[Pre
     return out, notes
 
 
-def weight_bytes(decoder: Decoder) -> int:
-    module = getattr(decoder, "module", None)
-    if module is None:
-        return 0
-    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
-
-
 def decode_memory_gib(decoder: Decoder, x: Any) -> float | None:
-    """Device memory of one decode of `x` alone (see the module docstring); None on a CPU."""
-    if decoder.device.type != "cuda":
-        return None
-    torch.cuda.synchronize(decoder.device)
-    before = torch.cuda.memory_allocated(decoder.device)
-    torch.cuda.reset_peak_memory_stats(decoder.device)
-    decoder.decode(x)
-    torch.cuda.synchronize(decoder.device)
-    peak = torch.cuda.max_memory_allocated(decoder.device)
-    return round((peak - before + weight_bytes(decoder)) / 2**30, 3)
+    """Device memory of one decode of `x` alone (measure.bench.device_memory_gib); None on a CPU."""
+    return device_memory_gib(decoder, lambda: decoder.decode(x))
 
 
 def heldout_quality(decoders: dict[str, Decoder], holdout_dir: Path, reference_dir: Path) -> dict[str, dict]:

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 def psnr_of(out: Any, reference: np.ndarray) -> float:
     """Peak PSNR (dB) of a decoded tensor against a numpy reference."""
-    return round(peak_psnr(reference, out.float().cpu().numpy()), 3)
+    return round(peak_psnr(reference, out), 3)
 
 
 def layer_sensitivity(executor: GraphExecutor, layers: list[Layer], amax: dict[str, float], latents: np.ndarray,

@@ -83,7 +83,10 @@ class CompiledDecoder(Decoder):
     def _run(self, x: Any) -> Any:
         torch._dynamo.maybe_mark_dynamic(x, 2)
         with torch.inference_mode(), devices.exact_fp32():
-            return self.fn(x)
+            out = self.fn(x)
+        # CUDA graphs (mode reduce-overhead) hand out their static output buffer, which the
+        # next call overwrites: the caller gets its own copy (the audio, a few MB)
+        return out.clone() if self.meta["mode"] == "reduce-overhead" else out
 
     def describe(self) -> dict:
         return {**super().describe(), "runtime": "torch", **devices.describe(self.device),
