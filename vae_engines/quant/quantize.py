@@ -17,6 +17,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Inputs:
-    """What every range source may read: the fp32 model, its executor, the statistics, the
-    calibration latents and the device."""
+    """What every range source may read: the fp32 model, the statistics, the calibration
+    latents, the device, and an executor of the model (made on first use: histogram
+    calibrators never decode, and copying the weights to the device is not free)."""
 
     model: Any
-    executor: GraphExecutor
     stats: ActivationStats
     calibration_dir: Path
     device: Any
+
+    @cached_property
+    def executor(self) -> GraphExecutor:
+        return GraphExecutor(self.model, self.device)
 
 
 def _statistics(recipe: Int8Variant, inputs: Inputs, plan: QdqPlan, tensors: list[str]) -> tuple[dict, None]:
@@ -154,7 +159,7 @@ def quantize_variant(name: str, recipe: Int8Variant, *, fp32_onnx: str | Path, s
     implicit = recipe.quantization == Quantization.IMPLICIT
     tensors = activation_tensors(model) if implicit else list(dict.fromkeys(
         [l.activation for l in layers] + plan.tensors()))
-    inputs = Inputs(model, GraphExecutor(model, device), read_stats(stats_npz), Path(calibration_dir), device)
+    inputs = Inputs(model, read_stats(stats_npz), Path(calibration_dir), device)
     missing = [l.activation for l in layers if l.activation not in inputs.stats.tensors]
     if missing:
         raise UserError(f"{stats_npz} has no statistics for {missing[0]}; it belongs to another export: run dvc repro")

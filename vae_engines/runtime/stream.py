@@ -4,8 +4,8 @@ What a streaming app or a small GPU does: decode `window` frames at a time, cons
 windows overlapping by `overlap` frames. A window's audio is least accurate near its edges
 (the decoder there sees padding instead of the neighbouring frames), so each window gives
 way to the next around the middle of their overlap: ownership changes over a raised-cosine
-crossfade of half the overlap, centred there, and the window edges themselves are
-discarded. With an overlap wider than the decoder's receptive field the stitched signal
+crossfade of half the overlap (at most half a step), centred there, and the window edges
+themselves are discarded. With an overlap wider than the decoder's receptive field the stitched signal
 equals the full decode up to rounding; `measure.bench` reports how close it is.
 
 `stream_decode` yields the stitched audio in order as each piece becomes final, so an app
@@ -41,8 +41,10 @@ def windows(total: int, window: int, overlap: int) -> list[tuple[int, int]]:
 
 def crossfades(spans: list[tuple[int, int]], overlap: int, hop: int) -> list[tuple[int, int]]:
     """(first, last) audio samples of the crossfade between each pair of consecutive
-    windows: half the nominal overlap wide, centred in their actual overlap."""
-    width = (overlap // 2) * hop
+    windows, centred in their actual overlap: half the overlap wide, and never wider than
+    half a step, so consecutive crossfades cannot meet."""
+    window = spans[0][1] - spans[0][0]
+    width = (min(overlap, window - overlap) // 2) * hop
     zones = []
     for (_, stop), (start, _) in zip(spans, spans[1:]):
         centre = (start + stop) * hop // 2
