@@ -12,9 +12,10 @@ import pytest
 from conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
-BLOCK = re.compile(r"<!-- readme-test: (?P<how>[^>]*?) -->\n```(?P<lang>bash|yaml)\n(?P<code>.*?)```", re.S)
+BLOCK = re.compile(r"<!-- readme-test: (?P<how>[^>]*?) -->\n```(?P<lang>bash|yaml|python)\n(?P<code>.*?)```", re.S)
 BLOCKS = [(m["how"].strip(), m["code"]) for m in BLOCK.finditer(README) if m["lang"] == "bash"]
 PARAMS = [m["code"] for m in BLOCK.finditer(README) if m["lang"] == "yaml"]
+PYTHON = [m["code"] for m in BLOCK.finditer(README) if m["lang"] == "python"]
 RUN = [(how, code) for how, code in BLOCKS if how.startswith("run")]
 
 
@@ -42,6 +43,10 @@ def test_readme_params_are_valid(index):
 
     shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
     from_mapping(Params, merge(shipped, yaml.safe_load(PARAMS[index])), "")
+
+
+def test_every_python_block_is_tested():
+    assert README.count("```python") == len(PYTHON) >= 1
 
 
 def test_the_two_commands_come_first():
@@ -83,3 +88,16 @@ def test_readme_block_runs(built, tmp_path, isolated_env, index):
             server.stop()
     assert result.returncode == 0, f"{code}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None, reason="TensorRT-RTX not installed")
+@pytest.mark.parametrize("index", range(len(PYTHON)))
+def test_readme_python_runs(built, tmp_path, isolated_env, index):
+    """The README's Python, as written, in a reproduced project."""
+    import sys
+
+    project, _ = built
+    result = subprocess.run([sys.executable, "-c", PYTHON[index]], cwd=project, env=isolated_env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{PYTHON[index]}\n{result.stderr[-3000:]}"

@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 
 from vae_engines.core import entry
+from vae_engines.core.env import fingerprint, toolchain
 from vae_engines.core.errors import UserError
+from vae_engines.core.params import load
 
 QUALITY_KEYS = ("peak_psnr_db", "snr_db", "si_sdr_db")  # dB, higher is better
 # Gated: fidelity to the fp32 / fp16 decodes. The round-trip against the input audio
@@ -54,8 +56,6 @@ def _git(*args: str) -> subprocess.CompletedProcess:
 
 
 def check_metrics(params_file: Path, reports: Path, baseline_rev: str, tolerance_db: float) -> int:
-    from vae_engines.core.params import load
-
     if not math.isfinite(tolerance_db) or tolerance_db < 0:
         raise UserError(f"--tolerance-db {tolerance_db} must be a finite number >= 0")
     if _git("rev-parse", "--verify", "--quiet", f"{baseline_rev}^{{commit}}").returncode != 0:
@@ -164,14 +164,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def run(args: argparse.Namespace) -> None:
         if args.command == "check-params":
-            from vae_engines.core.params import load
-
             params = load(args.params)
             print(f"{args.params}: OK; variants: {', '.join(params.variant_names())}")
         elif args.command == "env":
-            from vae_engines.core.env import fingerprint, toolchain
-            from vae_engines.core.params import load
-
             backend = load("params.yaml").build.backend if Path("params.yaml").is_file() else "auto"
             print(json.dumps({"machine": fingerprint(), "toolchain": toolchain(backend)}, indent=2))
         elif args.command == "experiments":

@@ -7,12 +7,17 @@ provenance of every number computed on it (`describe`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 from collections.abc import Iterator
 from typing import Any
 
 from vae_engines.core.choices import Device
 from vae_engines.core.errors import UserError
+from vae_engines.core.lazy import lazy_import
 from vae_engines.core.params import ComputeParams
+
+torch = lazy_import("torch")
 
 
 def keep_freed_memory() -> None:
@@ -24,9 +29,6 @@ def keep_freed_memory() -> None:
     time) and 0.29 s with these settings. The price is a process that keeps its peak
     resident size until it exits, which a stage does soon after.
     """
-    import ctypes
-    import ctypes.util
-
     name = ctypes.util.find_library("c")
     if not name:
         return
@@ -42,8 +44,6 @@ def keep_freed_memory() -> None:
 def resolve(compute: ComputeParams) -> Any:
     """The torch.device of params `compute` (device auto | cpu | cuda), with PyTorch's CPU
     threads set: the one place a stage turns compute.device into a device."""
-    import torch
-
     keep_freed_memory()
     torch.set_num_threads(compute.threads)
     if compute.device == Device.CPU:
@@ -60,8 +60,6 @@ def resolve(compute: ComputeParams) -> Any:
 
 def describe(device: Any) -> dict:
     """Provenance of a device: its kind and name."""
-    import torch
-
     if device.type == "cuda":
         index = device.index or 0
         major, minor = torch.cuda.get_device_capability(index)
@@ -71,8 +69,6 @@ def describe(device: Any) -> dict:
 
 
 def synchronize(device: Any) -> None:
-    import torch
-
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -81,8 +77,6 @@ def synchronize(device: Any) -> None:
 def exact_fp32() -> Iterator[None]:
     """fp32 means fp32: PyTorch lets cuDNN run fp32 convolutions in TF32 (10-bit mantissa)
     by default, which would make every "vs fp32" figure on a GPU a comparison with TF32."""
-    import torch
-
     saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:

@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from vae_engines.core.errors import UserError
+from vae_engines.core.lazy import lazy_import
+
+np = lazy_import("numpy")
 
 TMP_PREFIX = ".tmp-"
 
@@ -90,8 +93,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
     """np.savez with fixed zip timestamps: equal arrays give equal bytes (and DVC hashes)."""
-    import numpy as np
-
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
         for name, array in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))

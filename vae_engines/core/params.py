@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
 from vae_engines.core.choices import (Backend, Calibrator, CompileMode, Device, FloatType, Placement, Precision,
                                       Quantization, Runtime)
 from vae_engines.core.errors import UserError
@@ -511,8 +513,6 @@ def from_mapping(cls: type, data: Any, where: str) -> Any:
 
 def load(params_file: str | Path) -> Params:
     """Read and validate the whole params file."""
-    import yaml  # lazy: keeps `--help` fast
-
     path = Path(params_file)
     try:
         data = yaml.safe_load(path.read_text())

@@ -10,17 +10,19 @@ import math
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from vae_engines.core.errors import UserError
+from vae_engines.core.fileio import atomic_path
+from vae_engines.core.lazy import lazy_import
+
+signal = lazy_import("scipy.signal")
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
 
 def read_audio(path: Path, sr: int, channels: int = 2) -> tuple[np.ndarray, list[str]]:
     """[channels, S] float32 at `sr`, and notes on what was converted (for the manifest)."""
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
     try:
         data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
@@ -37,7 +39,7 @@ def read_audio(path: Path, sr: int, channels: int = 2) -> tuple[np.ndarray, list
         notes.append(f"kept the first {channels} of {data.shape[1]} channels")
     if file_sr != sr:
         g = math.gcd(int(file_sr), int(sr))
-        audio = resample_poly(audio, sr // g, int(file_sr) // g, axis=1).astype(np.float32)
+        audio = signal.resample_poly(audio, sr // g, int(file_sr) // g, axis=1).astype(np.float32)
         notes.append(f"resampled {file_sr} -> {sr} Hz")
     if not np.isfinite(audio).all():
         raise UserError(f"{path} contains NaN or Inf samples; fix or remove it")
@@ -46,9 +48,5 @@ def read_audio(path: Path, sr: int, channels: int = 2) -> tuple[np.ndarray, list
 
 def write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
     """Write [C, S] float audio as 16-bit PCM wav, atomically."""
-    import soundfile as sf
-
-    from vae_engines.core.fileio import atomic_path
-
     with atomic_path(path) as tmp:
         sf.write(str(tmp), np.clip(audio.T, -1, 1), sr, subtype="PCM_16", format="WAV")

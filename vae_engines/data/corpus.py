@@ -11,9 +11,13 @@ user's own folder of music is.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+
+from vae_engines.core.fileio import atomic_path, write_json
 
 
 def _tone(freqs: np.ndarray, t: np.ndarray, harmonics: int, brightness: float, phase: np.ndarray) -> np.ndarray:
@@ -25,69 +29,74 @@ def _tone(freqs: np.ndarray, t: np.ndarray, harmonics: int, brightness: float, p
     return out
 
 
-def music_clip(seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
-    """One stereo clip [2, S] of music-like audio, peak in [-1, 1]."""
-    n = int(round(seconds * sr))
-    out = np.zeros((2, n), dtype=np.float32)
-    bpm = rng.uniform(70, 170)
-    beat = 60.0 / bpm
+class _Mix:
+    """A stereo buffer that note events are rendered into, each with a random pan."""
+
+    def __init__(self, n: int, sr: int, rng: np.random.Generator) -> None:
+        self.out = np.zeros((2, n), dtype=np.float32)
+        self.n, self.sr, self.rng = n, sr, rng
+
+    def add(self, events_t: np.ndarray, length: float, render: Callable[[int, np.ndarray], np.ndarray]) -> None:
+        """Render events of `length` seconds starting at events_t (s), add with random pan."""
+        L = int(length * self.sr)  # noqa: N806
+        t = np.arange(L, dtype=np.float32) / self.sr
+        if len(events_t) == 0 or L == 0:
+            return
+        sig = render(len(events_t), t)  # [E, L]
+        pan = self.rng.uniform(0.2, 0.8, size=len(events_t)).astype(np.float32)
+        for e, start in enumerate((events_t * self.sr).astype(int)):
+            stop = min(self.n, start + L)
+            if stop <= start:
+                continue
+            self.out[0, start:stop] += (1 - pan[e]) * sig[e, : stop - start]
+            self.out[1, start:stop] += pan[e] * sig[e, : stop - start]
+
+
+def _harmony(mix: _Mix, rng: np.random.Generator, seconds: float, beat: float) -> None:
+    """Chords (one per bar of 4 beats, 3-4 harmonic notes, slow attack and decay) and a
+    plucked bass line on the chord roots, in eighths or quarters."""
     root = 110.0 * 2 ** (rng.integers(0, 12) / 12)
     minor = rng.random() < 0.5
     triad = np.array([0, 3 if minor else 4, 7, 10 if rng.random() < 0.3 else 12])
     progression = rng.choice([0, 5, 7, 9, 3, 10], size=4)
-    beats = np.arange(0.0, seconds, beat)
-
-    def add(events_t: np.ndarray, length: float, render) -> None:
-        """Render events of `length` seconds starting at events_t (s), add with random pan."""
-        L = int(length * sr)
-        t = np.arange(L, dtype=np.float32) / sr
-        if len(events_t) == 0 or L == 0:
-            return
-        sig = render(len(events_t), t)  # [E, L]
-        pan = rng.uniform(0.2, 0.8, size=len(events_t)).astype(np.float32)
-        for e, start in enumerate((events_t * sr).astype(int)):
-            stop = min(n, start + L)
-            if stop <= start:
-                continue
-            out[0, start:stop] += (1 - pan[e]) * sig[e, : stop - start]
-            out[1, start:stop] += pan[e] * sig[e, : stop - start]
-
-    # chords: one per bar (4 beats), 3-4 harmonic notes with slow attack and decay
-    bars = beats[::4]
+    bars = np.arange(0.0, seconds, beat)[::4]
     for voice in triad:
         chord_roots = progression[np.arange(len(bars)) % 4]
         freqs = (root * 2 * 2 ** ((chord_roots + voice) / 12)).astype(np.float32)[:, None]
         attack, decay = rng.uniform(0.005, 0.08), rng.uniform(0.4, 2.0)
         amp = rng.uniform(0.05, 0.15)
 
-        def chord(E, t, freqs=freqs, attack=attack, decay=decay, amp=amp):
+        def chord(E, t, freqs=freqs, attack=attack, decay=decay, amp=amp):  # noqa: N803
             env = np.minimum(t / attack, 1.0) * np.exp(-t / decay)
             return amp * env * _tone(freqs, t, harmonics=6, brightness=rng.uniform(0.3, 0.7),
                                      phase=rng.uniform(0, 6.28, size=(E, 1)).astype(np.float32))
 
-        add(bars, 4 * beat, chord)
-
-    # bass: eighth or quarter notes on chord roots, darker tone, plucked
+        mix.add(bars, 4 * beat, chord)
     step = beat / (2 if rng.random() < 0.5 else 1)
     bass_t = np.arange(0.0, seconds, step)
     bass_f = (root / 2 * 2 ** (progression[(bass_t // (4 * beat)).astype(int) % 4] / 12)).astype(np.float32)[:, None]
-    add(bass_t, step, lambda E, t: 0.25 * np.exp(-t / (step * 0.6)) * _tone(bass_f, t, 4, 0.5,
-                                                                             np.zeros((E, 1), np.float32)))
-    # kick on beats 1 and 3: a falling sine with a fast decay
-    kicks = beats[::2]
-    add(kicks, 0.25, lambda E, t: np.repeat((0.6 * np.exp(-t / 0.06) * np.sin(
-        2 * np.pi * (50 * t + 60 * 0.03 * (1 - np.exp(-t / 0.03)))))[None], E, 0).astype(np.float32))
-    # snare and hats: noise bursts, differentiated (brighter) for hats
-    snares = beats[1::2]
-    add(snares, 0.18, lambda E, t: (0.3 * np.exp(-t / 0.05) * rng.standard_normal((E, t.size))).astype(np.float32))
-    hats = np.arange(beat / 2, seconds, beat / 2)
-    add(hats, 0.05, lambda E, t: (0.15 * np.exp(-t / 0.012) * np.diff(
-        rng.standard_normal((E, t.size + 1)), axis=1)).astype(np.float32))
-    # sharp transients: a few single-sample clicks
-    clicks = rng.integers(0, n, size=max(1, int(seconds)))
-    out[:, clicks] += rng.uniform(-0.8, 0.8, size=(2, clicks.size)).astype(np.float32)
+    mix.add(bass_t, step, lambda E, t: 0.25 * np.exp(-t / (step * 0.6)) * _tone(bass_f, t, 4, 0.5,
+                                                                                 np.zeros((E, 1), np.float32)))
 
-    # structure: quiet passages and silence, 0.5 s segments
+
+def _drums(mix: _Mix, rng: np.random.Generator, seconds: float, beat: float) -> None:
+    """A kick on beats 1 and 3 (a falling sine), noise-burst snares, brighter hats, and a
+    few single-sample clicks: the sharp transients."""
+    beats = np.arange(0.0, seconds, beat)
+    mix.add(beats[::2], 0.25, lambda E, t: np.repeat((0.6 * np.exp(-t / 0.06) * np.sin(
+        2 * np.pi * (50 * t + 60 * 0.03 * (1 - np.exp(-t / 0.03)))))[None], E, 0).astype(np.float32))
+    mix.add(beats[1::2], 0.18, lambda E, t: (0.3 * np.exp(-t / 0.05) * rng.standard_normal((E, t.size))).astype(
+        np.float32))
+    hats = np.arange(beat / 2, seconds, beat / 2)
+    mix.add(hats, 0.05, lambda E, t: (0.15 * np.exp(-t / 0.012) * np.diff(
+        rng.standard_normal((E, t.size + 1)), axis=1)).astype(np.float32))
+    clicks = rng.integers(0, mix.n, size=max(1, int(seconds)))
+    mix.out[:, clicks] += rng.uniform(-0.8, 0.8, size=(2, clicks.size)).astype(np.float32)
+
+
+def _structure(out: np.ndarray, rng: np.random.Generator, sr: int) -> np.ndarray:
+    """Quiet passages and silence in 0.5 s segments, and a loudness that varies clip to clip."""
+    n = out.shape[1]
     seg = int(0.5 * sr)
     gains = rng.choice([1.0, 1.0, 1.0, 0.3, 0.03, 0.0], size=math.ceil(n / seg)).astype(np.float32)
     env = np.repeat(gains, seg)[:n]
@@ -96,8 +105,17 @@ def music_clip(seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
     out *= env
     peak = float(np.abs(out).max())
     if peak > 0:
-        out *= 10 ** (rng.uniform(-20, -1) / 20) / peak  # loudness varies clip to clip
+        out *= 10 ** (rng.uniform(-20, -1) / 20) / peak
     return out
+
+
+def music_clip(seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """One stereo clip [2, S] of music-like audio, peak in [-1, 1]."""
+    mix = _Mix(int(round(seconds * sr)), sr, rng)
+    beat = 60.0 / rng.uniform(70, 170)
+    _harmony(mix, rng, seconds, beat)
+    _drums(mix, rng, seconds, beat)
+    return _structure(mix.out, rng, sr)
 
 
 def music_clips(count: int, seconds: float, sr: int, seed: int) -> np.ndarray:
@@ -106,13 +124,8 @@ def music_clips(count: int, seconds: float, sr: int, seed: int) -> np.ndarray:
     return np.stack([music_clip(seconds, sr, rng) for _ in range(count)])
 
 
-
 def write_corpus(out_dir: str | Path, clips: int, seconds: float, sr: int, seed: int) -> Path:
     """`clips` FLAC files of `seconds` each (clip_000.flac ...), reproducible from `seed`."""
-    import soundfile as sf
-
-    from vae_engines.core.fileio import atomic_path, write_json
-
     audio = music_clips(clips, seconds, sr, seed)
     out_dir = Path(out_dir)
     with atomic_path(out_dir, is_dir=True) as tmp:

@@ -26,8 +26,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+from safetensors.numpy import load_file
 
 from vae_engines.core.errors import UserError
+from vae_engines.core.lazy import lazy_import
 from vae_engines.core.fileio import sha256_file
 from vae_engines.core.params import LatentSetParams
 from vae_engines.data.audio import AUDIO_SUFFIXES, read_audio
@@ -36,6 +38,7 @@ from vae_engines.data.latentset import check_latent
 if TYPE_CHECKING:
     from vae_engines.model.oobleck import LoadedVAE
 
+torch = lazy_import("torch")
 log = logging.getLogger(__name__)
 
 LATENT_SUFFIXES = (".npy", ".pt", ".safetensors")
@@ -153,15 +156,11 @@ def read_latent_file(path: Path) -> np.ndarray:
         if path.suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
         elif path.suffix == ".pt":
-            import torch
-
             arr = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(arr, dict):
                 arr = next(iter(arr.values()))
             arr = arr.float().numpy() if hasattr(arr, "numpy") else np.asarray(arr)
         else:
-            from safetensors.numpy import load_file
-
             tensors = load_file(str(path))
             if len(tensors) != 1:
                 raise UserError(f"{path} holds {len(tensors)} tensors; save one latent per file")

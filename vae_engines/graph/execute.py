@@ -36,6 +36,10 @@ import numpy as np
 
 from vae_engines.core.device import exact_fp32
 from vae_engines.core.errors import UserError
+from vae_engines.core.lazy import lazy_import
+
+torch = lazy_import("torch")
+onnx = lazy_import("onnx")
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,6 @@ class Node:
 
 def quantize(x: Any, scale: Any, zero_point: Any, lo: int, hi: int) -> Any:
     """ONNX QuantizeLinear in fp32 arithmetic; returns the integers as a float32 tensor."""
-    import torch
 
     q = torch.round(x.float() / scale.float()) + zero_point.float()  # torch.round is half-to-even
     return q.clamp_(lo, hi)
@@ -79,7 +82,6 @@ def dequantize(q: Any, scale: Any, zero_point: Any) -> Any:
 def fake_quantize(x: Any, scale: Any) -> Any:
     """dequantize(quantize(x, scale, 0, -128, 127), scale, 0) for a float32 scale, in one
     allocation (adding and subtracting a zero point of 0 is exact, so the result is the same)."""
-    import torch
 
     return torch.round(x.float().div(scale)).clamp_(-128, 127).mul_(scale)
 
@@ -92,8 +94,6 @@ class GraphExecutor:
     """
 
     def __init__(self, model: Any, device: Any = "cpu", half: str = "auto") -> None:
-        import torch
-        from onnx import numpy_helper
 
         self.device = torch.device(device)
         if half not in ("auto", "native", "emulated"):
@@ -102,7 +102,7 @@ class GraphExecutor:
         self.values: dict[str, Any] = {}
         self.types: dict[str, int] = {}
         for init in model.graph.initializer:
-            self._set(init.name, torch.from_numpy(np.array(numpy_helper.to_array(init))), init.data_type)
+            self._set(init.name, torch.from_numpy(np.array(onnx.numpy_helper.to_array(init))), init.data_type)
         graph_input = model.graph.input[0]
         self.input_name = graph_input.name
         self.input_type = graph_input.type.tensor_type.elem_type
@@ -129,7 +129,6 @@ class GraphExecutor:
     # -- types ---------------------------------------------------------------------------
     def _store(self, tensor: Any, elem: int) -> Any:
         """A computed tensor in the storage form of ONNX type `elem` (rounded as that type)."""
-        import torch
 
         if elem == FLOAT16:
             return tensor.half() if self.native_half else tensor.half().float()
@@ -148,7 +147,6 @@ class GraphExecutor:
         self.types[name] = elem
 
     def describe(self) -> dict:
-        import torch
 
         half = "native half kernels" if self.native_half else "emulated: fp16 storage, fp32 accumulation"
         out = {"runtime": "torch-graph", "version": torch.__version__, "device": str(self.device), "fp16": half}
@@ -163,13 +161,11 @@ class GraphExecutor:
 
     def feed(self, latent: Any) -> dict[str, Any]:
         """The starting state of a decode: the graph input in its ONNX type."""
-        import torch
 
         x = latent if isinstance(latent, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(latent))
         return {self.input_name: self._store(x.to(self.device), self.input_type)}
 
     def run(self, latent: Any, **kwargs: Any) -> Any:
-        import torch
 
         with torch.inference_mode():
             state = self.run_from(self.feed(latent), 0, **kwargs)
@@ -186,7 +182,6 @@ class GraphExecutor:
                  observe: Callable[[str, Any], None] | None = None) -> dict:
         """Run nodes [start, stop) on a copy of `state`; returns the live tensors after them
         (after the last node: the graph output)."""
-        import torch
 
         stop = len(self.nodes) if stop is None else stop
         env = dict(state)
@@ -222,8 +217,6 @@ class GraphExecutor:
         return self.types.get(name, FLOAT)
 
     def _apply(self, node: Node, args: list) -> tuple[Any, int]:
-        import torch
-        import torch.nn.functional as F
 
         op, a = node.op, node.attrs
         if op in ELEMENTWISE:
@@ -234,10 +227,9 @@ class GraphExecutor:
         if op == "Cast":
             return args[0], a["to"]
         if op == "Constant":
-            from onnx import numpy_helper
 
             value = a["value"]
-            return torch.from_numpy(np.array(numpy_helper.to_array(value))).to(self.device), value.data_type
+            return torch.from_numpy(np.array(onnx.numpy_helper.to_array(value))).to(self.device), value.data_type
         if op == "QuantizeLinear":
             zp_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
             elem = self._type(zp_name) if zp_name else UINT8
@@ -251,10 +243,11 @@ class GraphExecutor:
             scale, zero = _along(args[1], args[0], axis), _along(zero, args[0], axis)
             return dequantize(args[0], scale, zero), self._type(node.inputs[1])
         if op in ("Conv", "ConvTranspose"):
-            return self._conv(node, args, F), self._type(node.inputs[0])
+            return self._conv(node, args), self._type(node.inputs[0])
         raise AssertionError(op)  # __init__ refused other ops
 
-    def _conv(self, node: Node, args: list, F: Any) -> Any:
+    def _conv(self, node: Node, args: list) -> Any:
+        F = torch.nn.functional  # noqa: N806
         x, w = args[0], args[1]
         b = args[2] if len(args) > 2 else None
         if not self.native_half:  # emulated fp16 / fp32: compute in fp32
@@ -293,9 +286,8 @@ def _along(param: Any, x: Any, axis: int) -> Any:
 
 
 def _attribute(attr: Any) -> Any:
-    from onnx import helper
 
-    value = helper.get_attribute_value(attr)
+    value = onnx.helper.get_attribute_value(attr)
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, list):

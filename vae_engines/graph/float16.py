@@ -21,6 +21,9 @@ from typing import Any
 import numpy as np
 
 from vae_engines.core.errors import UserError
+from vae_engines.core.lazy import lazy_import
+
+onnx = lazy_import("onnx")
 
 FP16_MAX = 65504.0
 QDQ_MIN_OPSET = 19  # QuantizeLinear / DequantizeLinear accept fp16 inputs and scales from opset 19
@@ -36,9 +39,7 @@ def _to_fp16(array: np.ndarray, name: str) -> np.ndarray:
 
 def float16_graph(model: Any, float32_io: bool = True) -> Any:
     """A copy of `model` with every float32 tensor in fp16 (see module docstring)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
+    TensorProto, helper, numpy_helper = onnx.TensorProto, onnx.helper, onnx.numpy_helper  # noqa: N806
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph

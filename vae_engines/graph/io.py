@@ -6,6 +6,7 @@ in the ONNX metadata, so those stages never load torch or the checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -13,6 +14,10 @@ from typing import Any
 
 from vae_engines.core.errors import UserError
 from vae_engines.core.fileio import atomic_path
+from vae_engines.core.lazy import lazy_import
+
+onnx = lazy_import("onnx")
+ort = lazy_import("onnxruntime")
 
 INPUT_NAME = "latent"
 OUTPUT_NAME = "audio"
@@ -21,8 +26,6 @@ RECIPE_KEY = "vae_engines.recipe"  # a variant graph's record (quant.quantize wr
 
 def load_onnx(path: str | os.PathLike, load_weights: bool = True) -> Any:
     """onnx.load with a user-facing error for a missing or corrupted file."""
-    import onnx
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist; run `dvc repro` to make it")
@@ -35,8 +38,6 @@ def load_onnx(path: str | os.PathLike, load_weights: bool = True) -> Any:
 
 def save_onnx(model: Any, path: str | os.PathLike) -> Path:
     """Write `model` atomically after the full ONNX checker (types and shapes) passed on it."""
-    import onnx
-
     path = Path(path)
     with atomic_path(path) as tmp:
         onnx.save_model(model, str(tmp))
@@ -50,8 +51,6 @@ def metadata(model: Any) -> dict[str, str]:
 
 def set_metadata(model: Any, entries: dict[str, str]) -> Any:
     """`model` with `entries` in its metadata_props (replacing entries of the same key)."""
-    import onnx
-
     kept = [p for p in model.metadata_props if p.key not in entries]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
@@ -72,8 +71,6 @@ def file_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 def variant_recipe(path: str | os.PathLike) -> dict | None:
     """The record an INT8 variant's graph carries (None for a float graph)."""
-    import json
-
     value = file_metadata(path).get(RECIPE_KEY)
     return json.loads(value) if value else None
 
@@ -98,8 +95,6 @@ def ort_session(model: str | os.PathLike | Any, threads: int | None = None, *, k
 
     keep_names: disable graph optimisations so intermediate tensors keep their names.
     """
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads

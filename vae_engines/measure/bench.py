@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import psutil
 
 from vae_engines.core.lazy import lazy_import
 from vae_engines.metrics import peak_psnr
@@ -144,8 +145,6 @@ class PeakRss:
     """Samples this process's resident memory every 20 ms while active (host memory)."""
 
     def __init__(self) -> None:
-        import psutil
-
         self.proc = psutil.Process()
         self.peak = 0
         self._stop = threading.Event()

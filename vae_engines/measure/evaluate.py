@@ -42,10 +42,23 @@ def check_finite(audio: Any, variant: str, runtime: str) -> Any:
     return audio
 
 
+FRAMES_PER_CALL = 2048  # latents decoded together, up to this many frames in all (memory stays bounded)
+
+
+def batches(count: int, frames: int, limit: tuple[int, int] | None) -> list[slice]:
+    """Consecutive slices of `count` latents decoded in one call each: as many as fit
+    FRAMES_PER_CALL frames and the engine's batch range (at least one)."""
+    size = max(1, FRAMES_PER_CALL // max(frames, 1))
+    if limit is not None:
+        size = max(1, min(size, limit[1]))
+    return [slice(i, i + size) for i in range(0, count, size)]
+
+
 def decode_all(decoder: Decoder, latents: np.ndarray, variant: str) -> Any:
-    """Decode latents [N, C, T] one call each, on the decoder's device (a tensor there);
-    NaN / Inf is an error naming the variant."""
-    return torch.cat([check_finite(decoder.decode(x[None]), variant, decoder.kind) for x in latents])
+    """Decode latents [N, C, T] on the decoder's device, several per call where the engine
+    allows (batches); a tensor there. NaN / Inf is an error naming the variant."""
+    parts = batches(len(latents), latents.shape[-1], decoder.shape.batch)
+    return torch.cat([check_finite(decoder.decode(latents[part]), variant, decoder.kind) for part in parts])
 
 
 def reference_outputs(fp32_onnx: str | Path, fp16_onnx: str | Path, holdout_dir: str | Path, out_dir: str | Path,

@@ -14,6 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import onnx
+import torch
+
 from vae_engines.core.params import ExportParams, ModelParams, section_hash
 from vae_engines.graph.float16 import float16_graph
 from vae_engines.graph.io import INPUT_NAME, OUTPUT_NAME, load_onnx, save_onnx
@@ -28,9 +31,6 @@ def onnx_from_decoder(decoder: Any, out_path: str | os.PathLike, *, opset: int,
 
     metadata: string key/values stored in the model's metadata_props.
     """
-    import onnx
-    import torch
-
     # the exporter warns that torchvision's ops are not registered: this model has none
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     channels = decoder.conv1.in_channels

@@ -15,11 +15,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+from tqdm import tqdm
+
 from vae_engines.core.errors import UserError
+from vae_engines.core.fileio import sha256_file
+from vae_engines.core.params import ModelParams
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 FIXTURE_DIR = FIXTURES / "acestep15-small"
@@ -60,8 +70,6 @@ class LoadedVAE:
 
 def _quiet_diffusers() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a checkpoint is a local path, never a hub id
-    import warnings
-
     warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
     try:
         # The Oobleck VAE needs neither transformers nor peft; telling diffusers so keeps an
@@ -81,8 +89,7 @@ def _quiet_diffusers() -> None:
 def build_vae(config: dict, seed: int) -> Any:
     """An AutoencoderOobleck of `config` with weights drawn from `seed`."""
     _quiet_diffusers()
-    import torch
-    from diffusers import AutoencoderOobleck
+    from diffusers import AutoencoderOobleck  # after _quiet_diffusers(): see there
 
     torch.manual_seed(seed)
     return AutoencoderOobleck(**config).eval()
@@ -127,8 +134,6 @@ def _adapt_weight_norm_keys(state: dict, expected: dict) -> dict:
     torch's newer parametrization writes `parametrizations.weight.original0/1`; an already
     folded checkpoint has a plain `weight`. Both are converted so one loader takes all three.
     """
-    import torch
-
     out = {}
     for key, value in state.items():
         if ".parametrizations.weight.original" in key:
@@ -157,9 +162,6 @@ def _load_state(module: Any, state: dict, source: Path) -> None:
 
 
 def _read_safetensors(path: Path) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -186,8 +188,6 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedVAE:
     """Load a diffusers AutoencoderOobleck folder (or a root holding vae/) or a bare
     .safetensors state dict of the whole VAE or of the decoder alone (architecture from a
     config.json beside it, else ACE-Step 1.5's)."""
-    from vae_engines.core.fileio import sha256_file
-
     path = Path(path)
     if not path.exists():
         raise UserError(f"checkpoint {path} does not exist; fix model.checkpoint in params.yaml")
@@ -219,7 +219,7 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedVAE:
     return LoadedVAE(vae.eval(), f"safetensors decoder {path} (sha256 {digest})", has_encoder=False)
 
 
-def load_vae(params: Any) -> LoadedVAE:
+def load_vae(params: ModelParams) -> LoadedVAE:
     """The VAE that ModelParams names: a checkpoint's weights, or (source seeded) its
     architecture with weights drawn from params.seed."""
     path = Path(params.checkpoint)
@@ -242,10 +242,6 @@ def load_vae(params: Any) -> LoadedVAE:
 
 def encode_audio(vae: Any, audio: Any, device: Any, progress: bool = True) -> Any:
     """Posterior means [N, C, T] (numpy float32) of audio windows [N, 2, S], one at a time."""
-    import numpy as np
-    import torch
-    from tqdm import tqdm
-
     encoder = vae.to(device)
     out = []
     with torch.inference_mode():
@@ -256,39 +252,32 @@ def encode_audio(vae: Any, audio: Any, device: Any, progress: bool = True) -> An
     return np.stack(out).astype(np.float32)
 
 
-def _folded_snake_class() -> type:
-    import torch
-    from torch import nn
+class FoldedSnake(nn.Module):
+    """Snake with its weight-only terms precomputed: x + inv_beta * sin(alpha * x)^2.
 
-    class FoldedSnake(nn.Module):
-        """Snake with its weight-only terms precomputed: x + inv_beta * sin(alpha * x)^2.
+    exp(alpha) and 1 / (exp(beta) + 1e-9) are constants of the weights; computing them in
+    the graph makes fp16 overflow (exp of a large beta) and hides them from quantizers.
+    """
 
-        exp(alpha) and 1 / (exp(beta) + 1e-9) are constants of the weights; computing them
-        in the graph makes fp16 overflow (exp of a large beta) and hides them from quantizers.
-        """
+    def __init__(self, alpha: torch.Tensor, beta: torch.Tensor):
+        super().__init__()
+        self.register_buffer("alpha", torch.exp(alpha.detach().float()))
+        self.register_buffer("inv_beta", (torch.exp(beta.detach().float()) + 1e-9).reciprocal())
 
-        def __init__(self, alpha: torch.Tensor, beta: torch.Tensor):
-            super().__init__()
-            self.register_buffer("alpha", torch.exp(alpha.detach().float()))
-            self.register_buffer("inv_beta", (torch.exp(beta.detach().float()) + 1e-9).reciprocal())
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            s = torch.sin(self.alpha * x)
-            return x + self.inv_beta * (s * s)
-
-    return FoldedSnake
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.sin(self.alpha * x)
+        return x + self.inv_beta * (s * s)
 
 
 def fold_decoder(vae: Any) -> Any:
     """The VAE's decoder with weight norm folded into plain weights and Snake constants
     precomputed, in place (idempotent). Export and the PyTorch runtimes share it."""
-    import torch
-    from diffusers.models.autoencoders.autoencoder_oobleck import Snake1d
+    _quiet_diffusers()
+    from diffusers.models.autoencoders.autoencoder_oobleck import Snake1d  # after _quiet_diffusers()
 
     decoder = vae.decoder
     if getattr(decoder, "_vae_engines_folded", False):
         return decoder
-    FoldedSnake = _folded_snake_class()
     with torch.no_grad():
         for module in decoder.modules():
             if hasattr(module, "weight_g"):

@@ -43,6 +43,9 @@ import numpy as np
 
 from vae_engines.core.choices import Placement
 from vae_engines.core.errors import UserError
+from vae_engines.core.lazy import lazy_import
+
+onnx = lazy_import("onnx")
 
 QUANTIZABLE = ("Conv", "ConvTranspose")
 INT8_MAX = 127
@@ -181,30 +184,26 @@ def int8_weight(weight: np.ndarray, axis: int, scale_type: Any = np.float32) -> 
 
 def _activation_qdq(graph: Any, tensor: str, amax: float, scale_type: Any, label: str) -> tuple[list, str]:
     """(Q and DQ nodes, the dequantized tensor's name) for one activation tensor."""
-    from onnx import helper, numpy_helper
-
-    scale = numpy_helper.from_array(activation_scale(amax, scale_type), f"{tensor}_scale")
-    zero = numpy_helper.from_array(np.array(0, dtype=np.int8), f"{tensor}_zero_point")
+    scale = onnx.numpy_helper.from_array(activation_scale(amax, scale_type), f"{tensor}_scale")
+    zero = onnx.numpy_helper.from_array(np.array(0, dtype=np.int8), f"{tensor}_zero_point")
     graph.initializer.extend([scale, zero])
-    return [helper.make_node("QuantizeLinear", [tensor, scale.name, zero.name], [f"{tensor}_quantized"],
+    return [onnx.helper.make_node("QuantizeLinear", [tensor, scale.name, zero.name], [f"{tensor}_quantized"],
                              name=f"{label}_quantize"),
-            helper.make_node("DequantizeLinear", [f"{tensor}_quantized", scale.name, zero.name],
+            onnx.helper.make_node("DequantizeLinear", [f"{tensor}_quantized", scale.name, zero.name],
                              [f"{tensor}_dequantized"], name=f"{label}_dequantize")], f"{tensor}_dequantized"
 
 
 def _weight_qdq(graph: Any, node: Any, layer: Layer, inits: dict, scale_type: Any) -> Any:
     """The DequantizeLinear of `layer`'s int8 weight (initializers added to `graph`)."""
-    from onnx import helper, numpy_helper
-
     group = next((a.i for a in node.attribute if a.name == "group"), 1)
     if layer.op_type == "ConvTranspose" and group != 1:
         raise UserError(f"{layer.name}: grouped ConvTranspose has no single output-channel axis; exclude it")
-    q, scale = int8_weight(numpy_helper.to_array(inits[layer.weight]), layer.axis, scale_type)
-    wq = numpy_helper.from_array(q, f"{layer.weight}_quantized")
-    ws = numpy_helper.from_array(scale, f"{layer.weight}_scale")
-    wz = numpy_helper.from_array(np.zeros(scale.shape, dtype=np.int8), f"{layer.weight}_zero_point")
+    q, scale = int8_weight(onnx.numpy_helper.to_array(inits[layer.weight]), layer.axis, scale_type)
+    wq = onnx.numpy_helper.from_array(q, f"{layer.weight}_quantized")
+    ws = onnx.numpy_helper.from_array(scale, f"{layer.weight}_scale")
+    wz = onnx.numpy_helper.from_array(np.zeros(scale.shape, dtype=np.int8), f"{layer.weight}_zero_point")
     graph.initializer.extend([wq, ws, wz])
-    return helper.make_node("DequantizeLinear", [wq.name, ws.name, wz.name], [f"{layer.weight}_dequantized"],
+    return onnx.helper.make_node("DequantizeLinear", [wq.name, ws.name, wz.name], [f"{layer.weight}_dequantized"],
                             name=f"{layer.name}.weight_dequantize", axis=layer.axis)
 
 
@@ -215,8 +214,6 @@ def insert_qdq(model: Any, plan: QdqPlan | list[Layer], amax: dict[str, float], 
     amax: per activation tensor, from calibration. scale_type: np.float16 for a graph that
     float16.float16_graph converts next (Q/DQ then run in fp16; opset >= 19).
     """
-    import onnx
-
     plan = plan if isinstance(plan, QdqPlan) else conv_inputs_plan(plan)
     missing = [t for t in plan.tensors() if t not in amax]
     if missing:

@@ -37,6 +37,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
 from vae_engines.quant.calibrators import amax_from_histogram, calibrate
 from vae_engines.quant.fakequant import FakeQuant
@@ -68,8 +69,6 @@ def range_search(executor: Any, layers: list[Layer], stats: Any, latents: np.nda
                  sweeps: int = 1, progress: Any = None) -> tuple[dict[str, float], dict]:
     """Ranges per activation tensor (all `layers`) minimising the decode's squared error
     against `reference` (fp32 outputs of `latents`, [N, C_out, S]). Returns (amax, record)."""
-    import torch
-
     fake = FakeQuant(executor, layers)
     tensors = [layer.activation for layer in layers]
     candidates = {layer.name: candidate_ranges(stats, layer.activation) for layer in layers}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from vae_engines.core import device as devices
 from vae_engines.core.errors import UserError
@@ -58,9 +59,9 @@ class ActivationStats:
 
 
 def collect(executor: Any, tensors: list[str], latents: np.ndarray, progress: Any = None) -> ActivationStats:
-    """Statistics of `tensors` over `latents` [N, C, T], one decode of each per sweep."""
-    import torch
-
+    """Statistics of `tensors` over `latents` [N, C, T], decoded a few at a time (as many as
+    fit 2048 frames) in each of the two sweeps."""
+    size = max(1, 2048 // max(latents.shape[-1], 1))
     tensors = list(dict.fromkeys(tensors))
     wanted = set(tensors)
     device = executor.device
@@ -70,9 +71,10 @@ def collect(executor: Any, tensors: list[str], latents: np.ndarray, progress: An
         if name in wanted:
             amax[name] = torch.maximum(amax[name], x.detach().abs().max().double())
 
-    total = 2 * len(latents)
-    for i, latent in enumerate(latents):
-        executor.run(latent[None], observe=observe_max)
+    groups = [latents[i:i + size] for i in range(0, len(latents), size)]
+    total = 2 * len(groups)
+    for i, group in enumerate(groups):
+        executor.run(group, observe=observe_max)
         if progress:
             progress(i + 1, total)
     top = {t: float(v) for t, v in amax.items()}
@@ -91,10 +93,10 @@ def collect(executor: Any, tensors: list[str], latents: np.ndarray, progress: An
             index = torch.clamp((part / width).long(), max=NUM_BINS - 1)
             counts[name] += torch.bincount(index, minlength=NUM_BINS)
 
-    for i, latent in enumerate(latents):
-        executor.run(latent[None], observe=observe_hist)
+    for i, group in enumerate(groups):
+        executor.run(group, observe=observe_hist)
         if progress:
-            progress(len(latents) + i + 1, total)
+            progress(len(groups) + i + 1, total)
     return ActivationStats(tensors, np.array([top[t] for t in tensors], dtype=np.float64),
                            np.stack([counts[t].cpu().numpy() for t in tensors]))
 

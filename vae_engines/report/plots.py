@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402  (after use())
+
 from vae_engines.core.fileio import atomic_path
 from vae_engines.report.records import VariantRecords
 
@@ -29,11 +34,6 @@ def latency_rows(variants: list[VariantRecords], torch_bench: dict | None) -> li
 
 def render_plots(variants: list[VariantRecords], torch_bench: dict | None, sensitivity: dict | None,
                  plots_dir: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = []
     rows = latency_rows(variants, torch_bench)
     kinds = sorted({r["runtime"] for r in rows})

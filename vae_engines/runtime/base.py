@@ -18,6 +18,7 @@ from typing import Any
 
 from vae_engines.core.errors import UserError
 from vae_engines.core.lazy import lazy_import
+from vae_engines.runtime.stream import stream_decode
 
 torch = lazy_import("torch")
 
@@ -77,8 +78,6 @@ class Decoder(ABC):
     def stream(self, latent: Any, window: int, overlap: int) -> Iterator[Any]:
         """The decode in windows of `window` frames overlapping by `overlap`, yielded in
         order as each piece becomes final (see runtime.stream)."""
-        from vae_engines.runtime.stream import stream_decode
-
         return stream_decode(self, latent, window, overlap)
 
     def describe(self) -> dict:
