@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import BIN, dvc, edit_params, ran_stages, snapshot
+from conftest import BIN, CHECK_STAGE, dvc, edit_params, ran_stages, snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                                                    reason="TensorRT-RTX not installed (build stages need it)")]
@@ -37,7 +37,7 @@ def outputs(project: Path) -> dict:
 def stale(project: Path, env: dict) -> set[str]:
     """Stages `dvc status` reports out of date (the always-changed check excluded)."""
     status = json.loads(dvc(project, env, "status", "--json").stdout or "{}")
-    return set(status) - {"check"}
+    return set(status) - {CHECK_STAGE}
 
 
 def test_outputs_and_noop(built, copy, isolated_env):

@@ -55,8 +55,9 @@ def wing(path: Path) -> str:
 
 def stages() -> dict[str, dict]:
     out = {}
-    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
-        out[name] = stage.get("do", stage)
+    for dvcfile in (ROOT / "dvc.yaml", ROOT / "check" / "dvc.yaml"):
+        for name, stage in yaml.safe_load(dvcfile.read_text())["stages"].items():
+            out[name] = stage.get("do", stage)
     return out
 
 

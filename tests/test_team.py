@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, dvc, edit_params, ran_stages
+from conftest import BIN, CHECK_STAGE, ROOT, dvc, edit_params, ran_stages
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                                                    reason="TensorRT-RTX not installed (build stages need it)")]
@@ -61,7 +61,7 @@ def test_engines_pulled_from_a_remote_are_not_rebuilt(built, tmp_path, isolated_
     dvc(b, isolated_env, "pull")
     assert (b / "engines" / "tensorrt_rtx" / "minmax.plan").stat().st_size > 0
     assert ran_stages(dvc(b, isolated_env, "repro").stdout) == {"check"}
-    assert json.loads(dvc(b, isolated_env, "status", "--json").stdout) == {"check": ["always changed"]}
+    assert json.loads(dvc(b, isolated_env, "status", "--json").stdout) == {CHECK_STAGE: ["always changed"]}
 
 
 def test_the_ci_workflow_is_valid_and_its_script_runs(built, tmp_path, isolated_env):
