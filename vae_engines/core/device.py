@@ -83,3 +83,13 @@ def exact_fp32() -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+GPU_FRAMES_PER_CALL = 2048  # latent frames decoded together on a GPU (memory stays bounded)
+
+
+def batch_size(frames: int, device: Any) -> int:
+    """How many latents of `frames` frames to decode per call on `device`: on a GPU enough to
+    keep it busy, up to GPU_FRAMES_PER_CALL frames; on a CPU one, whose decode is no faster
+    batched and whose larger tensors cost memory traffic."""
+    return max(1, GPU_FRAMES_PER_CALL // max(frames, 1)) if device.type == "cuda" else 1

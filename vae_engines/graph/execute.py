@@ -125,6 +125,20 @@ class GraphExecutor:
                 last[name] = node.index
         last[self.output_name] = len(self.nodes)
         self.last_use = last
+        self.folded = self._fold_constants()
+
+    def _fold_constants(self) -> set[int]:
+        """Run once, here, the nodes whose inputs are all weights (a weight's
+        DequantizeLinear, a Constant): their outputs join the initializers, and decodes skip
+        them. Returns their indices."""
+        folded = set()
+        with torch.inference_mode():
+            for node in self.nodes:
+                if all(not name or name in self.values for name in node.inputs):
+                    result, elem = self._apply(node, [self.values[n] if n else None for n in node.inputs])
+                    self._set(node.outputs[0], result, elem)
+                    folded.add(node.index)
+        return folded
 
     # -- types ---------------------------------------------------------------------------
     def _store(self, tensor: Any, elem: int) -> Any:
@@ -190,6 +204,8 @@ class GraphExecutor:
             observe(self.input_name, env[self.input_name])
         with torch.inference_mode(), exact_fp32():
             for node in self.nodes[start:stop]:
+                if node.index in self.folded:
+                    continue
                 args = [self._get(env, name) if name else None for name in node.inputs]
                 for index in range(len(args)):
                     if (node.name, index) in hooks:

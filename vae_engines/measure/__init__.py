@@ -1,2 +1,3 @@
-"""Measuring variants: runtimes that say what they execute, audio metrics, quality against
-the references, and interleaved latency with intervals."""
+"""Measuring engines: quality against the references (evaluate), and latency, memory and
+streaming measured side by side with intervals (bench, and the bench stages for plans and
+for the PyTorch engines). Everything measured runs through the runtime API."""

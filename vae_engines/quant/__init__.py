@@ -1,2 +1,3 @@
-"""INT8: activation statistics, calibrators, Q/DQ placement for TensorRT, fake quantization,
-range search, sensitivity and auto mixed precision, TensorRT cache import."""
+"""INT8: activation statistics, calibrators, Q/DQ placements for TensorRT, fake
+quantization, range search, sensitivity and auto mixed precision, TensorRT cache import,
+and implicit-INT8 range tables."""

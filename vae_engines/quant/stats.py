@@ -59,9 +59,9 @@ class ActivationStats:
 
 
 def collect(executor: Any, tensors: list[str], latents: np.ndarray, progress: Any = None) -> ActivationStats:
-    """Statistics of `tensors` over `latents` [N, C, T], decoded a few at a time (as many as
-    fit 2048 frames) in each of the two sweeps."""
-    size = max(1, 2048 // max(latents.shape[-1], 1))
+    """Statistics of `tensors` over `latents` [N, C, T] in two sweeps, the latents decoded a
+    few at a time on a GPU (core.device.batch_size)."""
+    size = devices.batch_size(latents.shape[-1], executor.device)
     tensors = list(dict.fromkeys(tensors))
     wanted = set(tensors)
     device = executor.device
