@@ -26,6 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def apply_sets(params_file: Path, sets: list[str]) -> dict:
+    if not sets:  # leave the file (and its comments) alone
+        return {}
     params = yaml.safe_load(params_file.read_text())
     applied = {}
     for item in sets:
