@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vae_engines.compiled.build import build_package  # noqa: E402
+from vae_engines.core.device import keep_freed_memory  # noqa: E402
 from vae_engines.core.env import fingerprint  # noqa: E402
 from vae_engines.core.params import ModelParams, ProfileParams  # noqa: E402
 from vae_engines.measure.bench import interleaved, paired_ratio  # noqa: E402
@@ -39,6 +40,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as every stage does (core.device.resolve): eager fp32 is ~2x slower without it
     loaded = load_vae(ModelParams(checkpoint=str(ROOT / "vae_engines/fixtures/acestep15-small")))
     decoder = fold_decoder(loaded.vae)
     shape = Shape(channels=64, hop=loaded.hop, sampling_rate=loaded.sampling_rate)

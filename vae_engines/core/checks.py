@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vae_engines.core.choices import Quantization
 from vae_engines.core.env import toolchain, torch_target
 from vae_engines.core.errors import UserError
 from vae_engines.core.fileio import write_bytes, write_json_if_changed
@@ -27,7 +28,13 @@ def check_stage(params_file: str | Path, *, toolchain_json: str | Path, torch_js
     checkpoint = Path(params.model.checkpoint)
     if not checkpoint.exists():
         raise UserError(f"model.checkpoint: {checkpoint} does not exist; fix the path in params.yaml")
-    write_json_if_changed(toolchain_json, toolchain(params.build.backend))
+    tools = toolchain(params.build.backend)
+    implicit = [name for name, v in params.int8.items() if v.quantization == Quantization.IMPLICIT]
+    if implicit and not (tools["backend"] == "tensorrt" and str(tools["version"]).startswith("10.")):
+        raise UserError(f"int8.{implicit[0]}.quantization: implicit INT8 is not available with {tools['backend']} "
+                        f"{tools['version']}: it needs full TensorRT 10.x (TensorRT 11 removed it; TensorRT-RTX never "
+                        "had it); set quantization: explicit")
+    write_json_if_changed(toolchain_json, tools)
     write_json_if_changed(torch_json, torch_target(params.compute.device))
     stamp = Path(stamp)
     if not stamp.is_file() or stamp.read_bytes() != STAMP:

@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import subprocess
+from functools import lru_cache
 
 DISTRIBUTIONS = {
     "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
@@ -58,16 +59,23 @@ def torch_target(device_choice: str) -> dict:
     return {"torch": torch_version, "device": found[0] if found else "cpu"}
 
 
-def gpus() -> list[str]:
-    """NVIDIA GPUs as 'name (compute capability)', or [] where there is none."""
+@lru_cache(maxsize=1)
+def nvidia_gpus() -> tuple[tuple[str, str], ...]:
+    """(name, compute capability) of each NVIDIA GPU here, from one nvidia-smi call per process
+    (it takes up to a second on some machines); () where there is none."""
     if shutil.which("nvidia-smi") is None:
-        return []
+        return ()
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
-        return []
-    return [f"{n.strip()} ({c.strip()})" for n, c in (line.split(",", 1) for line in out.splitlines() if "," in line)]
+        return ()
+    return tuple((n.strip(), c.strip()) for n, c in (line.split(",", 1) for line in out.splitlines() if "," in line))
+
+
+def gpus() -> list[str]:
+    """NVIDIA GPUs as 'name (compute capability)', or [] where there is none."""
+    return [f"{name} ({cc})" for name, cc in nvidia_gpus()]
 
 
 def cpu_name() -> str:

@@ -11,10 +11,9 @@ it in milliseconds.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
+from vae_engines.core.env import nvidia_gpus
 from vae_engines.core.errors import UserError
 from vae_engines.core.fileio import read_json, sha256_file
 from vae_engines.core.lazy import lazy_import
@@ -43,14 +42,7 @@ def plan_metadata(plan_path: str | Path) -> dict:
 
 def gpu_capabilities() -> list[str]:
     """Compute capabilities of this machine's NVIDIA GPUs ([] where there is none)."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return out.split()
+    return [cc for _, cc in nvidia_gpus()]
 
 
 def unavailable_reason(backend_name: str) -> str | None:
