@@ -203,9 +203,12 @@ def render(variants: list[VariantRecords], frames: tuple[int, ...], plots: list[
     for v in variants:
         qp, b = v.quality_provenance, v.bench
         machine = qp.get("machine", {})
+        bench = b.get("bench", {})
+        recipe = ", ".join(f"{k} {qp[k]}" for k in ("calibrator", "placement", "quantization") if qp.get(k))
         out.append(f"- `{v.name}`: quality by {qp['runtime']['runtime']} ({qp['runtime'].get('device', '')}), "
                    f"machine {machine.get('cpu')} ({machine.get('cpu_count')} cores), GPU {machine.get('gpu')}; "
-                   f"params hash quality {qp.get('params_hash')} / bench {b.get('params_hash')}")
+                   f"recipe: {recipe or 'the fp16 graph'}; bench: frames {bench.get('frames')}, "
+                   f"{bench.get('repeats')} rounds, runtimes {bench.get('runtimes')}")
     versions = variants[0].quality_provenance.get("machine", {}).get("versions", {}) if variants else {}
     out += ["- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if v), ""]
     return "\n".join(out)
