@@ -27,7 +27,7 @@ from vae_engines.measure.bench import PeakRss, interleaved, paired_ratio, stream
 from vae_engines.runtime.base import Decoder
 from vae_engines.runtime.onnx import OnnxDecoder
 from vae_engines.runtime.tensorrt import PlanDecoder
-from vae_engines.trt.plan import not_measured, plan_metadata
+from vae_engines.trt.plan import plan_metadata, unavailable_reason
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +45,16 @@ def time_group(group: dict[str, Decoder], bench: BenchParams, channels: int) -> 
 
 
 def variant_groups(variant: str, bench: BenchParams, threads: int, *, onnx: dict[str, Path],
-                   plans: dict[str, Path]) -> tuple[dict[str, dict[str, Decoder]], dict[str, str]]:
+                   plans: dict[str, Path], backend: str) -> tuple[dict[str, dict[str, Decoder]], dict[str, str]]:
     """The decoders to compare, by runtime, and why any runtime asked for is not measured.
-    onnx / plans: the variant's own first, then its references."""
+    onnx / plans: the variant's own first, then its references (checked whole already)."""
     groups: dict[str, dict[str, Decoder]] = {}
     notes: dict[str, str] = {}
-    backend = plan_metadata(plans[variant])["backend"]
-    reason = not_measured(plans[variant])
-    for reference in plans:
-        plan_metadata(plans[reference])  # a damaged reference plan is an error too
+    reason = unavailable_reason(backend)
     if Runtime.TENSORRT not in bench.runtimes:
         notes["tensorrt"] = "not measured: not in bench.runtimes"
     elif reason is not None:
-        notes["tensorrt"] = reason
+        notes["tensorrt"] = f"not measured: {reason}"
     else:
         groups["tensorrt"] = {f"{name} ({backend})": PlanDecoder(path) for name, path in plans.items()}
     if Runtime.ONNXRUNTIME in bench.runtimes:
@@ -70,12 +67,12 @@ def variant_groups(variant: str, bench: BenchParams, threads: int, *, onnx: dict
 def bench_variant(variant: str, bench: BenchParams, *, threads: int, onnx: dict[str, Path], plans: dict[str, Path],
                   out_json: str | Path, plot_json: str | Path) -> dict:
     """Time `variant` beside its references (see the module docstring); returns bench.json."""
-    groups, notes = variant_groups(variant, bench, threads, onnx=onnx, plans=plans)
-    plan = plan_metadata(plans[variant])
-    backend = plan["backend"]
+    records = {name: plan_metadata(path) for name, path in plans.items()}  # a damaged plan is an error here
+    plan, backend = records[variant], records[variant]["backend"]
+    groups, notes = variant_groups(variant, bench, threads, onnx=onnx, plans=plans, backend=backend)
     memory = {"plan_bytes": plan["plan_bytes"], "onnx_bytes": onnx[variant].stat().st_size}
-    if variant != "fp16" and "fp16" in plans:
-        memory["plan_vs_fp16"] = round(plan["plan_bytes"] / plan_metadata(plans["fp16"])["plan_bytes"], 3)
+    if variant != "fp16" and "fp16" in records:
+        memory["plan_vs_fp16"] = round(plan["plan_bytes"] / records["fp16"]["plan_bytes"], 3)
     timings, ratios, stream, described = [], [], {}, {}
     for kind, group in groups.items():
         log.info("bench %s: %s", variant, kind)
