@@ -30,6 +30,7 @@ from vae_engines.core.params import BenchParams, ModelParams
 from vae_engines.data.latentset import read_latent_set
 from vae_engines.measure.bench import device_memory_gib, interleaved, paired_ratio, seeded_latent, streaming
 from vae_engines.measure.benchmark import bench_params, latency_rows
+from vae_engines.measure.evaluate import decode_all
 from vae_engines.metrics import peak_psnr, snr
 from vae_engines.model.oobleck import fold_decoder, load_vae
 from vae_engines.runtime.base import Decoder, Shape
@@ -72,7 +73,7 @@ def heldout_quality(decoders: dict[str, Decoder], holdout_dir: Path, reference_d
     reference = np.load(Path(reference_dir) / "heldout_fp32.npy")
     out = {}
     for name, decoder in decoders.items():
-        decoded = np.concatenate([decoder.decode(x[None]).cpu().numpy() for x in latents])
+        decoded = decode_all(decoder, latents, name)  # as evaluate decodes: batched on a GPU, NaN is an error
         out[name] = {"peak_psnr_db": round(peak_psnr(reference, decoded), 3), "snr_db": round(snr(reference, decoded), 3)}
     return out
 
