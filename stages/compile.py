@@ -1,5 +1,5 @@
 """DVC stage `compile@<precision>`: a compiled PyTorch engine of the decoder for the compute
-device, and its record."""
+device -- fused kernels or Inductor's (compile.kernels) -- and its record."""
 
 from vae_engines.core import device, entry, params
 from vae_engines.core.choices import Precision
@@ -9,7 +9,7 @@ from vae_engines.compiled.build import compile_engine
 def main(args):
     p = params.load(args.params)
     compile_engine(p.model, Precision(args.precision), p.compile.mode, device=device.resolve(p.compute),
-                   profile=p.profile, out=args.out)
+                   profile=p.profile, out=args.out, kernels=p.compile.kernels)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,14 @@ def imported_files(path: Path, seen: set[Path]) -> set[Path]:
     if path in seen:
         return seen
     seen.add(path)
-    for node in runtime_imports(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    lazy = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "lazy_import"
+            and n.args and isinstance(n.args[0], ast.Constant) and str(n.args[0].value).startswith("vae_engines")]
+    for node in runtime_imports(tree) + lazy:
         modules = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vae_engines"):
+        if isinstance(node, ast.Call):  # lazy_import("vae_engines.x"): imported on first use, a dependency all the same
+            modules = [node.args[0].value]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vae_engines"):
             modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module is None:
             continue

@@ -1,12 +1,20 @@
-"""Build a compiled PyTorch engine: export, compile, warm, package.
+"""Build a compiled PyTorch engine: the module, export, compile, warm, package.
 
-Steps, each a small function: `channels_last_program` exports the channels-last decoder
-(model.channels_last) in the engine's precision with the frames axis dynamic over the
-profile; `compile_and_warm` compiles it with Inductor and runs it at the profile's shapes,
-so every kernel the engine will need exists; `save_package` writes the exported program
-with the compiled artifacts (runtime.compiled says why those and not an AOTInductor
-package) and the record beside it. The record carries the fp32 check the build ran: the
-package's decode of a seeded latent against the fp32 eager decoder.
+Two kinds of module run inside (params `compile.kernels`):
+
+- fused (a GPU's default): model.fused.FusedDecoder, every layer one fused-convolution op
+  (kernels.op), each layer's implementation chosen by timing on the GPU (compiled.tune);
+  fp16, or INT8 for an INT8 variant (compiled.int8 reads its recipe).
+- inductor (the CPU's): model.channels_last.ChannelsLastDecoder, the folded decoder as
+  channels-last 2-D convolutions that Inductor compiles and fuses itself.
+
+Steps, each a small function: `engine_module` makes the module (and, fused, tunes it);
+`exported_program` exports it with the frames axis dynamic over the profile;
+`compile_and_warm` compiles it and runs it at the profile's shapes, so every kernel the
+engine needs exists; `save_package` writes the exported program with the compiled
+artifacts (runtime.compiled says why those and not an AOTInductor package) and the record
+beside it. The record carries the fp32 check the build ran: the package's decode of a
+seeded latent against the fp32 eager decoder.
 """
 
 from __future__ import annotations
@@ -17,14 +25,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vae_engines.compiled.int8 import layer_quant
+from vae_engines.compiled.tune import choose_tiles
 from vae_engines.core import device as devices
-from vae_engines.core.choices import CompileMode, Precision
+from vae_engines.core.choices import CompileMode, Kernels, Precision
 from vae_engines.core.errors import UserError
-from vae_engines.core.fileio import atomic_path, sha256_file, write_json
+from vae_engines.core.fileio import atomic_path, read_json, sha256_file, write_json
 from vae_engines.core.lazy import lazy_import
 from vae_engines.core.params import ModelParams, ProfileParams
 from vae_engines.metrics import peak_psnr
 from vae_engines.model.channels_last import ChannelsLastDecoder
+from vae_engines.model.fused import FusedDecoder, LayerQuant
 from vae_engines.model.oobleck import fold_decoder, load_vae
 from vae_engines.runtime.base import Shape
 from vae_engines.runtime.compiled import CACHE_FILE, CompiledDecoder
@@ -37,10 +48,53 @@ EXECUTED = {Precision.FP32: "fp32 (TF32 off)", Precision.FP16: "fp16 (cuDNN half
             Precision.BF16: "bf16"}
 
 
-def channels_last_program(decoder: Any, precision: Precision, device: Any, profile: ProfileParams) -> Any:
-    """torch.export of the channels-last decoder in `precision`, frames dynamic over the profile."""
-    module = ChannelsLastDecoder(decoder, torch_dtype(precision)).to(device)
-    example = torch.zeros(profile.opt_batch, decoder.conv1.in_channels, profile.opt_frames, device=device)
+def resolve_kernels(kernels: Kernels, precision: Precision, device: Any) -> Kernels:
+    """auto: fused kernels for fp16 on a GPU, Inductor's otherwise."""
+    if kernels == Kernels.AUTO:
+        return Kernels.FUSED if device.type == "cuda" and precision == Precision.FP16 else Kernels.INDUCTOR
+    if kernels == Kernels.FUSED and precision != Precision.FP16:
+        raise UserError(f"compile.kernels: fused runs fp16 (and INT8 variants), not {precision}; use kernels: "
+                        "inductor for it, or drop it from compile.precisions")
+    return kernels
+
+
+def tuning_frames(profile: ProfileParams) -> list[int]:
+    """The lengths each layer's implementation is timed at: the profile's ends and its
+    optimum (a choice fast at one length but slow at another loses)."""
+    return sorted({profile.min_frames, profile.opt_frames, profile.max_frames})
+
+
+def fused_executed(module: Any, device: Any, layers: dict) -> str:
+    """What a fused engine executes, in words."""
+    on_gpu = device.type == "cuda"
+    int8 = len(module.int8_layers)
+    cudnn = sum(1 for layer in layers.values() if layer["chosen"] == "torch")
+    parts = [f"{int8} layers int8 x int8 -> int32" if int8 else "",
+             f"{len(module.layers) - int8} layers fp16 with fp32 accumulation"]
+    where = (f"Triton fused kernels ({cudnn} layers on cuDNN + separate epilogue)" if on_gpu
+             else "the fused op's CPU reference: fp16/int8 storage, fp32 arithmetic")
+    return f"{', '.join(p for p in parts if p)}; {where}"
+
+
+def engine_module(decoder: Any, precision: Precision, kernels: Kernels, device: Any, profile: ProfileParams,
+                  quant: dict[str, LayerQuant] | None = None) -> tuple[Any, dict]:
+    """(the module the engine runs, what the record says of it)."""
+    if kernels == Kernels.INDUCTOR:
+        module = ChannelsLastDecoder(decoder, torch_dtype(precision)).to(device)
+        return module, {"kernels": "inductor", "layout": "channels-last 2-D (NHWC)", "executed": EXECUTED[precision]}
+    module = FusedDecoder(decoder, quant).to(device).eval()
+    if device.type == "cuda":
+        frames = tuning_frames(profile)
+        layers = choose_tiles(module, device, frames)
+    else:
+        layers = {layer.spec.name: {"chosen": "torch", "ms": {}, "frames": []} for layer in module.layers}
+    return module, {"kernels": "fused", "layout": "channels-last [B, T, C]", "layers": layers,
+                    "int8_layers": module.int8_layers, "executed": fused_executed(module, device, layers)}
+
+
+def exported_program(module: Any, channels: int, device: Any, profile: ProfileParams) -> Any:
+    """torch.export of `module`, frames (and batch, where the profile varies it) dynamic."""
+    example = torch.zeros(profile.opt_batch, channels, profile.opt_frames, device=device)
     frames = torch.export.Dim("frames", min=profile.min_frames, max=profile.max_frames)
     batch = {0: torch.export.Dim("batch", min=profile.min_batch, max=profile.max_batch)} \
         if profile.max_batch > profile.min_batch else {}
@@ -84,41 +138,64 @@ def check_decode(path: Path, decoder: Any, shape: Shape, frames: int, device: An
 
 
 def build_package(decoder: Any, shape: Shape, *, precision: Precision, mode: CompileMode, device: Any,
-                  profile: ProfileParams, path: str | Path, model: str) -> dict:
+                  profile: ProfileParams, path: str | Path, model: str, kernels: Kernels = Kernels.AUTO,
+                  quant: dict[str, LayerQuant] | None = None, variant: str | None = None) -> dict:
     """The compiled engine of folded `decoder` (model.oobleck.fold_decoder) at `path`.
 
     shape: the runtime Shape facts (channels, hop, sampling rate); model: where the weights
-    came from (provenance). Returns the record written beside the package."""
+    came from (provenance); quant + variant: an INT8 engine of that variant (fused kernels).
+    Returns the record written beside the package."""
     torch.compiler.reset()
+    kernels = Kernels.FUSED if quant is not None else resolve_kernels(Kernels(kernels), Precision(precision), device)
     start = time.perf_counter()
-    program = channels_last_program(decoder, precision, device, profile)
+    module, described = engine_module(decoder, Precision(precision), kernels, device, profile, quant)
+    tuned = time.perf_counter()
+    program = exported_program(module, shape.channels, device, profile)
     exported = time.perf_counter()
     compile_and_warm(program, mode, profile, shape.channels, device)
     compiled = time.perf_counter()
     here = devices.describe(device)
-    record = {"kind": "torch", "precision": str(precision), "executed": EXECUTED[precision], "mode": str(mode),
+    record = {"kind": "torch", "precision": f"int8+{precision}" if quant is not None else str(precision),
+              "variant": variant, **described, "mode": str(mode),
               "device": str(device), "device_name": here.get("name", "cpu"),
               "compute_capability": here.get("compute_capability"), "torch": torch.__version__,
               "cuda": here.get("cuda"), "channels": shape.channels, "hop": shape.hop,
               "sampling_rate": shape.sampling_rate, "frames": [profile.min_frames, profile.max_frames],
-              "batch": [profile.min_batch, profile.max_batch], "export_seconds": round(exported - start, 2),
-              "compile_seconds": round(compiled - exported, 2), "layout": "channels-last 2-D (NHWC)",
+              "batch": [profile.min_batch, profile.max_batch], "tune_seconds": round(tuned - start, 2),
+              "export_seconds": round(exported - tuned, 2), "compile_seconds": round(compiled - exported, 2),
               "model": model}
     record = save_package(program, path, record)
     record["check_psnr_vs_fp32_db"] = check_decode(Path(path), decoder, shape, profile.opt_frames, device)
     write_json(Path(path).with_suffix(".json"), record)
-    log.info("built %s (%s, %s) in %.1f s: %.1f MB, %.1f dB vs fp32", Path(path).name, precision, mode,
-             compiled - start, record["bytes"] / 1e6, record["check_psnr_vs_fp32_db"])
+    log.info("built %s (%s, %s kernels, %s) in %.1f s: %.1f MB, %.1f dB vs fp32", Path(path).name,
+             record["precision"], kernels, mode, compiled - start, record["bytes"] / 1e6,
+             record["check_psnr_vs_fp32_db"])
     return record
 
 
 def compile_engine(model: ModelParams, precision: Precision, mode: CompileMode, *, device: Any,
-                   profile: ProfileParams, out: str | Path) -> dict:
+                   profile: ProfileParams, out: str | Path, kernels: Kernels = Kernels.AUTO) -> dict:
     """The `compile@<precision>` stage: the compiled engine of `model`'s decoder on `device`."""
-    if device.type == "cpu" and precision != Precision.FP32:
+    kernels = resolve_kernels(kernels, precision, device)
+    if device.type == "cpu" and precision != Precision.FP32 and kernels == Kernels.INDUCTOR:
         raise UserError(f"compile.precisions: {precision} needs a GPU (the compute device here is the CPU, where "
                         "half-precision convolutions are about 170x slower than fp32); use [fp32] on a CPU")
     loaded = load_vae(model)
     shape = Shape(channels=loaded.latent_channels, hop=loaded.hop, sampling_rate=loaded.sampling_rate)
     return build_package(fold_decoder(loaded.vae), shape, precision=precision, mode=mode, device=device,
-                         profile=profile, path=out, model=loaded.description)
+                         profile=profile, path=out, model=loaded.description, kernels=kernels)
+
+
+def compile_int8_engine(model: ModelParams, variant: str, ranges_json: str | Path, mode: CompileMode, *, device: Any,
+                        profile: ProfileParams, out: str | Path) -> dict:
+    """The `compile_int8@<variant>` stage: the INT8 engine of an INT8 variant (fused kernels,
+    its recipe's ranges and int8 layers; compiled.int8)."""
+    record = read_json(ranges_json)
+    if record.get("variant") != variant:
+        raise UserError(f"{ranges_json} is the record of variant {record.get('variant')!r}, not {variant!r}; run "
+                        "dvc repro")
+    loaded = load_vae(model)
+    decoder = fold_decoder(loaded.vae)
+    shape = Shape(channels=loaded.latent_channels, hop=loaded.hop, sampling_rate=loaded.sampling_rate)
+    return build_package(decoder, shape, precision=Precision.FP16, mode=mode, device=device, profile=profile,
+                         path=out, model=loaded.description, quant=layer_quant(decoder, record), variant=variant)

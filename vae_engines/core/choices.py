@@ -90,6 +90,14 @@ class Runtime(StrEnum):
     ONNXRUNTIME = "onnxruntime"  # the variants' graphs on ONNX Runtime's CPU provider
 
 
+class Kernels(StrEnum):
+    """What a compiled PyTorch engine runs inside (compiled.build)."""
+
+    AUTO = "auto"  # fused on a GPU for fp16 (and always for INT8 engines), inductor otherwise
+    FUSED = "fused"  # one fused-convolution op per layer: Triton kernels on a GPU (kernels.op)
+    INDUCTOR = "inductor"  # the channels-last decoder, compiled and fused by Inductor
+
+
 class CompileMode(StrEnum):
     """torch.compile modes a compiled PyTorch engine may be built with."""
 

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import yaml
 
-from vae_engines.core.choices import (Backend, Calibrator, CompileMode, Device, FloatType, Placement, Precision,
-                                      Quantization, Runtime)
+from vae_engines.core.choices import (Backend, Calibrator, CompileMode, Device, FloatType, Kernels, Placement,
+                                      Precision, Quantization, Runtime)
 from vae_engines.core.errors import UserError
 
 VARIANT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -302,18 +302,24 @@ class BuildParams:
 
 @dataclass(frozen=True)
 class CompileParams:
-    """Compiled PyTorch engines (compiled.build), one per precision, for the compute device:
-    the folded decoder in channels-last 2-D form, exported with the profile's frames
-    dynamic and compiled by Inductor in `mode`. precisions: [] builds none (the CPU
-    default: there a compiled engine is not faster than eager PyTorch; see the README).
-    fp16 and bf16 need a GPU."""
+    """Compiled PyTorch engines (compiled.build) for the compute device, exported with the
+    profile's frames dynamic and compiled in `mode`: one per precision in `precisions`
+    (engines/torch/<precision>.pt2), and one per INT8 variant named in `int8`
+    (engines/torch/int8_<variant>.pt2, fused kernels with the variant's ranges). kernels:
+    fused (one fused-convolution op per layer, Triton on a GPU), inductor (the
+    channels-last decoder fused by Inductor), auto (fused for fp16 on a GPU, else inductor).
+    fp16 and bf16 need a GPU, unless kernels: fused (the op's CPU reference, fp16 storage)."""
 
     precisions: tuple[Precision, ...] = ()
+    int8: tuple[str, ...] = ()
+    kernels: Kernels = Kernels.AUTO
     mode: CompileMode = CompileMode.DEFAULT
 
     def validate(self, where: str) -> None:
         if len(set(self.precisions)) != len(self.precisions):
             raise UserError(f"{where}.precisions: {list(self.precisions)} names a precision twice")
+        if len(set(self.int8)) != len(self.int8):
+            raise UserError(f"{where}.int8: {list(self.int8)} names a variant twice")
 
 
 @dataclass(frozen=True)
@@ -392,6 +398,10 @@ class Params:
         c, h = self.calibration, self.holdout
         if c.source == h.source == "synthetic" and c.seed == h.seed:
             raise UserError("holdout.seed: synthetic held-out latents need another seed than calibration.seed")
+        unknown = [name for name in self.compile.int8 if name not in self.int8]
+        if unknown:
+            raise UserError(f"compile.int8: {unknown[0]!r} is not an INT8 variant of this params.yaml; known: "
+                            f"{', '.join(self.int8) or 'none'}")
         fp16 = [name for name, v in self.int8.items() if v.float_type == "fp16"]
         if fp16 and self.export.opset < 19:
             raise UserError(f"export.opset: {self.export.opset}, but int8.{fp16[0]} has float_type fp16, whose Q/DQ "

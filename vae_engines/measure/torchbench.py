@@ -44,9 +44,10 @@ CPU_HALF = ("not measured: PyTorch's CPU half-precision convolutions are about 1
             "deployment path); measured on a GPU")
 
 
-def torch_decoders(model: ModelParams, bench: BenchParams, precisions: tuple[Precision, ...], engines_dir: Path,
-                   device: Any) -> tuple[dict[str, Decoder], dict[str, str]]:
-    """Eager decoders at bench.torch_precisions and the compiled engines at `precisions`."""
+def torch_decoders(model: ModelParams, bench: BenchParams, precisions: tuple[Precision, ...], int8: tuple[str, ...],
+                   engines_dir: Path, device: Any) -> tuple[dict[str, Decoder], dict[str, str]]:
+    """Eager decoders at bench.torch_precisions, the compiled engines at `precisions` and the
+    INT8 engines of the variants `int8`."""
     loaded = load_vae(model)
     decoder = fold_decoder(loaded.vae)
     shape = Shape(channels=loaded.latent_channels, hop=loaded.hop, sampling_rate=loaded.sampling_rate)
@@ -59,6 +60,8 @@ def torch_decoders(model: ModelParams, bench: BenchParams, precisions: tuple[Pre
         out[f"eager {precision}"] = EagerDecoder(decoder, shape, precision, device)
     for precision in precisions:
         out[f"compiled {precision}"] = CompiledDecoder(engines_dir / f"{precision}.pt2")
+    for variant in int8:
+        out[f"compiled int8 {variant}"] = CompiledDecoder(engines_dir / f"int8_{variant}.pt2")
     return out, notes
 
 
@@ -91,17 +94,18 @@ def speed(decoders: dict[str, Decoder], bench: BenchParams, channels: int) -> tu
     return timings, ratios
 
 
-def bench_torch(model: ModelParams, bench: BenchParams, precisions: tuple[Precision, ...], *, device: Any,
-                engines_dir: str | Path, holdout_dir: str | Path, reference_dir: str | Path, out_json: str | Path,
-                plot_json: str | Path) -> dict:
+def bench_torch(model: ModelParams, bench: BenchParams, precisions: tuple[Precision, ...], int8: tuple[str, ...] = (),
+                *, device: Any, engines_dir: str | Path, holdout_dir: str | Path, reference_dir: str | Path,
+                out_json: str | Path, plot_json: str | Path) -> dict:
     """The stage (see the module docstring); returns the record written to `out_json`."""
-    doc: dict = {"machine": fingerprint(), "bench": bench_params(bench), "compiled": [str(p) for p in precisions]}
+    doc: dict = {"machine": fingerprint(), "bench": bench_params(bench), "compiled": [str(p) for p in precisions],
+                 "int8": list(int8)}
     if Runtime.TORCH not in bench.runtimes:
         doc.update(timings=[], ratios=[], not_measured={"torch": "not measured: not in bench.runtimes"})
         write_json(out_json, doc)
         write_json(plot_json, [])
         return doc
-    decoders, notes = torch_decoders(model, bench, precisions, Path(engines_dir), device)
+    decoders, notes = torch_decoders(model, bench, precisions, int8, Path(engines_dir), device)
     channels = next(iter(decoders.values())).shape.channels
     longest = seeded_latent(1, channels, max(bench.frames))
     memory = {name: decode_memory_gib(d, d.prepare(longest)) for name, d in decoders.items()}

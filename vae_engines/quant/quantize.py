@@ -142,7 +142,8 @@ def variant_record(name: str, recipe: Int8Variant, layers: list[Layer], plan: Qd
         "precision": f"int8+{recipe.float_type}",
         "amax": {t: float(f"{amax[t]:.7g}") for t in tensors},
         "layers": [{"name": l.name, "op_type": l.op_type, "input": l.activation, "int8": l.name in quantized,
-                    "skip_quantized": any(s.name == l.name for s in plan.skips)} for l in layers],
+                    "skip_quantized": any(s.name == l.name for s in plan.skips),
+                    "skip": l.skip.tensor if l.skip is not None else None} for l in layers],
         "kept_in_float": [l.name for l in layers if l.name not in quantized],
         "kept_nodes": [l.node for l in layers if l.name not in quantized],
     }

@@ -29,6 +29,7 @@ from vae_engines.core.lazy import lazy_import
 from vae_engines.runtime.base import Decoder, Shape
 
 torch = lazy_import("torch")
+fused_ops = lazy_import("vae_engines.kernels.op")  # fused engines hold its ops
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "inductor_artifacts.b64"  # the extra file of the torch.export archive
@@ -73,6 +74,8 @@ class CompiledDecoder(Decoder):
                            batch=tuple(self.meta["batch"]))
         start = time.perf_counter()
         extra = {CACHE_FILE: ""}
+        if self.meta.get("kernels") == "fused":
+            fused_ops.registered()
         program = torch.export.load(str(self.path), extra_files=extra)
         if extra[CACHE_FILE]:
             torch.compiler.load_cache_artifacts(base64.b64decode(extra[CACHE_FILE]))
@@ -90,5 +93,6 @@ class CompiledDecoder(Decoder):
 
     def describe(self) -> dict:
         return {**super().describe(), "runtime": "torch", **devices.describe(self.device),
-                "mode": f"torch.compile ({self.meta['mode']}) of an exported channels-last program",
+                "mode": f"torch.compile ({self.meta['mode']}) of an exported channels-last program "
+                        f"({self.meta.get('kernels', 'inductor')} kernels)",
                 "package": str(self.path), "executed": self.meta["executed"], "load_seconds": self.load_seconds}

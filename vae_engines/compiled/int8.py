@@ -1,0 +1,51 @@
+"""An INT8 engine's layers from an INT8 variant's recipe: the very ranges and weights its
+Q/DQ graph carries.
+
+The quantize stage writes each variant's record (engines/onnx/<variant>.ranges.json): per
+layer whether it is int8, the tensor whose range quantizes its input, and for the fused
+placement the residual skip it reads through int8; the calibrated range of each of those
+tensors. `layer_quant` turns that into model.fused.LayerQuant with quant.qdq's own
+functions -- activation_scale, and int8_weight for the per-output-channel weights -- in the
+variant's scale type (fp16 scales for an fp16 variant, as its graph stores them), so the
+engine quantizes with exactly the scales and integer weights of the graph it is measured
+against.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vae_engines.core.errors import UserError
+from vae_engines.core.lazy import lazy_import
+from vae_engines.model.fused import LayerQuant
+from vae_engines.quant.qdq import activation_scale, int8_weight
+
+torch = lazy_import("torch")
+
+
+def layer_quant(decoder: Any, record: dict) -> dict[str, LayerQuant]:
+    """layer name -> LayerQuant for every int8 layer of the variant `record` (a ranges.json)."""
+    scale_type = np.float16 if record.get("float_type") == "fp16" else np.float32
+    amax = record["amax"]
+    out = {}
+    for layer in record["layers"]:
+        if not layer["int8"]:
+            continue
+        try:
+            conv = decoder.get_submodule(layer["name"])
+        except AttributeError:
+            raise UserError(f"the variant names layer {layer['name']!r}, which this decoder lacks; the ranges file "
+                            "belongs to another model: run dvc repro") from None
+        axis = 1 if layer["op_type"] == "ConvTranspose" else 0
+        q, scale = int8_weight(conv.weight.detach().float().cpu().numpy(), axis, scale_type)
+        skip = 0.0
+        if layer.get("skip_quantized"):
+            if not layer.get("skip"):
+                raise UserError(f"{record.get('variant')}: its ranges file predates the skip tensor names; "
+                                "re-run its quantize stage (dvc repro)")
+            skip = float(activation_scale(amax[layer["skip"]], scale_type))
+        out[layer["name"]] = LayerQuant(float(activation_scale(amax[layer["input"]], scale_type)),
+                                        torch.from_numpy(q), torch.from_numpy(scale.astype(np.float32)), skip)
+    return out

@@ -1,0 +1,137 @@
+"""Each layer's implementation in a fused engine, chosen on the GPU it is built for.
+
+For every layer of a model.fused.FusedDecoder, `choose_tiles` times the candidates on
+inputs of that layer's shape at a few lengths of the build profile -- the Triton kernel in
+each tile of CANDIDATES that fits the layer, and the torch implementation (cuDNN's
+convolution, then the epilogue in separate passes) -- and keeps the fastest over those
+lengths together. The timings and the choice go into the engine's record. The tile is
+fixed at build: at run time no length triggers tuning or compilation.
+
+Tiles are (BM, BN, BK, warps, pipeline stages). fp16 takes BK = 64 (one 128-byte row of
+fp16 per load), int8 BK = 128 (the same bytes); BN shrinks to the layer's width for the
+2-channel output convolution.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from vae_engines.core.lazy import lazy_import
+
+torch = lazy_import("torch")
+log = logging.getLogger(__name__)
+
+CANDIDATES = {
+    "fp16": ((128, 128, 64, 4, 4), (128, 128, 64, 8, 3), (64, 128, 64, 4, 4), (128, 256, 64, 8, 3),
+             (128, 64, 64, 4, 4)),
+    "int8": ((128, 128, 128, 8, 3), (128, 128, 128, 4, 4), (64, 128, 128, 4, 4), (128, 64, 128, 4, 4),
+             (256, 128, 128, 8, 3)),
+}
+TORCH = "torch"  # the label of the torch implementation (cuDNN's convolution on a GPU)
+
+
+def label(tile: list[int]) -> str:
+    return "x".join(map(str, tile)) if tile else TORCH
+
+
+def candidates(layer: Any) -> list[list[int]]:
+    """The tiles that fit `layer` (a model.fused.FusedConv), and [] (torch)."""
+    n, k = layer.weight.shape
+    channels = k // layer.spec.taps
+    out: list[list[int]] = [[]]
+    for bm, bn, bk, warps, stages in CANDIDATES["int8" if layer.x_scale > 0 else "fp16"]:
+        bk = min(bk, channels)
+        bn = min(bn, max(16, 1 << (n - 1).bit_length()))
+        if channels % bk or (layer.spec.stride and (n // 2) % bn) or bk * (1 if layer.x_scale > 0 else 2) < 16:
+            continue
+        tile = [bm, bn, bk, warps, stages]
+        if tile not in out:
+            out.append(tile)
+    return out
+
+
+def layer_frames(specs: list[Any], frames: int) -> list[int]:
+    """Each layer's input length (rows) for a latent of `frames` frames."""
+    out, rows = [], frames
+    for spec in specs:
+        out.append(rows)
+        rows *= spec.stride or 1
+    return out
+
+
+def layer_inputs(layer: Any, rows: int, device: Any, generator: Any) -> tuple[Any, Any]:
+    """A random input (and residual) of `layer`'s shape and types at `rows` rows, made on
+    `device` (`generator` is that device's): a 60 s decode's last layers take 368 M values."""
+    channels = layer.weight.shape[1] // layer.spec.taps
+    if layer.x_scale > 0:
+        x = torch.randint(-127, 128, (1, rows, channels), generator=generator, dtype=torch.int8, device=device)
+    else:
+        x = torch.randn(1, rows, channels, generator=generator, device=device, dtype=torch.float16)
+    residual = None
+    if layer.spec.residual:
+        residual = torch.randn(1, rows, layer.weight.shape[0], generator=generator, device=device,
+                               dtype=torch.float16)
+    return x, residual
+
+
+def time_call(fn: Any, device: Any, repeats: int = 5, warmup: int = 2) -> float:
+    """Median milliseconds of `fn()`: CUDA events on the current stream of a GPU, the wall
+    clock on a CPU."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            began = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - began) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def time_layer(layer: Any, rows: int, device: Any, generator: Any) -> float:
+    """Median milliseconds of `layer` on a random input of `rows` rows."""
+    x, residual = layer_inputs(layer, rows, device, generator)
+    return round(time_call(lambda: layer(x, residual), device), 4)
+
+
+def choose_tiles(module: Any, device: Any, frames: list[int]) -> dict[str, dict]:
+    """Set each layer's tile on `module` (a FusedDecoder on `device`) to the fastest
+    candidate summed over `frames`; returns layer name -> {chosen, ms: {candidate: [ms per
+    length]}, frames, failed: {candidate: why}}."""
+    specs = [layer.spec for layer in module.layers]
+    rows = {f: layer_frames(specs, f) for f in frames}
+    generator = torch.Generator(device=device).manual_seed(0)
+    record = {}
+    with torch.inference_mode():
+        for i, layer in enumerate(module.layers):
+            tiles = candidates(layer)
+            timings: dict[str, list[float]] = {label(t): [] for t in tiles}
+            failed: dict[str, str] = {}
+            for f in frames:
+                x, residual = layer_inputs(layer, rows[f][i], device, generator)
+                for tile in tiles:
+                    if label(tile) in failed:
+                        continue
+                    layer.tile = tile
+                    try:
+                        timings[label(tile)].append(round(time_call(lambda: layer(x, residual), device), 4))
+                    except Exception as exc:  # a tile this GPU cannot run (shared memory, registers): no candidate
+                        if not tile:
+                            raise
+                        failed[label(tile)] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                del x, residual
+            timings = {k: v for k, v in timings.items() if k not in failed}
+            best = min(timings, key=lambda name: sum(timings[name]))
+            layer.tile = [] if best == TORCH else [int(v) for v in best.split("x")]
+            record[layer.spec.name] = {"chosen": best, "ms": timings, "frames": list(frames), "failed": failed}
+            log.info("%s: %s (%s ms)", layer.spec.name, best, timings[best])
+    return record

@@ -1,0 +1,135 @@
+"""The fused convolution as PyTorch custom ops, so torch.export, torch.compile and the engine
+packages see one op per decoder layer.
+
+- `vae_engines::fused_conv` -> (y, s): a layer whose output starts a new stream (the first
+  convolution, a ConvTranspose, a residual unit's k=7 convolution, the last convolution).
+- `vae_engines::fused_conv_residual_` -> s: a residual unit's k=1 convolution, which adds its
+  result into the residual stream `residual` in place (declared: mutates_args), so a 60 s
+  decode holds three full-width activations at a time instead of four.
+
+`tile` chooses the implementation: (BM, BN, BK, warps, stages) runs the Triton kernel
+(kernels.triton_conv) -- on a GPU, or on the CPU under Triton's interpreter
+(TRITON_INTERPRET=1); an empty tile runs kernels.reference (the CPU implementation, and
+cuDNN on a GPU). The engine build picks one per layer by timing both (compiled.tune).
+Absent outputs come back as empty tensors.
+
+TOLERANCES is what the implementations promise against each other (tests read it): both
+round the same fp16 / int8 operands and accumulate in fp32 / exactly, so they differ by
+summation order, i.e. by at most a couple of fp16 rounding steps of the stored values, and
+an int8 output lands in the neighbouring step only where its value sits within that of a
+rounding boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from vae_engines.kernels import reference
+
+TOLERANCES = {
+    # fp16 outputs: |a - b| <= rtol * |b| + atol (a couple of fp16 steps: 2^-10 relative)
+    "fp16": {"rtol": 4e-3, "atol": 4e-3},
+    # int8 outputs: codes differ by at most 1, in at most this share of the elements
+    "int8": {"max_step": 1, "max_share": 0.01},
+}
+
+
+def registered() -> tuple[str, ...]:
+    """The ops this module registers (importing it registers them: a package that holds them
+    loads only after that)."""
+    return ("vae_engines::fused_conv", "vae_engines::fused_conv_residual_")
+
+
+def _shapes(x: Tensor, weight: Tensor, stride: int) -> tuple[int, int, int, int]:
+    batch, frames, _ = x.shape
+    n = weight.shape[0]
+    return batch, frames * stride if stride else frames, n // stride if stride else n, n
+
+
+def _snake_out(x: Tensor, batch: int, frames: int, channels: int, s_scale: float) -> Tensor:
+    return x.new_empty((batch, frames, channels), dtype=torch.int8 if s_scale > 0 else torch.float16)
+
+
+def _triton(x, weight, w_scale, bias, alpha, inv_beta, y, s, **kw) -> None:
+    from vae_engines.kernels import triton_conv  # Triton only where a kernel runs
+
+    batch, rows = x.shape[0], x.shape[1]
+    n = weight.shape[0]
+    y_view = None if y is None or kw.get("audio") else y.view(batch, rows, n)
+    s_view = None if s is None else s.view(batch, rows, n)
+    triton_conv.launch(x.contiguous(), weight, w_scale, bias, alpha, inv_beta, y if y_view is None else y_view, s_view,
+                       **kw)
+
+
+@torch.library.custom_op("vae_engines::fused_conv", mutates_args=())
+def fused_conv(x: Tensor, weight: Tensor, w_scale: Optional[Tensor], bias: Optional[Tensor], alpha: Optional[Tensor],
+               inv_beta: Optional[Tensor], taps: int, dilation: int, padding: int, stride: int, x_scale: float,
+               s_scale: float, store_y: bool, audio: bool, tile: list[int]) -> tuple[Tensor, Tensor]:
+    """One layer (module docstring). x [B, T, C] (int8 when x_scale > 0); y [B, T_out, C_out]
+    fp16, or when `audio` float32 [B, C_out, T_out]; s [B, T_out, C_out] when alpha is given."""
+    batch, frames, channels, _ = _shapes(x, weight, stride)
+    empty = x.new_empty((0,), dtype=torch.float16)
+    if tile:
+        y = None
+        if store_y:
+            y = x.new_empty((batch, channels, frames) if audio else (batch, frames, channels),
+                            dtype=torch.float32 if audio else torch.float16)
+        s = _snake_out(x, batch, frames, channels, s_scale) if alpha is not None else None
+        _triton(x, weight, w_scale, bias, alpha, inv_beta, y, s, taps=taps, dilation=dilation, padding=padding,
+                stride=stride, x_scale=x_scale, s_scale=s_scale, res_scale=0.0, residual=False, audio=audio,
+                tile=tuple(tile))
+        return (empty if y is None else y), (empty if s is None else s)
+    v = reference.layer_output(x, weight, w_scale, bias, None, taps=taps, dilation=dilation, padding=padding,
+                               stride=stride, x_scale=x_scale, res_scale=0.0)
+    y = empty
+    if store_y:
+        y = v.transpose(1, 2).contiguous() if audio else v.half()
+    s = reference.snake_input(v, alpha, inv_beta, s_scale) if alpha is not None else empty
+    return y, s
+
+
+@fused_conv.register_fake
+def _(x, weight, w_scale, bias, alpha, inv_beta, taps, dilation, padding, stride, x_scale, s_scale, store_y, audio,
+      tile):
+    batch, frames, channels, _ = _shapes(x, weight, stride)
+    empty = x.new_empty((0,), dtype=torch.float16)
+    y = empty
+    if store_y:
+        y = x.new_empty((batch, channels, frames) if audio else (batch, frames, channels),
+                        dtype=torch.float32 if audio else torch.float16)
+    s = _snake_out(x, batch, frames, channels, s_scale) if alpha is not None else empty
+    return y, s
+
+
+@torch.library.custom_op("vae_engines::fused_conv_residual_", mutates_args=("residual",))
+def fused_conv_residual_(x: Tensor, weight: Tensor, w_scale: Optional[Tensor], bias: Optional[Tensor],
+                         alpha: Optional[Tensor], inv_beta: Optional[Tensor], residual: Tensor, taps: int,
+                         dilation: int, padding: int, x_scale: float, s_scale: float, res_scale: float,
+                         tile: list[int]) -> Tensor:
+    """residual += conv(x) (+ bias), in place; returns s = Snake(residual) when alpha is
+    given (else an empty tensor). res_scale > 0: the residual is read through int8 Q/DQ."""
+    batch, frames, channels, _ = _shapes(x, weight, 0)
+    if tile:
+        s = _snake_out(x, batch, frames, channels, s_scale) if alpha is not None else None
+        _triton(x, weight, w_scale, bias, alpha, inv_beta, residual, s, taps=taps, dilation=dilation,
+                padding=padding, stride=0, x_scale=x_scale, s_scale=s_scale, res_scale=res_scale, residual=True,
+                audio=False, tile=tuple(tile))
+        return x.new_empty((0,), dtype=torch.float16) if s is None else s
+    v = reference.layer_output(x, weight, w_scale, bias, residual, taps=taps, dilation=dilation, padding=padding,
+                               stride=0, x_scale=x_scale, res_scale=res_scale)
+    residual.copy_(v)
+    if alpha is None:
+        return x.new_empty((0,), dtype=torch.float16)
+    return reference.snake_input(v, alpha, inv_beta, s_scale)
+
+
+@fused_conv_residual_.register_fake
+def _(x, weight, w_scale, bias, alpha, inv_beta, residual, taps, dilation, padding, x_scale, s_scale, res_scale,
+      tile):
+    batch, frames, channels, _ = _shapes(x, weight, 0)
+    if alpha is None:
+        return x.new_empty((0,), dtype=torch.float16)
+    return _snake_out(x, batch, frames, channels, s_scale)

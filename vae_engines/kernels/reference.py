@@ -1,0 +1,97 @@
+"""What the fused convolution computes, in plain torch: the CPU implementation of the op, and
+the cuDNN path on a GPU for a layer where cuDNN is faster than the Triton kernel.
+
+One layer of the decoder, on channels-last activations x [B, T, C]:
+
+    v = conv(x) (+ bias) (+ residual)          the layer's output, float32 inside
+    y = v, stored (fp16; the decoder's audio in fp32, [B, C, T])
+    s = Snake_next(fp16(v)), stored            the next layer's input: fp16, or int8
+                                               quantized with that layer's scale
+
+where conv is a k-tap dilated convolution with zero padding, or Oobleck's ConvTranspose as a
+2-tap phase convolution (`phase_weight`); int8 x is dequantized with its per-tensor scale
+and int8 weights with their per-output-channel scales; a quantized residual (the fused
+placement's skip input) is rounded to int8 and back first. Rounding follows ONNX's
+QuantizeLinear: round half to even, saturate to [-128, 127], zero point 0 -- the Q/DQ graphs'
+own arithmetic (graph.execute), so an engine and its variant's graph quantize alike.
+
+On the CPU the arithmetic is fp32 on the stored (fp16 / int8) values; on a GPU the
+convolution runs in fp16 on cuDNN (channels-last 2-D, fp32 accumulation).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vae_engines.core.lazy import lazy_import
+
+torch = lazy_import("torch")
+
+
+def conv_weight(weight: Any) -> Any:
+    """A Conv1d weight [N, C, k] as the kernel's K-major matrix [N, k * C] (tap, then channel)."""
+    return weight.permute(0, 2, 1).reshape(weight.shape[0], -1).contiguous()
+
+
+def phase_weight(weight: Any, stride: int) -> Any:
+    """A ConvTranspose1d weight [C, C_out, 2 * stride] (padding stride / 2, even stride) as the
+    2-tap convolution matrix [stride * C_out, 2 * C]: column r * C_out + o is output channel o
+    at phase r; its tap t reads input frame q - 1 + t (+1 for r >= stride / 2) and uses the
+    transposed kernel's tap j = r + stride/2 + (1 - t - [r >= stride/2]) * stride."""
+    channels, out_channels, width = weight.shape
+    if width != 2 * stride or stride % 2:
+        raise ValueError(f"ConvTranspose1d with kernel {width} and stride {stride}: the fused kernel takes "
+                         "kernel = 2 x stride with an even stride (Oobleck's upsamplers)")
+    half = stride // 2
+    taps = []
+    for tap in (0, 1):
+        j = [r + half + (1 - tap - (r >= half)) * stride for r in range(stride)]
+        taps.append(weight[:, :, j].permute(2, 1, 0))  # [stride, C_out, C]
+    return torch.stack(taps, dim=2).reshape(stride * out_channels, 2 * channels).contiguous()
+
+
+def quantize(x: Any, scale: float) -> Any:
+    """ONNX QuantizeLinear (int8, zero point 0) in fp32 arithmetic, as int8."""
+    return torch.round(x.float() / scale).clamp_(-128, 127).to(torch.int8)
+
+
+def _conv(a: Any, w: Any, *, taps: int, dilation: int, padding: int, stride: int) -> Any:
+    """a [B, T, C] (*) w [N, taps * C] -> [B, T, N], as a channels-last 2-D convolution."""
+    batch, frames, channels = a.shape
+    n = w.shape[0]
+    x4 = a.permute(0, 2, 1).unsqueeze(2).contiguous(memory_format=torch.channels_last)
+    w4 = w.view(n, taps, channels).permute(0, 2, 1).unsqueeze(2).contiguous(memory_format=torch.channels_last)
+    if stride:
+        out = torch.nn.functional.conv2d(x4, w4, padding=(0, 1))  # frames + 1 columns: taps (q-1, q) and (q, q+1)
+        out = torch.cat([out[:, : n // 2, :, :frames], out[:, n // 2:, :, 1:]], dim=1)
+    else:
+        out = torch.nn.functional.conv2d(x4, w4, padding=(0, padding), dilation=(1, dilation))
+    return out.squeeze(2).permute(0, 2, 1)
+
+
+def layer_output(x: Any, weight: Any, w_scale: Any, bias: Any, residual: Any, *, taps: int, dilation: int,
+                 padding: int, stride: int, x_scale: float, res_scale: float) -> Any:
+    """v: the layer's float32 output [B, T_out, C_out] (module docstring)."""
+    compute = torch.float16 if x.is_cuda else torch.float32
+    a = x.float() * x_scale if not x.is_floating_point() else x
+    w = weight.float() * w_scale[:, None] if not weight.is_floating_point() else weight
+    v = _conv(a.to(compute), w.to(compute), taps=taps, dilation=dilation, padding=padding, stride=stride).float()
+    batch, frames, n = v.shape
+    if stride:
+        v = v.reshape(batch, frames * stride, n // stride)
+    if bias is not None:
+        v = v + bias
+    if residual is not None:
+        r = residual.float()
+        if res_scale > 0:
+            r = (quantize(r, res_scale).float() * res_scale).half().float()
+        v = v + r
+    return v
+
+
+def snake_input(v: Any, alpha: Any, inv_beta: Any, s_scale: float) -> Any:
+    """The next layer's input: Snake of the stored fp16 value, in fp16 or quantized to int8."""
+    h = v.half().float()
+    sn = torch.sin(alpha * h)
+    s = h + inv_beta * (sn * sn)
+    return quantize(s.half().float(), s_scale) if s_scale > 0 else s.half()

@@ -1,0 +1,172 @@
+"""The fused convolution as a Triton kernel; kernels.reference says what it computes.
+
+One program computes a [BM, BN] tile of output rows (time) by GEMM columns (output
+channels) as an implicit GEMM: for each tap and BK-wide channel slice it loads the input
+rows shifted by tap * dilation - padding and multiplies them with the K-major weight slice
+on the tensor cores, accumulating in fp32 (fp16 operands) or int32 (int8 operands: exact).
+Both operands come through tensor descriptors: on Hopper the tensor memory accelerator
+(TMA) copies them into shared memory asynchronously, several stages ahead, and fills rows
+outside the sequence with zeros -- which is exactly the convolution's zero padding. (Plain
+pointer loads were the first version: per-element addresses and masks held 170-255
+registers per thread and spilled, ptxas for sm_90; the descriptor version holds 90-160.) The epilogue
+does in registers what eager PyTorch does in separate passes over the tensor: dequantize
+(int8), add the bias, add into the residual stream in place, store, and apply the Snake of
+the layer that consumes the result, writing that layer's input -- in fp16, or quantized to
+int8 with its calibrated scale.
+
+Why Snake at the producer and not on the consumer's load: a k=7 convolution loads each
+input element once per tap and per BN-wide column block, so Snake on load costs
+7 x N / BN sines per element -- at BN = 128 one sine per 256 tensor-core FLOPs, about the
+rate of the GPU's special-function units -- where the producer's epilogue computes it once
+per element. An int8 consumer then also reads int8, half the bytes, already quantized.
+
+ConvTranspose (stride s, kernel 2s, padding s/2: Oobleck's upsamplers) runs as a 2-tap
+convolution with s * C_out columns (kernels.reference.phase_weight): output frame q*s + r
+takes input frames (q-1, q) for phases r < s/2 and (q, q+1) for the rest, so the column
+blocks of the second half read their taps one frame later, and the [T, s * C_out] result is
+already the [T * s, C_out] channels-last output in memory.
+
+The sequence length is never a compile-time constant (do_not_specialize): one compiled
+kernel serves every length, and a call at a new length compiles nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import triton
+import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+
+@triton.jit
+def _round_half_even(x):
+    r = tl.floor(x + 0.5)
+    tie = (r - x) == 0.5
+    odd = (r - 2.0 * tl.floor(r * 0.5)) != 0.0
+    return tl.where(tie & odd, r - 1.0, r)
+
+
+@triton.jit
+def _sin(x, FAST: tl.constexpr):
+    """sin(x). FAST (a GPU): one reduction to [-pi, pi] in fp32 (2*pi split in two parts, exact
+    for |x| < 2^13) and the hardware's sin.approx (absolute error ~2^-21 there). tl.sin is
+    CUDA's accurate sinf, whose slow path for huge arguments (a Payne-Hanek reduction in local
+    memory) is inlined for every element of the tile: on sm_90 it made the kernel 6x longer
+    in PTX, spilled it to local memory and took seconds to compile, for arguments that never
+    occur here (|alpha * x| is a few tens at most)."""
+    if FAST:
+        k = tl.floor(x * 0.15915494309189535 + 0.5)
+        r = (x - k * 6.28125) - k * 0.0019353071795864769
+        return tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32, is_pure=True,
+                                         pack=1)
+    return tl.sin(x)
+
+
+@triton.jit
+def _quantize(x, scale):
+    """ONNX QuantizeLinear to int8 with zero point 0, as a float in [-128, 127]."""
+    return tl.minimum(tl.maximum(_round_half_even(x / scale), -128.0), 127.0)
+
+
+@triton.jit(do_not_specialize=["M"])
+def fused_conv_kernel(
+        x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alpha_ptr, inv_beta_ptr,
+        M, N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, s_scale, res_scale,
+        INT8_IN: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, RES_QUANT: tl.constexpr,
+        STORE_Y: tl.constexpr, AUDIO: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
+        TRANSPOSED: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    pid = tl.program_id(0)
+    num_n = tl.cdiv(N, BN)
+    pid_n = pid % num_n  # column blocks of one row block run side by side: its input rows stay in L2
+    pid_m = pid // num_n
+    b = tl.program_id(1)
+    m0, n0 = pid_m * BM, pid_n * BN
+    row0 = m0 - PAD
+    if TRANSPOSED:
+        row0 = row0 + (n0 >= N_HALF).to(tl.int32)
+    num_kc = C_IN // BK
+    if INT8_IN:
+        acc = tl.zeros((BM, BN), dtype=tl.int32)
+    else:
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for kk in range(0, TAPS * num_kc):
+        tap = kk // num_kc
+        c0 = (kk - tap * num_kc) * BK
+        a = x_desc.load([b, row0 + tap * DIL, c0]).reshape(BM, BK)
+        w = w_desc.load([n0, tap * C_IN + c0])
+        if INT8_IN:
+            acc = tl.dot(a, w.T, acc, out_dtype=tl.int32)
+        else:
+            acc = tl.dot(a, w.T, acc)
+
+    # Epilogue. Per-channel vectors by pointer (BN values); tiles through descriptors, which
+    # need no per-element addresses in registers and clip at the tensor's edges themselves.
+    offs_n = n0 + tl.arange(0, BN)
+    n_mask = offs_n < N
+    v = acc.to(tl.float32)
+    if INT8_IN:
+        w_scale = tl.load(w_scale_ptr + offs_n, mask=n_mask, other=0.0)
+        v = v * (w_scale * x_scale)[None, :]
+    if TRANSPOSED:
+        ch = offs_n % N_CH
+    else:
+        ch = offs_n
+    if HAS_BIAS:
+        v += tl.load(bias_ptr + ch, mask=n_mask, other=0.0)[None, :]
+    if RESIDUAL:  # y holds the residual stream: read, add, write back in place
+        r = y_desc.load([b, m0, n0]).reshape(BM, BN).to(tl.float32)
+        if RES_QUANT:  # the skip input's Q/DQ of the fused placement
+            r = (_quantize(r, res_scale) * res_scale).to(tl.float16).to(tl.float32)
+        v += r
+    if STORE_Y:
+        if AUDIO:  # the decoder's output, float32 [B, channels, samples]
+            y_desc.store([b, n0, m0], tl.trans(v).reshape(1, BN, BM))
+        else:
+            y_desc.store([b, m0, n0], v.to(tl.float16).reshape(1, BM, BN))
+    if STORE_S:
+        h = v.to(tl.float16).to(tl.float32)  # the value as stored, which is what the next layer sees
+        alpha = tl.load(alpha_ptr + ch, mask=n_mask, other=0.0)
+        inv_beta = tl.load(inv_beta_ptr + ch, mask=n_mask, other=0.0)
+        sn = _sin(h * alpha[None, :], FAST_SIN)
+        s = h + inv_beta[None, :] * (sn * sn)
+        if S_INT8:
+            q = _quantize(s.to(tl.float16).to(tl.float32), s_scale)
+            s_desc.store([b, m0, n0], q.to(tl.int8).reshape(1, BM, BN))
+        else:
+            s_desc.store([b, m0, n0], s.to(tl.float16).reshape(1, BM, BN))
+
+
+def _desc(t: Any, block: list[int]) -> Any:
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block)
+
+
+def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: Any, y: Any, s: Any, *,
+           taps: int, dilation: int, padding: int, stride: int, x_scale: float, s_scale: float, res_scale: float,
+           residual: bool, audio: bool, tile: tuple[int, ...]) -> None:
+    """Run the kernel. x: [B, M, C] contiguous, fp16 or int8; weight [N, taps * C] K-major,
+    contiguous; y: [B, M, N] (the residual stream when `residual`), or when `audio` the
+    float32 output [B, N, M]; s: [B, M, N]; y and s contiguous, None where not stored; tile
+    (BM, BN, BK, warps, stages)."""
+    batch, rows, channels = x.shape
+    n, k = weight.shape
+    bm, bn, bk, warps, stages = tile
+    if channels % bk:
+        raise ValueError(f"tile BK={bk} does not divide the {channels} input channels")
+    if stride and (n // 2) % bn:
+        raise ValueError(f"tile BN={bn} does not divide the transposed layer's half width {n // 2}")
+    x_desc = _desc(x, [1, bm, bk])
+    w_desc = _desc(weight, [bn, bk])
+    y_desc = None if y is None else _desc(y, [1, bn, bm] if audio else [1, bm, bn])
+    s_desc = None if s is None else _desc(s, [1, bm, bn])
+    grid = (triton.cdiv(rows, bm) * triton.cdiv(n, bn), batch)
+    fused_conv_kernel[grid](
+        x_desc, w_desc, y_desc or s_desc, s_desc or y_desc, w_scale if w_scale is not None else weight,
+        bias if bias is not None else weight, alpha if alpha is not None else weight,
+        inv_beta if inv_beta is not None else weight,
+        rows, n, channels, taps, dilation, padding, n // 2, n // stride if stride else n,
+        float(x_scale), float(s_scale), float(res_scale),
+        INT8_IN=not x.dtype.is_floating_point, HAS_BIAS=bias is not None, RESIDUAL=residual,
+        RES_QUANT=res_scale > 0, STORE_Y=y is not None, AUDIO=audio, STORE_S=s is not None,
+        S_INT8=s is not None and s_scale > 0, TRANSPOSED=stride > 0, FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk,
+        num_warps=warps, num_stages=stages)
