@@ -206,25 +206,44 @@ def explore(decoder, quant) -> dict:
     return out
 
 
+def tiles_of(record: dict) -> dict[str, list[int]]:
+    return {name: ([] if v["chosen"] == "torch" else [int(x) for x in v["chosen"].split("x")])
+            for name, v in record["layer_ms"].items()}
+
+
+ENGINE_NAMES = ("inductor fp16", "fused fp16", "fused int8", "fused fp16 graphs", "fused int8 graphs")
+
+
 def build_engines(decoder, shape, out: Path, quant) -> dict:
+    """The engines, each with compiled.build.build_package; the two "graphs" engines take the
+    tiles the tuned builds chose and run with CUDA graphs (compile mode reduce-overhead),
+    which replay a decode's 37 launches without the per-launch host work."""
     profile = ProfileParams(min_frames=CFG.min_frames, opt_frames=CFG.frames, max_frames=CFG.frames)
     engines = {}
-    for name, kernels, q in (("fused fp16", "fused", None), ("fused int8", "fused", quant),
-                             ("inductor fp16", "inductor", None)):
+    for name, kernels, q, mode, tiles_from in (
+            ("fused fp16", "fused", None, "default", None), ("fused int8", "fused", quant, "default", None),
+            ("inductor fp16", "inductor", None, "default", None),
+            ("fused fp16 graphs", "fused", None, "reduce-overhead", "fused fp16"),
+            ("fused int8 graphs", "fused", quant, "reduce-overhead", "fused int8")):
+        if CFG.device.type != "cuda" and mode == "reduce-overhead":
+            continue
         path = out / f"{name.replace(' ', '_')}.pt2"
         began = time.perf_counter()
-        rec = build_package(decoder, shape, precision="fp16", mode="default", device=CFG.device,
+        rec = build_package(decoder, shape, precision="fp16", mode=mode, device=CFG.device,
                             profile=profile, path=path, model="seeded acestep-1.5 (seed 0)", kernels=kernels, quant=q,
-                            variant="minmax on 2 seeded latents, all layers" if q else None)
+                            variant="minmax on 2 seeded latents, all layers" if q else None,
+                            tiles=tiles_of(engines[tiles_from]) if tiles_from else None)
         rec["build_wall_seconds"] = round(time.perf_counter() - began, 1)
         engines[name] = {k: v for k, v in rec.items() if k != "layers"}
         engines[name]["layer_choice"] = {k: v["chosen"] for k, v in rec.get("layers", {}).items()}
         engines[name]["layer_ms"] = {k: v for k, v in rec.get("layers", {}).items()}
+        log.info("built %s in %.1f s", name, rec["build_wall_seconds"])
     return engines
 
 
 def load_all(out: Path, decoder, shape) -> dict:
-    decoders = {name: load(out / f"{name.replace(' ', '_')}.pt2") for name in ("inductor fp16", "fused fp16", "fused int8")}
+    decoders = {name: load(out / f"{name.replace(' ', '_')}.pt2") for name in ENGINE_NAMES
+                if (out / f"{name.replace(' ', '_')}.pt2").is_file()}
     decoders["eager fp16"] = EagerDecoder(decoder, shape, "fp16", CFG.device)
     return decoders
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vae_engines.compiled.int8 import layer_quant
-from vae_engines.compiled.tune import choose_tiles
+from vae_engines.compiled.tune import choose_tiles, label
 from vae_engines.core import device as devices
 from vae_engines.core.choices import CompileMode, Kernels, Precision
 from vae_engines.core.errors import UserError
@@ -77,13 +77,18 @@ def fused_executed(module: Any, device: Any, layers: dict) -> str:
 
 
 def engine_module(decoder: Any, precision: Precision, kernels: Kernels, device: Any, profile: ProfileParams,
-                  quant: dict[str, LayerQuant] | None = None) -> tuple[Any, dict]:
-    """(the module the engine runs, what the record says of it)."""
+                  quant: dict[str, LayerQuant] | None = None, tiles: dict[str, list[int]] | None = None
+                  ) -> tuple[Any, dict]:
+    """(the module the engine runs, what the record says of it). tiles: each layer's
+    implementation given (an earlier build's choice) instead of timed here."""
     if kernels == Kernels.INDUCTOR:
         module = ChannelsLastDecoder(decoder, torch_dtype(precision)).to(device)
         return module, {"kernels": "inductor", "layout": "channels-last 2-D (NHWC)", "executed": EXECUTED[precision]}
-    module = FusedDecoder(decoder, quant).to(device).eval()
-    if device.type == "cuda":
+    module = FusedDecoder(decoder, quant, tiles).to(device).eval()
+    if tiles is not None:
+        layers = {layer.spec.name: {"chosen": label(layer.tile), "ms": {}, "frames": [], "given": True}
+                  for layer in module.layers}
+    elif device.type == "cuda":
         frames = tuning_frames(profile)
         layers = choose_tiles(module, device, frames)
     else:
@@ -139,16 +144,18 @@ def check_decode(path: Path, decoder: Any, shape: Shape, frames: int, device: An
 
 def build_package(decoder: Any, shape: Shape, *, precision: Precision, mode: CompileMode, device: Any,
                   profile: ProfileParams, path: str | Path, model: str, kernels: Kernels = Kernels.AUTO,
-                  quant: dict[str, LayerQuant] | None = None, variant: str | None = None) -> dict:
+                  quant: dict[str, LayerQuant] | None = None, variant: str | None = None,
+                  tiles: dict[str, list[int]] | None = None) -> dict:
     """The compiled engine of folded `decoder` (model.oobleck.fold_decoder) at `path`.
 
     shape: the runtime Shape facts (channels, hop, sampling rate); model: where the weights
-    came from (provenance); quant + variant: an INT8 engine of that variant (fused kernels).
-    Returns the record written beside the package."""
+    came from (provenance); quant + variant: an INT8 engine of that variant (fused kernels);
+    tiles: the fused layers' implementations, given rather than timed. Returns the record
+    written beside the package."""
     torch.compiler.reset()
     kernels = Kernels.FUSED if quant is not None else resolve_kernels(Kernels(kernels), Precision(precision), device)
     start = time.perf_counter()
-    module, described = engine_module(decoder, Precision(precision), kernels, device, profile, quant)
+    module, described = engine_module(decoder, Precision(precision), kernels, device, profile, quant, tiles)
     tuned = time.perf_counter()
     program = exported_program(module, shape.channels, device, profile)
     exported = time.perf_counter()

@@ -40,11 +40,14 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 
 @triton.jit
-def _round_half_even(x):
-    r = tl.floor(x + 0.5)
-    tie = (r - x) == 0.5
-    odd = (r - 2.0 * tl.floor(r * 0.5)) != 0.0
-    return tl.where(tie & odd, r - 1.0, r)
+def _quantize(x, inv_scale):
+    """ONNX QuantizeLinear to int8 with zero point 0, as a float in [-128, 127]: x / scale
+    (as x * (1 / scale): the two differ in the last bit, which moves a value across a
+    rounding boundary about 3 times in 10^5), saturated, then rounded half to even by adding
+    and subtracting 1.5 * 2^23 (exact in fp32 for |t| < 2^22; the clamp comes first, so no
+    multiply-add can fuse into the rounding)."""
+    t = tl.minimum(tl.maximum(x * inv_scale, -128.0), 127.0)
+    return (t + 12582912.0) - 12582912.0
 
 
 @triton.jit
@@ -63,16 +66,10 @@ def _sin(x, FAST: tl.constexpr):
     return tl.sin(x)
 
 
-@triton.jit
-def _quantize(x, scale):
-    """ONNX QuantizeLinear to int8 with zero point 0, as a float in [-128, 127]."""
-    return tl.minimum(tl.maximum(_round_half_even(x / scale), -128.0), 127.0)
-
-
 @triton.jit(do_not_specialize=["M"])
 def fused_conv_kernel(
         x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alpha_ptr, inv_beta_ptr,
-        M, N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, s_scale, res_scale,
+        M, N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale,
         INT8_IN: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, RES_QUANT: tl.constexpr,
         STORE_Y: tl.constexpr, AUDIO: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
         TRANSPOSED: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
@@ -117,7 +114,7 @@ def fused_conv_kernel(
     if RESIDUAL:  # y holds the residual stream: read, add, write back in place
         r = y_desc.load([b, m0, n0]).reshape(BM, BN).to(tl.float32)
         if RES_QUANT:  # the skip input's Q/DQ of the fused placement
-            r = (_quantize(r, res_scale) * res_scale).to(tl.float16).to(tl.float32)
+            r = (_quantize(r, 1.0 / res_scale) * res_scale).to(tl.float16).to(tl.float32)
         v += r
     if STORE_Y:
         if AUDIO:  # the decoder's output, float32 [B, channels, samples]
@@ -131,7 +128,7 @@ def fused_conv_kernel(
         sn = _sin(h * alpha[None, :], FAST_SIN)
         s = h + inv_beta[None, :] * (sn * sn)
         if S_INT8:
-            q = _quantize(s.to(tl.float16).to(tl.float32), s_scale)
+            q = _quantize(s.to(tl.float16).to(tl.float32), inv_s_scale)
             s_desc.store([b, m0, n0], q.to(tl.int8).reshape(1, BM, BN))
         else:
             s_desc.store([b, m0, n0], s.to(tl.float16).reshape(1, BM, BN))
@@ -165,7 +162,7 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: A
         bias if bias is not None else weight, alpha if alpha is not None else weight,
         inv_beta if inv_beta is not None else weight,
         rows, n, channels, taps, dilation, padding, n // 2, n // stride if stride else n,
-        float(x_scale), float(s_scale), float(res_scale),
+        float(x_scale), 1.0 / s_scale if s_scale > 0 else 0.0, float(res_scale),
         INT8_IN=not x.dtype.is_floating_point, HAS_BIAS=bias is not None, RESIDUAL=residual,
         RES_QUANT=res_scale > 0, STORE_Y=y is not None, AUDIO=audio, STORE_S=s is not None,
         S_INT8=s is not None and s_scale > 0, TRANSPOSED=stride > 0, FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk,
