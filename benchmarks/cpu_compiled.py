@@ -26,7 +26,7 @@ from vae_engines.compiled.build import build_package  # noqa: E402
 from vae_engines.core.device import keep_freed_memory  # noqa: E402
 from vae_engines.core.env import fingerprint  # noqa: E402
 from vae_engines.core.params import ModelParams, ProfileParams  # noqa: E402
-from vae_engines.measure.bench import interleaved, paired_ratio  # noqa: E402
+from vae_engines.measure.timing import interleaved, paired_ratio  # noqa: E402
 from vae_engines.model.oobleck import fold_decoder, load_vae  # noqa: E402
 from vae_engines.runtime import load  # noqa: E402
 from vae_engines.runtime.base import Shape  # noqa: E402

@@ -6,7 +6,7 @@ PyTorch engines, full-size seeded ACE-Step 1.5 decoder.
 
 Builds each compiled engine with compiled.build.build_package (fp16, fp16 with CUDA graphs,
 bf16, fp32; profile 125..1500 frames), loads it back with runtime.load as an app would,
-then measures with measure.bench / measure.torchbench: latency (rounds taking turns, CUDA
+then measures with measure.timing / measure.torch_engines: latency (rounds taking turns, CUDA
 events), device memory of one 60 s decode, quality against eager fp32 (TF32 off) on seeded
 60 s latents, and the windowed decode (125-frame windows, 16 overlap). Writes
 DIR/gpu_engines.json and DIR/gpu_engines.md, and the torch.profiler breakdown of the
@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 from vae_engines.compiled.build import build_package  # noqa: E402
 from vae_engines.core.env import fingerprint  # noqa: E402
 from vae_engines.core.params import BenchParams, ModelParams, ProfileParams  # noqa: E402
-from vae_engines.measure.bench import streaming  # noqa: E402
-from vae_engines.measure.torchbench import decode_memory_gib, speed  # noqa: E402
+from vae_engines.measure.timing import streaming  # noqa: E402
+from vae_engines.measure.torch_engines import decode_memory_gib, speed  # noqa: E402
 from vae_engines.metrics import peak_psnr  # noqa: E402
 from vae_engines.model.oobleck import fold_decoder, load_vae  # noqa: E402
 from vae_engines.runtime import load  # noqa: E402

@@ -46,7 +46,7 @@ from vae_engines.core import device as devices  # noqa: E402
 from vae_engines.core.env import fingerprint  # noqa: E402
 from vae_engines.core.params import ModelParams, ProfileParams  # noqa: E402
 from vae_engines.kernels.op import TOLERANCES  # noqa: E402
-from vae_engines.measure.bench import device_memory_gib, interleaved, paired_ratio, streaming, time_ms  # noqa: E402
+from vae_engines.measure.timing import device_memory_gib, interleaved, paired_ratio, streaming, time_ms  # noqa: E402
 from vae_engines.metrics import peak_psnr  # noqa: E402
 from vae_engines.model.fused import FusedDecoder, LayerQuant, layer_specs  # noqa: E402
 from vae_engines.model.oobleck import fold_decoder, load_vae  # noqa: E402

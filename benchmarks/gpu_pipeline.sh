@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The full-size pipeline on the lent GPU machine (issue 20), timed stage by stage:
+# The full-size pipeline on the lent GPU machine (issues 20, 24, 25), timed stage by stage, with
+# the fused fp16 engine and an INT8 engine for every default variant (CUDA graphs):
 #   1. `dvc repro` from scratch at the 60 s GPU configuration (full-size seeded decoder,
 #      profile 125/1500/1500, 16 x 60 s corpus, 8 calibration and 4 held-out windows);
 #   2. one INT8 variant's recipe changed, `dvc repro` again (what re-runs, and how long);
@@ -31,7 +32,9 @@ python3 benchmarks/stage_times.py --out "$OUT_DIR/full" --label "full-size pipel
   --set corpus.clips=16 --set corpus.seconds=60 --set calibration.count=8 --set holdout.count=4 \
   --set sensitivity.max_latents=2 --set "bench.frames=[125, 250, 1500]" --set "bench.runtimes=[tensorrt, torch]" \
   --set bench.stream_frames=1500 --set bench.stream_window=125 --set bench.stream_overlap=16 \
-  --set "compile.precisions=[fp16]" || echo "full repro failed" >> "$OUT_DIR/failed.txt"
+  --set "compile.precisions=[fp16]" --set compile.mode=reduce-overhead \
+  --set "compile.int8=[entropy, minmax, minmax_fused, percentile, mse, auto_40db, speed_40db]" \
+  || echo "full repro failed" >> "$OUT_DIR/failed.txt"
 cp reports/report.md "$OUT_DIR/full_report.md" || true
 cp reports/torch/bench.json "$OUT_DIR/full_torch_bench.json" || true
 

@@ -4,7 +4,7 @@ can run them (else "not measured", with the reason), its size, and what its INT8
 from pathlib import Path
 
 from vae_engines.core import entry, params
-from vae_engines.measure.benchmark import bench_variant
+from vae_engines.measure.plans import bench_variant
 
 
 def main(args):

@@ -2,7 +2,7 @@
 engines, on the compute device: latency, memory, held-out quality, streaming."""
 
 from vae_engines.core import device, entry, params
-from vae_engines.measure.torchbench import bench_torch
+from vae_engines.measure.torch_engines import bench_torch
 
 
 def main(args):

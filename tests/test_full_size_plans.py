@@ -45,5 +45,8 @@ def test_int8_plans_hold_int8_weights(tmp_path):
         sizes[name] = build_plan(rtx, onnx_path, plan, profile=profile, build=config.BuildParams())["plan_bytes"]
         plan.unlink()
     print("plan bytes:", sizes)
+    # int8 weights are a quarter of fp32's bytes (84.4 M parameters: 84 against 338 MB); per-channel
+    # scales, float biases and the plan's own overhead (~6 MB measured on the small model) add a few
+    # MB: 0.35 leaves room for 30 MB of it (measured 0.27)
     assert sizes["int8+fp32"] <= 0.35 * sizes["fp32"], sizes
     assert sizes["int8+fp16"] < sizes["fp16"], sizes

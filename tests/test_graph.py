@@ -30,15 +30,24 @@ def test_fp32_graph_matches_onnxruntime(tiny_onnx):
 
 
 def test_qdq_graph_matches_onnxruntime(tiny_onnx):
+    """The executor's QuantizeLinear gives ONNX Runtime's integers for the same input (the
+    graph input's Q: bit for bit), and the two decodes differ by less than either differs from
+    fp32: where their fp32 sums (in different orders) straddle an int8 boundary a value flips
+    one step, an error of the kind quantization makes everywhere (tests/test_quant.py's
+    executor-vs-ORT test derives it). Measured: 70.4 dB between them, 36.9 dB vs fp32."""
     model = load_onnx(tiny_onnx)
     layers = quantizable_layers(model)
     amax = {l.activation: 0.5 + 0.05 * i for i, l in enumerate(layers)}
     q = insert_qdq(model, layers, amax)
     x = latents(2, 6, seed=1)
     ref = ort(model, x)
-    a, b = GraphExecutor(q).decode(x), ort(q, x)
-    assert abs(peak_psnr(ref, a) - peak_psnr(ref, b)) < 0.1
-    assert peak_psnr(b, a) > 60  # only rounding ties at the Q nodes differ
+    first_q = next(n.output[0] for n in q.graph.node if n.op_type == "QuantizeLinear")
+    seen = {}
+    a = GraphExecutor(q).decode(x, observe=lambda k, v: seen.__setitem__(k, v) if k == first_q else None)
+    q.graph.output.extend([onnx.helper.make_tensor_value_info(first_q, onnx.TensorProto.INT8, None)])
+    b, b_codes = ort_session(q).run(None, {"latent": x})
+    np.testing.assert_array_equal(seen[first_q].numpy().astype(np.int8), b_codes)
+    assert peak_psnr(b, a) >= peak_psnr(ref, a)
 
 
 def test_prefix_and_suffix_equal_one_run(tiny_onnx):
@@ -112,8 +121,8 @@ def test_float16_overflow_names_the_constant(tiny_onnx):
 
 
 def test_fp16_is_computed_in_fp16(tiny_onnx):
-    """The executor's fp16 (emulated on the CPU) agrees with torch's native half kernels
-    within 0.5 dB, and both differ from fp32 far more than ONNX Runtime's upcast fp16 run."""
+    """The executor's fp16 (emulated on the CPU) agrees with torch's native half kernels, and
+    both differ from fp32 far more than ONNX Runtime's upcast fp16 run."""
     model = load_onnx(tiny_onnx)
     half = float16_graph(model)
     x = latents(1, 3, seed=4)
@@ -121,5 +130,11 @@ def test_fp16_is_computed_in_fp16(tiny_onnx):
     emulated = GraphExecutor(half).decode(x)
     native = GraphExecutor(half, half="native").decode(x)
     upcast = ort(half, x)
-    assert abs(peak_psnr(ref, emulated) - peak_psnr(ref, native)) < 0.5
-    assert peak_psnr(ref, upcast) > peak_psnr(ref, emulated) + 3  # weights-only fp16 overstates quality
+    # Two fp16 computations that round each op's result to fp16 in their own order differ by
+    # at most two such roundings, i.e. no more than twice (6 dB) the fp16 noise each carries
+    # against fp32 (measured: 65.4 dB between them, 66.4-66.7 dB each vs fp32).
+    assert peak_psnr(native, emulated) >= min(peak_psnr(ref, emulated), peak_psnr(ref, native)) - 6
+    # Weights-only fp16 (ONNX Runtime's upcast) rounds once per layer where real fp16 rounds the
+    # weights, the convolution output, each Snake op and the residual add: at least twice the
+    # roundings, >= 3 dB more noise (measured: 76.9 against 66.7 dB).
+    assert peak_psnr(ref, upcast) > peak_psnr(ref, emulated) + 3

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from vae_engines import metrics
-from vae_engines.measure import bench
+from vae_engines.measure import timing as bench
 from vae_engines.runtime.base import Decoder, Shape
 from vae_engines.runtime.stream import windows
 

@@ -141,3 +141,22 @@ def test_stage_scripts_never_hand_the_whole_params_to_the_library():
             if isinstance(node, ast.Call):
                 passed = [a for a in [*node.args, *(k.value for k in node.keywords)] if isinstance(a, ast.Name)]
                 assert not [a.id for a in passed if a.id in roots], f"{script.name} passes the whole params object"
+
+
+def test_the_measure_modules_are_named_by_what_they_measure():
+    """One module per job (evaluate, the timing primitives, the plans' bench stage, the PyTorch
+    engines' bench stage), and each bench stage imports its own."""
+    modules = {p.stem for p in (PACKAGE / "measure").glob("*.py")} - {"__init__"}
+    assert modules == {"evaluate", "timing", "plans", "torch_engines"}
+    assert "vae_engines.measure.plans" in (ROOT / "stages" / "bench.py").read_text()
+    assert "vae_engines.measure.torch_engines" in (ROOT / "stages" / "bench_torch.py").read_text()
+
+
+def test_no_extra_installs_what_no_code_imports():
+    """Every optional dependency group names packages the code or the tests use (the runner extra
+    once installed cuda-python for a runner that no longer exists)."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(extras) == {"tensorrt-rtx", "remote", "test"}
+    assert not any("cuda" in req for reqs in extras.values() for req in reqs)

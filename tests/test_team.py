@@ -131,7 +131,7 @@ def test_queued_variant_sweeps_run_in_parallel(built, tmp_path, isolated_env):
         exps = {e["name"]: e for base in shown for e in (x["revs"][0] for x in base.get("experiments") or [])}
         for name, variant in (("minmax-p999", "minmax"), ("entropy-fp32", "entropy")):
             metrics = exps[name]["data"]["metrics"][f"reports/variants/{variant}/quality.json"]["data"]
-            assert metrics["heldout"]["vs_fp32"]["peak_psnr_db"] > 20
+            assert metrics["heldout"]["vs_fp32"]["peak_psnr_db"] > 20  # a graph that decodes (test_pipeline)
             assert exps[name]["error"] is None
         params = yaml.safe_load(git(work, isolated_env, "show", f"{exps['minmax-p999']['rev']}:params.yaml"))
         assert params["int8"]["minmax"] == {"calibrator": "percentile", "percentile": 99.9}

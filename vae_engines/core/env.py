@@ -104,7 +104,7 @@ def fingerprint() -> dict:
             "torch": version("torch"),
             "diffusers": version("diffusers"),
             "numpy": version("numpy"),
-            "cuda-python": version("cuda-python", "cuda-bindings"),
+            "triton": version("triton"),
             "vae-engines": version("vae-engines"),
         },
     }

@@ -343,7 +343,9 @@ class BenchParams:
     PyTorch decoder eager at `torch_precisions` -- what an app runs today -- and the
     compiled engines, on the compute device), onnxruntime (each variant's graph beside the
     fp16 and fp32 graphs on ONNX Runtime's CPU provider: what the Q/DQ graph costs on a
-    CPU, not INT8 speed)."""
+    CPU, not INT8 speed). sweep: the PyTorch engines at this many lengths from the shortest
+    to the longest bench frames, round and odd ones (cost per second of audio by length;
+    0 = none)."""
 
     frames: tuple[int, ...] = (16, 32, 125)
     batches: tuple[int, ...] = (1,)
@@ -354,8 +356,11 @@ class BenchParams:
     stream_overlap: int = 8
     runtimes: tuple[Runtime, ...] = (Runtime.TENSORRT, Runtime.TORCH)
     torch_precisions: tuple[Precision, ...] = (Precision.FP32, Precision.FP16, Precision.BF16)
+    sweep: int = 12
 
     def validate(self, where: str) -> None:
+        if self.sweep < 0 or self.sweep == 1:
+            raise UserError(f"{where}.sweep: {self.sweep}; give 0 (no sweep) or at least 2 lengths")
         if not self.frames or min(self.frames) < 1 or not self.batches or min(self.batches) < 1:
             raise UserError(f"{where}: frames and batches must be non-empty lists of positive integers")
         if self.repeats < 3 or self.warmup < 0:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vae_engines.core.fileio import atomic_path, read_json, write_json
+from vae_engines.report.engines import int8_engines_section, sweep_section
 from vae_engines.report.guide import decision_guide
 from vae_engines.report.plots import latency_rows, render_plots
 from vae_engines.report.records import VariantRecords, load_variants
@@ -182,9 +183,16 @@ def render(variants: list[VariantRecords], frames: tuple[int, ...], plots: list[
     out += [f"Peak PSNR = SNR + the reference's crest factor (20 log10 peak / RMS; {_fmt(crest)} dB for the held-out "
             "fp32 decodes here), as the reference project defined it. \"vs fp16\" compares with the fp16 graph "
             "computed in fp16. MR-STFT is Parallel WaveGAN's multi-resolution STFT distance (lower is better).", ""]
-    out += ["## Speed", ""] + _speed_tables(variants, frames)
+    speed = _speed_tables(variants, frames)
+    if not speed:  # no plan was timed here: say why rather than leave the heading empty
+        status = sorted({v.bench.get("tensorrt", "not measured") for v in variants}) or ["no variants"]
+        speed = [f"TensorRT plans: {'; '.join(status)}. The PyTorch engines that ran here are timed below "
+                 "(\"PyTorch engines\", \"Cost by length\").", ""]
+    out += ["## Speed", ""] + speed
     out += _engines_table(variants)
     out += _torch_section(torch_bench)
+    out += int8_engines_section(variants, torch_bench)
+    out += sweep_section(torch_bench)
     out += _streaming_table(variants, torch_bench)
     if sensitivity:
         worst = sorted(sensitivity["layers"], key=lambda r: r["peak_psnr_db"])[:5]

@@ -2,7 +2,10 @@
 
 `decode(latent)` takes a latent [B, C, T] (or [C, T]) as a torch tensor -- or a numpy
 array, for convenience -- on any device and in any float type, and returns float32 audio
-[B, audio_channels, T * hop] as a torch tensor on the engine's device. A latent already on
+[B, audio_channels, T * hop] as a torch tensor on the engine's device. A latent holding NaN
+or inf is refused with an error that says where (a diverged generation would otherwise come
+out as NaN audio and fail far from its cause); the check reads one flag back from the
+device, so on a GPU it waits for the latent to be computed: `check_finite=False` skips it. A latent already on
 that device is not copied through the host; on a GPU the work is queued on the caller's
 current CUDA stream. `stream(latent, window, overlap)` decodes in overlapping windows and
 yields the stitched audio as it becomes final (runtime.stream). `describe()` says what
@@ -43,6 +46,17 @@ class Shape:
                                 f"decode in windows (Decoder.stream) or rebuild with a wider profile")
 
 
+def finite_or_error(x: Any, what: str) -> None:
+    """A UserError naming the first NaN / inf of latent x [B, C, T], if it holds one."""
+    if bool(torch.isfinite(x).all()):
+        return
+    bad = (~torch.isfinite(x)).nonzero()
+    b, c, t = (int(v) for v in bad[0])
+    raise UserError(f"{what}: the latent holds {len(bad)} NaN/inf values (the first at batch {b}, channel {c}, "
+                    f"frame {t}): the generation that made it diverged; fix it upstream (decode(..., "
+                    "check_finite=False) skips this check)")
+
+
 class Decoder(ABC):
     """Base of every engine kind: subclasses set `kind`, `precision`, `device`, `shape`
     and implement `_run(x)` on a float32 latent already on `device`."""
@@ -71,9 +85,13 @@ class Decoder(ABC):
         self.shape.check(tuple(x.shape), f"{self.kind} engine")
         return x
 
-    def decode(self, latent: Any) -> Any:
-        """float32 audio [B, A, T * hop] on this engine's device."""
-        return self._run(self.prepare(latent))
+    def decode(self, latent: Any, *, check_finite: bool = True) -> Any:
+        """float32 audio [B, A, T * hop] on this engine's device (module docstring for
+        check_finite)."""
+        x = self.prepare(latent)
+        if check_finite:
+            finite_or_error(x, f"{self.kind} engine")
+        return self._run(x)
 
     def stream(self, latent: Any, window: int, overlap: int) -> Iterator[Any]:
         """The decode in windows of `window` frames overlapping by `overlap`, yielded in

@@ -6,7 +6,7 @@ windows overlapping by `overlap` frames. A window's audio is least accurate near
 way to the next around the middle of their overlap: ownership changes over a raised-cosine
 crossfade of half the overlap (at most half a step), centred there, and the window edges
 themselves are discarded. With an overlap wider than the decoder's receptive field the stitched signal
-equals the full decode up to rounding; `measure.bench` reports how close it is.
+equals the full decode up to rounding; `measure.timing` reports how close it is.
 
 `stream_decode` yields the stitched audio in order as each piece becomes final, so an app
 can play or forward it while the next window decodes; joined, the pieces are the whole

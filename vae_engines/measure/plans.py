@@ -23,7 +23,7 @@ from vae_engines.core.choices import Runtime
 from vae_engines.core.env import fingerprint
 from vae_engines.core.fileio import write_json
 from vae_engines.core.params import BenchParams
-from vae_engines.measure.bench import PeakRss, interleaved, paired_ratio, streaming
+from vae_engines.measure.timing import PeakRss, interleaved, paired_ratio, streaming
 from vae_engines.runtime.base import Decoder
 from vae_engines.runtime.onnx import OnnxDecoder
 from vae_engines.runtime.tensorrt import PlanDecoder

@@ -1,12 +1,15 @@
 """The `bench_torch` stage: the PyTorch decoder as apps run it today (eager, per precision)
-beside the compiled PyTorch engines the pipeline built, on the compute device, in one run.
+beside the compiled PyTorch engines the pipeline built (fp16 and the INT8 variants'), on the
+compute device, in one run.
 
 Every decoder goes through the runtime API (runtime.eager, runtime.compiled), so what is
 timed is what an app would run. For each: latency at the bench frames (rounds taking turns,
 CUDA events on a GPU), the ratio of every pair of decoders timed in the same rounds,
 device memory of one decode at the longest bench frames, quality against the fp32
 reference on the held-out latents, and the windowed (streaming) decode: per-call latency,
-real-time factor, device memory and the stitched audio against the full decode.
+real-time factor, device memory and the stitched audio against the full decode; and a sweep
+of lengths across the bench frames (cost per second of audio by length, flagging a length that
+costs more than 1.25x the best from 250 frames up, or that is slower than a longer one).
 
 Device memory is what PyTorch allocated during the decode beyond what was allocated before
 it, plus the decoder's own weights: the footprint of that decode alone, though several
@@ -28,8 +31,9 @@ from vae_engines.core.fileio import write_json
 from vae_engines.core.lazy import lazy_import
 from vae_engines.core.params import BenchParams, ModelParams
 from vae_engines.data.latentset import read_latent_set
-from vae_engines.measure.bench import device_memory_gib, interleaved, paired_ratio, seeded_latent, streaming
-from vae_engines.measure.benchmark import bench_params, latency_rows
+from vae_engines.measure.timing import (device_memory_gib, interleaved, paired_ratio, seeded_latent, streaming,
+                                      time_ms)
+from vae_engines.measure.plans import bench_params, latency_rows
 from vae_engines.measure.evaluate import decode_all
 from vae_engines.metrics import peak_psnr, snr
 from vae_engines.model.oobleck import fold_decoder, load_vae
@@ -65,8 +69,14 @@ def torch_decoders(model: ModelParams, bench: BenchParams, precisions: tuple[Pre
     return out, notes
 
 
+def swept(decoders: dict[str, Decoder]) -> dict[str, Decoder]:
+    """The decoders the length sweep times: the compiled engines, else (none built) eager fp32."""
+    compiled = {name: d for name, d in decoders.items() if name.startswith("compiled")}
+    return compiled or {name: d for name, d in decoders.items() if name == "eager fp32"}
+
+
 def decode_memory_gib(decoder: Decoder, x: Any) -> float | None:
-    """Device memory of one decode of `x` alone (measure.bench.device_memory_gib); None on a CPU."""
+    """Device memory of one decode of `x` alone (measure.timing.device_memory_gib); None on a CPU."""
     return device_memory_gib(decoder, lambda: decoder.decode(x))
 
 
@@ -94,6 +104,61 @@ def speed(decoders: dict[str, Decoder], bench: BenchParams, channels: int) -> tu
     return timings, ratios
 
 
+SWEEP_CALLS = 3  # timed calls per length, after the first (which is timed apart: a new length's cost)
+FLAG_FROM = 250  # frames (10 s): below it a call's fixed costs dominate its cost per second of audio
+FLAG_RATIO = 1.25  # a length costing more per second of audio than this times the best is flagged
+
+
+def sweep_frames(lo: int, hi: int, count: int) -> list[int]:
+    """`count` lengths from lo to hi, evenly spaced, every other one odd (not only round sizes)."""
+    out = []
+    for i, value in enumerate(np.linspace(lo, hi, count)):
+        frames = int(round(value))
+        if i % 2 and frames < hi:
+            frames |= 1
+        out.append(frames)
+    return sorted(set(out))
+
+
+def sweep_flags(rows: list[dict]) -> list[str]:
+    """Lengths from FLAG_FROM frames up that cost more than FLAG_RATIO x the best per second of
+    audio, and lengths whose fastest call was slower than a longer length's slowest."""
+    flags = []
+    long = [r for r in rows if r["frames"] >= FLAG_FROM]
+    if long:
+        best = min(r["ms_per_audio_s"] for r in long)
+        flags += [f"{r['frames']} frames: {r['ms_per_audio_s'] / best:.2f}x the best cost per second of audio"
+                  for r in long if r["ms_per_audio_s"] > FLAG_RATIO * best]
+    for i, r in enumerate(rows):
+        slower = [o["frames"] for o in rows[i + 1:] if r["min_ms"] > o["max_ms"]]
+        if slower:
+            flags.append(f"{r['frames']} frames: slower than {slower[0]} frames (fastest call {r['min_ms']:.1f} ms "
+                         "against its slowest)")
+    return flags
+
+
+def length_sweep(decoders: dict[str, Decoder], frames: list[int], channels: int) -> dict:
+    """Each decoder at each length: the first call there (a new length), then SWEEP_CALLS
+    timed calls; cost per second of audio; flags (sweep_flags)."""
+    out = {}
+    for name, decoder in decoders.items():
+        rows = []
+        for f in frames:
+            if decoder.shape.frames is not None and not decoder.shape.frames[0] <= f <= decoder.shape.frames[1]:
+                continue
+            x = decoder.prepare(seeded_latent(1, channels, f, seed=f))
+            first = time_ms(decoder, x)
+            calls = [time_ms(decoder, x) for _ in range(SWEEP_CALLS)]
+            median = float(np.median(calls))
+            seconds = f * decoder.shape.hop / decoder.shape.sampling_rate
+            rows.append({"frames": f, "first_call_ms": round(first, 3), "median_ms": round(median, 3),
+                         "min_ms": round(min(calls), 3), "max_ms": round(max(calls), 3),
+                         "ms_per_audio_s": round(median / seconds, 4)})
+        out[name] = {"rows": rows, "flags": sweep_flags(rows)}
+    return {"frames": frames, "calls": SWEEP_CALLS, "flag_from_frames": FLAG_FROM, "flag_ratio": FLAG_RATIO,
+            "engines": out}
+
+
 def bench_torch(model: ModelParams, bench: BenchParams, precisions: tuple[Precision, ...], int8: tuple[str, ...] = (),
                 *, device: Any, engines_dir: str | Path, holdout_dir: str | Path, reference_dir: str | Path,
                 out_json: str | Path, plot_json: str | Path) -> dict:
@@ -118,6 +183,8 @@ def bench_torch(model: ModelParams, bench: BenchParams, precisions: tuple[Precis
         quality=heldout_quality(decoders, Path(holdout_dir), Path(reference_dir)),
         streaming={name: streaming(d, channels, bench.stream_frames, bench.stream_window, bench.stream_overlap)
                    for name, d in decoders.items()},
+        sweep=length_sweep(swept(decoders), sweep_frames(min(bench.frames), max(bench.frames), bench.sweep),
+                           channels) if bench.sweep else None,
         runtimes={name: d.describe() for name, d in decoders.items()})
     write_json(out_json, doc)
     write_json(plot_json, latency_rows(timings))
