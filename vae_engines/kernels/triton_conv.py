@@ -6,19 +6,22 @@ rows shifted by tap * dilation - padding and multiplies them with the K-major we
 on the tensor cores, accumulating in fp32 (fp16 operands) or int32 (int8 operands: exact).
 Both operands come through tensor descriptors: on Hopper the tensor memory accelerator
 (TMA) copies them into shared memory asynchronously, several stages ahead, and fills rows
-outside the sequence with zeros -- which is exactly the convolution's zero padding. (Plain
-pointer loads were the first version: per-element addresses and masks held 170-255
-registers per thread and spilled, ptxas for sm_90; the descriptor version holds 90-160.) The epilogue
-does in registers what eager PyTorch does in separate passes over the tensor: dequantize
-(int8), add the bias, add into the residual stream in place, store, and apply the Snake of
-the layer that consumes the result, writing that layer's input -- in fp16, or quantized to
-int8 with its calibrated scale.
+outside the sequence with zeros -- exactly the convolution's zero padding. The epilogue does
+in registers what eager PyTorch does in separate passes over the tensor: dequantize (int8),
+add the bias, add into the residual stream in place, store, and apply the Snake of the layer
+that consumes the result, writing that layer's input -- in fp16, or quantized to int8 with
+its calibrated scale; its tiles too are read and written through descriptors. (The first
+version used pointer loads and stores: per-element addresses and masks held 245-255
+registers per thread and spilled, ptxas for sm_90, and its layers took 2.3-3.1x the
+descriptor version's time on the H200 -- with CUDA's accurate sinf still in it, see _sin;
+benchmarks/results/README.md.)
 
-Why Snake at the producer and not on the consumer's load: a k=7 convolution loads each
-input element once per tap and per BN-wide column block, so Snake on load costs
-7 x N / BN sines per element -- at BN = 128 one sine per 256 tensor-core FLOPs, about the
-rate of the GPU's special-function units -- where the producer's epilogue computes it once
-per element. An int8 consumer then also reads int8, half the bytes, already quantized.
+Why Snake at the producer and not on the consumer's load (a reasoned choice, not a measured
+one): a k=7 convolution loads each input element once per tap and per BN-wide column block,
+so Snake on load costs 7 x N / BN sines per element -- at BN = 128 one sine per 256
+tensor-core FLOPs, about the rate of the GPU's special-function units -- where the
+producer's epilogue computes it once per element. An int8 consumer then also reads int8,
+half the bytes, already quantized.
 
 ConvTranspose (stride s, kernel 2s, padding s/2: Oobleck's upsamplers) runs as a 2-tap
 convolution with s * C_out columns (kernels.reference.phase_weight): output frame q*s + r
