@@ -1,28 +1,31 @@
 """The fused-kernel engines on a GPU, against the compiled cuDNN + Inductor engine, in one run.
 
-    python benchmarks/gpu_kernels.py --out DIR [--explore]
+    python benchmarks/gpu_kernels.py --out DIR [--checks] [--explore] [--smoke]
 
 Full-size seeded ACE-Step 1.5 decoder. Every engine is built with compiled.build (the
 pipeline's own build: per-layer tuning, torch.export, torch.compile, package) and loaded
 with runtime.load, so what is timed is what an app runs:
 
-  inductor fp16   the compiled engine of issue 18 (cuDNN convolutions + Inductor's fusions)
-  fused fp16      one fused Triton convolution per layer (model.fused)
-  fused int8      the same with every layer int8 (ranges: the largest |x| of each
-                  convolution input over two seeded latents, i.e. minmax on random data)
+  inductor fp16        the compiled engine of issue 18 (cuDNN convolutions + Inductor's fusions)
+  fused fp16           one fused Triton convolution per layer (model.fused)
+  fused int8           the same with every layer int8 (ranges: the largest |x| of each
+                       convolution input over two seeded latents, i.e. minmax on random data)
+  fused ... graphs     the two fused engines with CUDA graphs (compile mode reduce-overhead),
+                       built from the tiles their tuned builds chose
 
-It writes (to DIR): results.json (everything), summary.md, profile_fused_fp16.txt and
-profile_fused_int8.txt (torch.profiler, one 60 s decode each), log.txt. Phases:
+It writes (to DIR): results.json (everything, each layer's tuning timings included),
+summary.md, profile_<engine>.txt (torch.profiler, one 60 s decode each), log.txt. Phases:
 
-1. each layer's Triton kernel against the op's torch reference (kernels.op.TOLERANCES), on
-   the GPU, at 32 frames, fp16 and int8;
+1. (--checks) each layer's Triton kernel against the op's torch reference on the GPU;
 2. (--explore) more tiles than the build tries, on the layer shapes that dominate;
 3. the engines built; quality of a 60 s decode against eager fp32 (TF32 off), 4 latents;
-4. a sweep of lengths across the profile: median of 5 calls after one call at that length,
-   the first call's excess, and ms per second of audio;
-5. 60 s decode: rounds taking turns (ratios with 95% intervals), device memory, a
+4. 60 s decode: rounds taking turns (ratios with 95% intervals), device memory, a
    125-frame stream with 16 frames of overlap;
+5. a sweep of lengths across the profile and three new ones: median of 5 calls after one
+   call at that length, the first call's time, and ms per second of audio;
 6. profiles.
+--smoke runs the script on a CPU (the shipped small model, Triton's interpreter): its
+figures mean nothing; it checks the script before device time is spent on it.
 """
 
 from __future__ import annotations
