@@ -134,8 +134,10 @@ def test_the_triton_kernel_computes_the_reference(precision):
     the torch reference on the same inputs."""
     from vae_engines.compiled.tune import layer_frames, layer_inputs
 
+    import copy
+
     decoder = fold_decoder(make_vae(WIDE))
-    module = FusedDecoder(decoder, int8_quant(decoder) if precision == "int8" else None).to(DEVICE)
+    module = FusedDecoder(decoder, int8_quant(decoder) if precision == "int8" else None)
     rows = layer_frames([layer.spec for layer in module.layers], 2)
     wanted = {"conv1", "block.3.conv_t1", "block.4.conv_t1", "block.4.res_unit2.conv1", "block.4.res_unit2.conv2",
               "conv2"}
@@ -143,11 +145,15 @@ def test_the_triton_kernel_computes_the_reference(precision):
     for i, layer in enumerate(module.layers):
         if layer.spec.name not in wanted:
             continue
-        x, residual = layer_inputs(layer, rows[i], DEVICE, generator)
+        # the reference on the CPU (fp32 arithmetic on the stored values, as the kernel does;
+        # on a GPU the torch path is cuDNN in fp16, which rounds the convolution's output too)
+        x, residual = layer_inputs(layer, rows[i], torch.device("cpu"), generator)
         layer.tile = []
         expected = _outputs(layer, x, residual)
-        layer.tile = tile_for(layer)
-        _assert_within_tolerance(expected, _outputs(layer, x, residual), f"{precision} {layer.spec.name}")
+        kernel = copy.deepcopy(layer).to(DEVICE)
+        kernel.tile = tile_for(layer)
+        got = _outputs(kernel, x.to(DEVICE), None if residual is None else residual.to(DEVICE))
+        _assert_within_tolerance(expected, [t.cpu() for t in got], f"{precision} {layer.spec.name}")
 
 
 def test_a_new_length_compiles_nothing():
@@ -161,15 +167,19 @@ def test_a_new_length_compiles_nothing():
     module = FusedDecoder(decoder).to(DEVICE)
     for layer in module.layers:
         layer.tile = tile_for(layer)
+    def compiled() -> int:
+        """How many binaries Triton holds for the kernel (its cache's layout differs by version)."""
+        fn = triton_conv.fused_conv_kernel
+        if hasattr(fn, "device_caches"):  # triton >= 3.3: device -> (kernel cache, ...)
+            return sum(len(entry[0]) for entry in fn.device_caches.values())
+        return sum(len(per_device) for per_device in fn.cache.values())  # earlier: device -> {key: kernel}
+
     with torch.no_grad():
         module(torch.randn(1, 64, 16, device=DEVICE))
-        before = sum(len(c) for c in triton_conv.fused_conv_kernel.device_caches[0][0].values()) \
-            if hasattr(triton_conv.fused_conv_kernel, "device_caches") else None
+        before = compiled()
         for frames in (17, 19, 23, 29, 31):
             module(torch.randn(1, 64, frames, device=DEVICE))
-        after = sum(len(c) for c in triton_conv.fused_conv_kernel.device_caches[0][0].values()) \
-            if before is not None else None
-    assert before == after
+    assert before > 0 and compiled() == before
 
 
 # -- INT8 engines against their variant's Q/DQ graph -------------------------------------------
