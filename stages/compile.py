@@ -9,11 +9,12 @@ from vae_engines.compiled.build import compile_engine
 def main(args):
     p = params.load(args.params)
     compile_engine(p.model, Precision(args.precision), p.compile.mode, device=device.resolve(p.compute),
-                   profile=p.profile, out=args.out, kernels=p.compile.kernels)
+                   profile=p.profile, out=args.out, kernels=p.compile.kernels, tiles_json=args.tiles)
 
 
 if __name__ == "__main__":
     p = entry.parser(__doc__)
     p.add_argument("--precision", required=True, choices=[x.value for x in Precision], help="the engine's precision")
+    p.add_argument("--tiles", required=True, help="the tune stage's record (engines/torch/tiles.json)")
     p.add_argument("--out", required=True, help="package path (its record goes beside it, .json)")
     entry.run(main, p)

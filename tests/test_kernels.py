@@ -353,3 +353,36 @@ def test_an_int8_engine_of_the_embedded_default_builds_and_loads(tmp_path):
         compile_int8_engine(model, "mse", tmp_path / "minmax.ranges.json", "default", device=torch.device("cpu"),
                             profile=ProfileParams(min_frames=4, opt_frames=8, max_frames=8), out=tmp_path / "x.pt2")
     assert json.loads(path.with_suffix(".json").read_text())["kernels"] == "fused"
+
+
+def test_the_tune_record_gives_each_engine_its_layers_tiles(tmp_path, monkeypatch):
+    """The tune stage times each layer once per device, fp16 and int8; the fp16 engine takes
+    the fp16 choices, an INT8 engine the int8 ones for its int8 layers; on a CPU there is
+    nothing to tune; a record from another device is refused."""
+    from vae_engines.compiled.build import read_tiles, tune_kernels
+    from vae_engines.compiled.tune import tiles_for, tune_tiles
+
+    cpu = torch.device("cpu")
+    record = tune_kernels(ModelParams(checkpoint=str(ROOT / "vae_engines/fixtures/acestep15-small")), device=cpu,
+                          profile=ProfileParams(min_frames=4, opt_frames=8, max_frames=8), out=tmp_path / "tiles.json")
+    assert record["fp16"] == {} and "no tiles" in record["note"]
+    assert tiles_for(read_tiles(tmp_path / "tiles.json", cpu), set()) is None
+    from vae_engines.compiled import tune
+
+    # one tile a kind and one timed call each: the interpreter runs every candidate of 37 layers
+    monkeypatch.setitem(tune.CANDIDATES, "fp16", ((256, 64, 64, 4, 2),))
+    monkeypatch.setitem(tune.CANDIDATES, "int8", ((256, 64, 128, 4, 2),))
+    timed = tune.time_call
+    monkeypatch.setattr(tune, "time_call", lambda fn, device: timed(fn, device, repeats=1, warmup=0))
+    decoder = fold_decoder(make_vae(SMALL))
+    tuned = tune_tiles(decoder, DEVICE, [1])
+    names = [s.name for s in layer_specs(decoder)]
+    assert list(tuned["fp16"]) == names == list(tuned["int8"])
+    fp16, int8 = tiles_for(tuned, set()), tiles_for(tuned, {"conv1"})
+    assert fp16["conv2"] == int8["conv2"] and all(isinstance(t, list) for t in int8.values())
+    assert int8["conv1"] == ([] if tuned["int8"]["conv1"]["chosen"] == "torch"
+                             else [int(v) for v in tuned["int8"]["conv1"]["chosen"].split("x")])
+    other = tmp_path / "h200.json"
+    other.write_text(json.dumps({"device": {"name": "NVIDIA H200", "compute_capability": "9.0"}, "fp16": {}}))
+    with pytest.raises(UserError, match="was tuned on NVIDIA H200, this is the CPU"):
+        read_tiles(other, cpu)

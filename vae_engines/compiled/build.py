@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vae_engines.compiled.int8 import layer_quant
-from vae_engines.compiled.tune import choose_tiles, label
+from vae_engines.compiled.tune import choose_tiles, label, tiles_for, tune_tiles
 from vae_engines.core import device as devices
 from vae_engines.core.choices import CompileMode, Kernels, Precision
 from vae_engines.core.errors import UserError
@@ -180,29 +180,64 @@ def build_package(decoder: Any, shape: Shape, *, precision: Precision, mode: Com
     return record
 
 
+def tune_kernels(model: ModelParams, *, device: Any, profile: ProfileParams, out: str | Path) -> dict:
+    """The `tune` stage: each decoder layer's fused-kernel tile, fp16 and int8, timed once on
+    `device` (compiled.tune). On a CPU the fused op runs its torch reference: nothing to
+    tune, and the record says so without loading the model."""
+    record = {"device": devices.describe(device), "frames": [], "fp16": {}, "int8": {}}
+    if device.type == "cuda":
+        loaded = load_vae(model)
+        frames = tuning_frames(profile)
+        started = time.perf_counter()
+        record.update(frames=frames, **tune_tiles(fold_decoder(loaded.vae).to(device), device, frames),
+                      model=loaded.description, seconds=round(time.perf_counter() - started, 1))
+    else:
+        record["note"] = "a CPU runs the fused op's torch reference: no tiles"
+    write_json(out, record)
+    return record
+
+
+def read_tiles(tiles_json: str | Path | None, device: Any) -> dict:
+    """The tune stage's record, checked to be this device's."""
+    if tiles_json is None:
+        return {}
+    record = read_json(tiles_json)
+    here, there = devices.describe(device), record.get("device", {})
+    if (here.get("name"), here.get("compute_capability")) != (there.get("name"), there.get("compute_capability")):
+        raise UserError(f"{tiles_json} was tuned on {there.get('name', 'the CPU')}, this is "
+                        f"{here.get('name', 'the CPU')}; run dvc repro (the tune stage re-times the layers here)")
+    return record
+
+
 def compile_engine(model: ModelParams, precision: Precision, mode: CompileMode, *, device: Any,
-                   profile: ProfileParams, out: str | Path, kernels: Kernels = Kernels.AUTO) -> dict:
-    """The `compile@<precision>` stage: the compiled engine of `model`'s decoder on `device`."""
+                   profile: ProfileParams, out: str | Path, kernels: Kernels = Kernels.AUTO,
+                   tiles_json: str | Path | None = None) -> dict:
+    """The `compile@<precision>` stage: the compiled engine of `model`'s decoder on `device`
+    (a fused one with the tune stage's tiles, tiles_json)."""
     kernels = resolve_kernels(kernels, precision, device)
     if device.type == "cpu" and precision != Precision.FP32 and kernels == Kernels.INDUCTOR:
         raise UserError(f"compile.precisions: {precision} needs a GPU (the compute device here is the CPU, where "
                         "half-precision convolutions are about 170x slower than fp32); use [fp32] on a CPU")
+    tiles = tiles_for(read_tiles(tiles_json, device), set()) if kernels == Kernels.FUSED else None
     loaded = load_vae(model)
     shape = Shape(channels=loaded.latent_channels, hop=loaded.hop, sampling_rate=loaded.sampling_rate)
     return build_package(fold_decoder(loaded.vae), shape, precision=precision, mode=mode, device=device,
-                         profile=profile, path=out, model=loaded.description, kernels=kernels)
+                         profile=profile, path=out, model=loaded.description, kernels=kernels, tiles=tiles)
 
 
 def compile_int8_engine(model: ModelParams, variant: str, ranges_json: str | Path, mode: CompileMode, *, device: Any,
-                        profile: ProfileParams, out: str | Path) -> dict:
+                        profile: ProfileParams, out: str | Path, tiles_json: str | Path | None = None) -> dict:
     """The `compile_int8@<variant>` stage: the INT8 engine of an INT8 variant (fused kernels,
-    its recipe's ranges and int8 layers; compiled.int8)."""
+    its recipe's ranges and int8 layers, compiled.int8; the tune stage's tiles)."""
     record = read_json(ranges_json)
     if record.get("variant") != variant:
         raise UserError(f"{ranges_json} is the record of variant {record.get('variant')!r}, not {variant!r}; run "
                         "dvc repro")
+    tuned = read_tiles(tiles_json, device)
     loaded = load_vae(model)
     decoder = fold_decoder(loaded.vae)
+    quant = layer_quant(decoder, record)
     shape = Shape(channels=loaded.latent_channels, hop=loaded.hop, sampling_rate=loaded.sampling_rate)
     return build_package(decoder, shape, precision=Precision.FP16, mode=mode, device=device, profile=profile,
-                         path=out, model=loaded.description, quant=layer_quant(decoder, record), variant=variant)
+                         path=out, model=loaded.description, quant=quant, variant=variant,
+                         tiles=tiles_for(tuned, set(quant)))

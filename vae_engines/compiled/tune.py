@@ -4,8 +4,11 @@ For every layer of a model.fused.FusedDecoder, `choose_tiles` times the candidat
 inputs of that layer's shape at a few lengths of the build profile -- the Triton kernel in
 each tile of CANDIDATES that fits the layer, and the torch implementation (cuDNN's
 convolution, then the epilogue in separate passes) -- and keeps the fastest over those
-lengths together. The timings and the choice go into the engine's record. The tile is
-fixed at build: at run time no length triggers tuning or compilation.
+lengths together. `tune_tiles` does it once per device for both kinds of layer, fp16 and
+int8 (the `tune` stage, engines/torch/tiles.json): the fp16 engine and every INT8 variant's
+engine then take their layers' tiles from that record (`tiles_for`) instead of each timing
+the same shapes again -- a layer's speed depends on its shape and types, not on a variant's
+scales. The tile is fixed at build: at run time no length triggers tuning or compilation.
 
 Tiles are (BM, BN, BK, warps, pipeline stages). fp16 takes BK = 64 (one 128-byte row of
 fp16 per load), int8 BK = 128 (the same bytes); BN shrinks to the layer's width for the
@@ -135,3 +138,42 @@ def choose_tiles(module: Any, device: Any, frames: list[int]) -> dict[str, dict]
             record[layer.spec.name] = {"chosen": best, "ms": timings, "frames": list(frames), "failed": failed}
             log.info("%s: %s (%s ms)", layer.spec.name, best, timings[best])
     return record
+
+
+def all_int8(decoder: Any) -> dict[str, Any]:
+    """Every layer int8, with random int8 weights and unit scales: the shapes and kernel
+    variants an INT8 engine runs (its timing does not depend on the values)."""
+    from vae_engines.model.fused import LayerQuant, layer_specs
+
+    generator = torch.Generator().manual_seed(0)
+    out = {}
+    for spec in layer_specs(decoder):
+        weight = decoder.get_submodule(spec.name).weight
+        channels = weight.shape[1] if spec.stride else weight.shape[0]
+        q = torch.randint(-127, 128, tuple(weight.shape), generator=generator, dtype=torch.int8)
+        out[spec.name] = LayerQuant(1.0, q, torch.ones(channels), 0.0)
+    return out
+
+
+def tune_tiles(decoder: Any, device: Any, frames: list[int]) -> dict[str, dict]:
+    """{"fp16": layer -> choose_tiles' record, "int8": likewise} for folded `decoder` on `device`."""
+    from vae_engines.model.fused import FusedDecoder
+
+    out = {}
+    for kind, quant in (("fp16", None), ("int8", all_int8(decoder))):
+        module = FusedDecoder(decoder, quant).to(device).eval()
+        out[kind] = choose_tiles(module, device, frames)
+        del module
+    return out
+
+
+def tiles_for(record: dict, int8_layers: set[str]) -> dict[str, list[int]] | None:
+    """Each layer's tile from a tune_tiles record: the int8 choice for `int8_layers`, the fp16
+    one for the rest; None where the record holds none (a CPU: the torch reference runs)."""
+    if not record.get("fp16"):
+        return None
+    out = {}
+    for name, fp16 in record["fp16"].items():
+        chosen = record["int8"][name]["chosen"] if name in int8_layers else fp16["chosen"]
+        out[name] = [] if chosen == TORCH else [int(v) for v in chosen.split("x")]
+    return out
