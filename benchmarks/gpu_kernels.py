@@ -44,6 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vae_engines.compiled.build import build_package  # noqa: E402
+from vae_engines.compiled.int8 import observed_quant  # noqa: E402
 from vae_engines.compiled.tune import layer_frames, layer_inputs, time_layer  # noqa: E402
 from vae_engines.core import device as devices  # noqa: E402
 from vae_engines.core.env import fingerprint  # noqa: E402
@@ -51,9 +52,8 @@ from vae_engines.core.params import ModelParams, ProfileParams  # noqa: E402
 from vae_engines.kernels.op import TOLERANCES  # noqa: E402
 from vae_engines.measure.timing import device_memory_gib, interleaved, paired_ratio, streaming, time_ms  # noqa: E402
 from vae_engines.metrics import peak_psnr  # noqa: E402
-from vae_engines.model.fused import FusedDecoder, LayerQuant, layer_specs  # noqa: E402
+from vae_engines.model.fused import FusedDecoder, LayerQuant  # noqa: E402
 from vae_engines.model.oobleck import fold_decoder, load_vae  # noqa: E402
-from vae_engines.quant.qdq import activation_scale, int8_weight  # noqa: E402
 from vae_engines.runtime import load  # noqa: E402
 from vae_engines.runtime.base import Shape  # noqa: E402
 from vae_engines.runtime.eager import EagerDecoder  # noqa: E402
@@ -123,26 +123,8 @@ def seeded(frames: int, seed: int) -> torch.Tensor:
 
 def minmax_quant(decoder, frames: int) -> dict[str, LayerQuant]:
     """Every layer int8: input ranges = largest |x| over two seeded latents (eager fp32)."""
-    amax: dict[str, float] = {}
-    hooks = []
-    for spec in layer_specs(decoder):
-        conv = decoder.get_submodule(spec.name)
-
-        def hook(module, inputs, name=spec.name):
-            amax[name] = max(amax.get(name, 0.0), float(inputs[0].abs().max()))
-        hooks.append(conv.register_forward_pre_hook(hook))
-    with torch.inference_mode(), devices.exact_fp32():
-        for seed in (10, 11):
-            decoder(seeded(frames, seed).to(CFG.device))
-    for h in hooks:
-        h.remove()
-    quant = {}
-    for spec in layer_specs(decoder):
-        w = decoder.get_submodule(spec.name).weight.detach().float().cpu().numpy()
-        q, scale = int8_weight(w, 1 if spec.stride else 0, np.float16)
-        quant[spec.name] = LayerQuant(float(activation_scale(amax[spec.name], np.float16)), torch.from_numpy(q),
-                                      torch.from_numpy(scale.astype(np.float32)))
-    return quant
+    with devices.exact_fp32():
+        return observed_quant(decoder, [seeded(frames, seed).to(CFG.device) for seed in (10, 11)])
 
 
 def kernel_checks(decoder, quant) -> dict:

@@ -50,22 +50,9 @@ def tile_for(layer) -> list[int]:
 
 def int8_quant(decoder, seed: int = 3) -> dict:
     """Every layer int8, input ranges from one seeded decode (the kernel test needs ranges, not good ones)."""
-    from vae_engines.model.fused import LayerQuant
-    from vae_engines.quant.qdq import activation_scale, int8_weight
+    from vae_engines.compiled.int8 import observed_quant
 
-    amax = {}
-    hooks = [decoder.get_submodule(s.name).register_forward_pre_hook(
-        lambda m, i, name=s.name: amax.__setitem__(name, float(i[0].abs().max()))) for s in layer_specs(decoder)]
-    with torch.no_grad():
-        decoder(torch.from_numpy(latents(1, 3, seed=seed)))
-    for h in hooks:
-        h.remove()
-    out = {}
-    for s in layer_specs(decoder):
-        q, scale = int8_weight(decoder.get_submodule(s.name).weight.detach().numpy(), 1 if s.stride else 0, np.float16)
-        out[s.name] = LayerQuant(float(activation_scale(amax[s.name], np.float16)), torch.from_numpy(q),
-                                 torch.from_numpy(scale.astype(np.float32)), 0.0)
-    return out
+    return observed_quant(decoder, [torch.from_numpy(latents(1, 3, seed=seed))])
 
 
 # -- the reference against PyTorch's layers ----------------------------------------------------
@@ -156,13 +143,13 @@ def test_the_triton_kernel_computes_the_reference(precision):
         _assert_within_tolerance(expected, [t.cpu() for t in got], f"{precision} {layer.spec.name}")
 
 
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1",
+                    reason="needs a GPU: the interpreter compiles nothing, so there is no cache to inspect")
 def test_a_new_length_compiles_nothing():
     """The sequence length is not a compile-time constant: lengths of every residue mod 16 run
     one compiled kernel (Triton's cache of the kernel holds one entry per flag combination)."""
     from vae_engines.kernels import triton_conv
 
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        pytest.skip("needs a GPU: the interpreter compiles nothing, so there is no cache to inspect")
     decoder = fold_decoder(make_vae(WIDE)).to(DEVICE)
     module = FusedDecoder(decoder).to(DEVICE)
     for layer in module.layers:

@@ -19,7 +19,7 @@ import numpy as np
 
 from vae_engines.core.errors import UserError
 from vae_engines.core.lazy import lazy_import
-from vae_engines.model.fused import LayerQuant
+from vae_engines.model.fused import LayerQuant, layer_specs
 from vae_engines.quant.qdq import activation_scale, int8_weight
 
 torch = lazy_import("torch")
@@ -48,4 +48,30 @@ def layer_quant(decoder: Any, record: dict) -> dict[str, LayerQuant]:
             skip = float(activation_scale(amax[layer["skip"]], scale_type))
         out[layer["name"]] = LayerQuant(float(activation_scale(amax[layer["input"]], scale_type)),
                                         torch.from_numpy(q), torch.from_numpy(scale.astype(np.float32)), skip)
+    return out
+
+
+def observed_quant(decoder: Any, latents: list[Any]) -> dict[str, LayerQuant]:
+    """Every layer int8, each input's range the largest |x| it saw while `decoder` decoded
+    `latents` (minmax over them), fp16 scales: an INT8 engine for benchmarks and tests of the
+    kernels -- not a calibrated variant (those come from layer_quant)."""
+    amax: dict[str, float] = {}
+    specs = layer_specs(decoder)
+
+    def observe(name: str) -> Any:
+        return lambda module, inputs: amax.__setitem__(name, max(amax.get(name, 0.0), float(inputs[0].abs().max())))
+    hooks = [decoder.get_submodule(s.name).register_forward_pre_hook(observe(s.name)) for s in specs]
+    try:
+        with torch.inference_mode():
+            for latent in latents:
+                decoder(latent)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    out = {}
+    for spec in specs:
+        weight = decoder.get_submodule(spec.name).weight.detach().float().cpu().numpy()
+        q, scale = int8_weight(weight, 1 if spec.stride else 0, np.float16)
+        out[spec.name] = LayerQuant(float(activation_scale(amax[spec.name], np.float16)), torch.from_numpy(q),
+                                    torch.from_numpy(scale.astype(np.float32)))
     return out

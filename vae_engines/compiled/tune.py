@@ -131,7 +131,7 @@ def choose_tiles(module: Any, device: Any, frames: list[int]) -> dict[str, dict]
                         if not tile:
                             raise
                         failed[label(tile)] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-                del x, residual
+                x = residual = None  # free this length's inputs before the next length's are drawn
             timings = {k: v for k, v in timings.items() if k not in failed}
             best = min(timings, key=lambda name: sum(timings[name]))
             layer.tile = [] if best == TORCH else [int(v) for v in best.split("x")]
