@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from vae_engines.core.lazy import lazy_import
+from vae_engines.model.fused import FusedDecoder, LayerQuant, layer_specs
 
 torch = lazy_import("torch")
 log = logging.getLogger(__name__)
@@ -143,8 +144,6 @@ def choose_tiles(module: Any, device: Any, frames: list[int]) -> dict[str, dict]
 def all_int8(decoder: Any) -> dict[str, Any]:
     """Every layer int8, with random int8 weights and unit scales: the shapes and kernel
     variants an INT8 engine runs (its timing does not depend on the values)."""
-    from vae_engines.model.fused import LayerQuant, layer_specs
-
     generator = torch.Generator().manual_seed(0)
     out = {}
     for spec in layer_specs(decoder):
@@ -157,8 +156,6 @@ def all_int8(decoder: Any) -> dict[str, Any]:
 
 def tune_tiles(decoder: Any, device: Any, frames: list[int]) -> dict[str, dict]:
     """{"fp16": layer -> choose_tiles' record, "int8": likewise} for folded `decoder` on `device`."""
-    from vae_engines.model.fused import FusedDecoder
-
     out = {}
     for kind, quant in (("fp16", None), ("int8", all_int8(decoder))):
         module = FusedDecoder(decoder, quant).to(device).eval()

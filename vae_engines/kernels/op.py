@@ -27,7 +27,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from vae_engines.core.lazy import lazy_import
 from vae_engines.kernels import reference
+
+triton_conv = lazy_import("vae_engines.kernels.triton_conv")  # imports Triton: only where a kernel runs
 
 TOLERANCES = {
     # fp16 outputs: |a - b| <= rtol * |b| + atol (a couple of fp16 steps: 2^-10 relative)
@@ -54,8 +57,6 @@ def _snake_out(x: Tensor, batch: int, frames: int, channels: int, s_scale: float
 
 
 def _triton(x, weight, w_scale, bias, alpha, inv_beta, y, s, **kw) -> None:
-    from vae_engines.kernels import triton_conv  # Triton only where a kernel runs
-
     batch, rows = x.shape[0], x.shape[1]
     n = weight.shape[0]
     y_view = None if y is None or kw.get("audio") else y.view(batch, rows, n)
