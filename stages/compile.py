@@ -15,6 +15,7 @@ def main(args):
 if __name__ == "__main__":
     p = entry.parser(__doc__)
     p.add_argument("--precision", required=True, choices=[x.value for x in Precision], help="the engine's precision")
-    p.add_argument("--tiles", required=True, help="the tune stage's record (engines/torch/tiles.json)")
+    p.add_argument("--tiles", help="the tune stage's record (engines/torch/tiles.json); without it a fused "
+                   "engine times its layers itself")
     p.add_argument("--out", required=True, help="package path (its record goes beside it, .json)")
     entry.run(main, p)

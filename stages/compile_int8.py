@@ -17,6 +17,7 @@ if __name__ == "__main__":
     p = entry.parser(__doc__)
     p.add_argument("--variant", required=True, help="the INT8 variant")
     p.add_argument("--ranges", required=True, help="its ranges record (engines/onnx/<variant>.ranges.json)")
-    p.add_argument("--tiles", required=True, help="the tune stage's record (engines/torch/tiles.json)")
+    p.add_argument("--tiles", help="the tune stage's record (engines/torch/tiles.json); without it a fused "
+                   "engine times its layers itself")
     p.add_argument("--out", required=True, help="package path (its record goes beside it, .json)")
     entry.run(main, p)
