@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vae_engines.compiled.build import build_package  # noqa: E402
 from vae_engines.compiled.int8 import observed_quant  # noqa: E402
-from vae_engines.compiled.tune import layer_frames, layer_inputs, time_layer  # noqa: E402
+from vae_engines.compiled.tune import layer_frames, layer_inputs, tile_of, time_layer  # noqa: E402
 from vae_engines.core import device as devices  # noqa: E402
 from vae_engines.core.env import fingerprint  # noqa: E402
 from vae_engines.core.params import ModelParams, ProfileParams  # noqa: E402
@@ -192,8 +192,7 @@ def explore(decoder, quant) -> dict:
 
 
 def tiles_of(record: dict) -> dict[str, list[int]]:
-    return {name: ([] if v["chosen"] == "torch" else [int(x) for x in v["chosen"].split("x")])
-            for name, v in record["layer_ms"].items()}
+    return {name: tile_of(v["chosen"]) for name, v in record["layer_ms"].items()}
 
 
 ENGINE_NAMES = ("inductor fp16", "fused fp16", "fused int8", "fused fp16 graphs", "fused int8 graphs")

@@ -367,8 +367,7 @@ def test_the_tune_record_gives_each_engine_its_layers_tiles(tmp_path, monkeypatc
     assert list(tuned["fp16"]) == names == list(tuned["int8"])
     fp16, int8 = tiles_for(tuned, set()), tiles_for(tuned, {"conv1"})
     assert fp16["conv2"] == int8["conv2"] and all(isinstance(t, list) for t in int8.values())
-    assert int8["conv1"] == ([] if tuned["int8"]["conv1"]["chosen"] == "torch"
-                             else [int(v) for v in tuned["int8"]["conv1"]["chosen"].split("x")])
+    assert int8["conv1"] == tune.tile_of(tuned["int8"]["conv1"]["chosen"])
     other = tmp_path / "h200.json"
     other.write_text(json.dumps({"device": {"name": "NVIDIA H200", "compute_capability": "9.0"}, "fp16": {}}))
     with pytest.raises(UserError, match="was tuned on NVIDIA H200, this is the CPU"):

@@ -25,6 +25,16 @@ from vae_engines.quant.qdq import activation_scale, int8_weight
 torch = lazy_import("torch")
 
 
+def _int8_layer(conv: Any, transposed: bool, input_amax: float, skip_amax: float | None,
+                scale_type: Any) -> LayerQuant:
+    """One layer's LayerQuant: quant.qdq's per-output-channel int8 weights (axis 1 for a
+    ConvTranspose's [I, O, k]) and activation scales, in `scale_type`."""
+    q, scale = int8_weight(conv.weight.detach().float().cpu().numpy(), 1 if transposed else 0, scale_type)
+    skip = 0.0 if skip_amax is None else float(activation_scale(skip_amax, scale_type))
+    return LayerQuant(float(activation_scale(input_amax, scale_type)), torch.from_numpy(q),
+                      torch.from_numpy(scale.astype(np.float32)), skip)
+
+
 def layer_quant(decoder: Any, record: dict) -> dict[str, LayerQuant]:
     """layer name -> LayerQuant for every int8 layer of the variant `record` (a ranges.json)."""
     scale_type = np.float16 if record.get("float_type") == "fp16" else np.float32
@@ -38,16 +48,14 @@ def layer_quant(decoder: Any, record: dict) -> dict[str, LayerQuant]:
         except AttributeError:
             raise UserError(f"the variant names layer {layer['name']!r}, which this decoder lacks; the ranges file "
                             "belongs to another model: run dvc repro") from None
-        axis = 1 if layer["op_type"] == "ConvTranspose" else 0
-        q, scale = int8_weight(conv.weight.detach().float().cpu().numpy(), axis, scale_type)
-        skip = 0.0
+        skip = None
         if layer.get("skip_quantized"):
             if not layer.get("skip"):
                 raise UserError(f"{record.get('variant')}: its ranges file predates the skip tensor names; "
                                 "re-run its quantize stage (dvc repro)")
-            skip = float(activation_scale(amax[layer["skip"]], scale_type))
-        out[layer["name"]] = LayerQuant(float(activation_scale(amax[layer["input"]], scale_type)),
-                                        torch.from_numpy(q), torch.from_numpy(scale.astype(np.float32)), skip)
+            skip = amax[layer["skip"]]
+        out[layer["name"]] = _int8_layer(conv, layer["op_type"] == "ConvTranspose", amax[layer["input"]], skip,
+                                         scale_type)
     return out
 
 
@@ -68,10 +76,5 @@ def observed_quant(decoder: Any, latents: list[Any]) -> dict[str, LayerQuant]:
     finally:
         for hook in hooks:
             hook.remove()
-    out = {}
-    for spec in specs:
-        weight = decoder.get_submodule(spec.name).weight.detach().float().cpu().numpy()
-        q, scale = int8_weight(weight, 1 if spec.stride else 0, np.float16)
-        out[spec.name] = LayerQuant(float(activation_scale(amax[spec.name], np.float16)), torch.from_numpy(q),
-                                    torch.from_numpy(scale.astype(np.float32)))
-    return out
+    return {spec.name: _int8_layer(decoder.get_submodule(spec.name), spec.stride > 0, amax[spec.name], None,
+                                   np.float16) for spec in specs}

@@ -40,6 +40,11 @@ def label(tile: list[int]) -> str:
     return "x".join(map(str, tile)) if tile else TORCH
 
 
+def tile_of(name: str) -> list[int]:
+    """The tile a label names ([] for the torch implementation): label's inverse."""
+    return [] if name == TORCH else [int(v) for v in name.split("x")]
+
+
 def candidates(layer: Any) -> list[list[int]]:
     """The tiles that fit `layer` (a model.fused.FusedConv), and [] (torch)."""
     n, k = layer.weight.shape
@@ -135,7 +140,7 @@ def choose_tiles(module: Any, device: Any, frames: list[int]) -> dict[str, dict]
                 x = residual = None  # free this length's inputs before the next length's are drawn
             timings = {k: v for k, v in timings.items() if k not in failed}
             best = min(timings, key=lambda name: sum(timings[name]))
-            layer.tile = [] if best == TORCH else [int(v) for v in best.split("x")]
+            layer.tile = tile_of(best)
             record[layer.spec.name] = {"chosen": best, "ms": timings, "frames": list(frames), "failed": failed}
             log.info("%s: %s (%s ms)", layer.spec.name, best, timings[best])
     return record
@@ -172,5 +177,5 @@ def tiles_for(record: dict, int8_layers: set[str]) -> dict[str, list[int]] | Non
     out = {}
     for name, fp16 in record["fp16"].items():
         chosen = record["int8"][name]["chosen"] if name in int8_layers else fp16["chosen"]
-        out[name] = [] if chosen == TORCH else [int(v) for v in chosen.split("x")]
+        out[name] = tile_of(chosen)
     return out

@@ -56,6 +56,18 @@ def _snake_out(x: Tensor, batch: int, frames: int, channels: int, s_scale: float
     return x.new_empty((batch, frames, channels), dtype=torch.int8 if s_scale > 0 else torch.float16)
 
 
+def _layer_outputs(x: Tensor, weight: Tensor, stride: int, store_y: bool, audio: bool, snake: bool,
+                   s_scale: float) -> tuple[Tensor | None, Tensor | None]:
+    """fused_conv's (y, s), allocated, None where not produced: shared by the Triton path
+    and the fake implementation, so export sees exactly what runs."""
+    batch, frames, channels, _ = _shapes(x, weight, stride)
+    y = None
+    if store_y:
+        y = x.new_empty((batch, channels, frames) if audio else (batch, frames, channels),
+                        dtype=torch.float32 if audio else torch.float16)
+    return y, (_snake_out(x, batch, frames, channels, s_scale) if snake else None)
+
+
 def _triton(x, weight, w_scale, bias, alpha, inv_beta, y, s, **kw) -> None:
     batch, rows = x.shape[0], x.shape[1]
     n = weight.shape[0]
@@ -71,14 +83,9 @@ def fused_conv(x: Tensor, weight: Tensor, w_scale: Optional[Tensor], bias: Optio
                s_scale: float, store_y: bool, audio: bool, tile: list[int]) -> tuple[Tensor, Tensor]:
     """One layer (module docstring). x [B, T, C] (int8 when x_scale > 0); y [B, T_out, C_out]
     fp16, or when `audio` float32 [B, C_out, T_out]; s [B, T_out, C_out] when alpha is given."""
-    batch, frames, channels, _ = _shapes(x, weight, stride)
     empty = x.new_empty((0,), dtype=torch.float16)
     if tile:
-        y = None
-        if store_y:
-            y = x.new_empty((batch, channels, frames) if audio else (batch, frames, channels),
-                            dtype=torch.float32 if audio else torch.float16)
-        s = _snake_out(x, batch, frames, channels, s_scale) if alpha is not None else None
+        y, s = _layer_outputs(x, weight, stride, store_y, audio, alpha is not None, s_scale)
         _triton(x, weight, w_scale, bias, alpha, inv_beta, y, s, taps=taps, dilation=dilation, padding=padding,
                 stride=stride, x_scale=x_scale, s_scale=s_scale, res_scale=0.0, residual=False, audio=audio,
                 tile=tuple(tile))
@@ -95,14 +102,9 @@ def fused_conv(x: Tensor, weight: Tensor, w_scale: Optional[Tensor], bias: Optio
 @fused_conv.register_fake
 def _(x, weight, w_scale, bias, alpha, inv_beta, taps, dilation, padding, stride, x_scale, s_scale, store_y, audio,
       tile):
-    batch, frames, channels, _ = _shapes(x, weight, stride)
     empty = x.new_empty((0,), dtype=torch.float16)
-    y = empty
-    if store_y:
-        y = x.new_empty((batch, channels, frames) if audio else (batch, frames, channels),
-                        dtype=torch.float32 if audio else torch.float16)
-    s = _snake_out(x, batch, frames, channels, s_scale) if alpha is not None else empty
-    return y, s
+    y, s = _layer_outputs(x, weight, stride, store_y, audio, alpha is not None, s_scale)
+    return (empty if y is None else y), (empty if s is None else s)
 
 
 @torch.library.custom_op("vae_engines::fused_conv_residual_", mutates_args=("residual",))
