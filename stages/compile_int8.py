@@ -10,7 +10,8 @@ from vae_engines.compiled.build import compile_int8_engine
 def main(args):
     p = params.load(args.params)
     compile_int8_engine(p.model, args.variant, args.ranges, p.compile.mode, device=device.resolve(p.compute),
-                        profile=p.profile, out=args.out, tiles_json=args.tiles)
+                        profile=p.profile, out=args.out, tiles_json=args.tiles,
+                        calibration_dir=args.calibration)
 
 
 if __name__ == "__main__":
@@ -19,5 +20,6 @@ if __name__ == "__main__":
     p.add_argument("--ranges", required=True, help="its ranges record (engines/onnx/<variant>.ranges.json)")
     p.add_argument("--tiles", help="the tune stage's record (engines/torch/tiles.json); without it a fused "
                    "engine times its layers itself")
+    p.add_argument("--calibration", help="the calibration windows (data/calibration): the build check decodes one")
     p.add_argument("--out", required=True, help="package path (its record goes beside it, .json)")
     entry.run(main, p)
