@@ -6,6 +6,8 @@
                                                 tolerance below the one committed at REV
   vae-engines experiments                       DVC experiments as one short row each: every
                                                 variant's peak PSNR and the params changed
+  vae-engines repro --jobs N                    `dvc repro` with up to N independent stages
+                                                side by side (stages that time things alone)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from vae_engines.core import entry
 from vae_engines.core.env import fingerprint, toolchain
 from vae_engines.core.errors import UserError
 from vae_engines.core.params import load
+from vae_engines.core.repro import reproduce
 
 QUALITY_KEYS = ("peak_psnr_db", "snr_db", "si_sdr_db")  # dB, higher is better
 # Gated: fidelity to the fp32 / fp16 decodes. The round-trip against the input audio
@@ -161,6 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     e = sub.add_parser("experiments", help="DVC experiments as one short row each (fits a terminal)")
     e.add_argument("--metric", default="heldout.vs_fp16.peak_psnr_db",
                    help="quality.json key to show per variant (default: heldout.vs_fp16.peak_psnr_db)")
+    r = sub.add_parser("repro", help="dvc repro, independent stages side by side (core/repro.py)")
+    r.add_argument("--jobs", "-j", type=int, default=2, help="stages at a time (default: 2)")
+    r.add_argument("--record", help="write each stage's outcome and times here (JSON)")
 
     def run(args: argparse.Namespace) -> None:
         if args.command == "check-params":
@@ -171,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps({"machine": fingerprint(), "toolchain": toolchain(backend)}, indent=2))
         elif args.command == "experiments":
             print_experiments(args.metric)
+        elif args.command == "repro":
+            reproduce(".", args.jobs, args.record)
         else:
             sys.exit(check_metrics(Path(args.params), Path(args.reports), args.baseline, args.tolerance_db))
 

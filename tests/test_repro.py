@@ -1,0 +1,96 @@
+"""`vae-engines repro --jobs N` (core/repro.py) on a small DVC project of sleeping stages:
+independent stages overlap, a stage marked `meta: {alone: ...}` overlaps nothing, dependencies
+finish before their users start, the result is DVC's own (dvc status clean, a second run skips
+everything), and a failing stage stops the run with one line and exit code 1."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Each stage writes its own start and end time; t is alone (it "times something").
+STAGE = ("python -c \"import sys, time, pathlib; s = time.time(); time.sleep({sleep}); "
+         "pathlib.Path('{name}.txt').write_text(f'{{s}} {{time.time()}}')\"")
+DVC_YAML = {
+    "stages": {
+        # always changed, first, with the same output every time: like the pipeline's check stage
+        "s": {"cmd": "python -c \"import pathlib; pathlib.Path('s.txt').write_text('ok')\"", "always_changed": True,
+              "outs": [{"s.txt": {"cache": False}}]},
+        "a": {"cmd": STAGE.format(name="a", sleep=2), "deps": ["s.txt"], "outs": ["a.txt"]},
+        "b": {"cmd": STAGE.format(name="b", sleep=2), "outs": ["b.txt"]},
+        "c": {"cmd": STAGE.format(name="c", sleep=1), "deps": ["a.txt", "b.txt"], "outs": ["c.txt"]},
+        "t": {"cmd": STAGE.format(name="t", sleep=1), "deps": ["a.txt"], "outs": ["t.txt"],
+              "meta": {"alone": "times something"}},
+        "d": {"cmd": STAGE.format(name="d", sleep=1), "deps": ["t.txt"], "outs": ["d.txt"]},
+    }
+}
+
+
+@pytest.fixture
+def sleepers(tmp_path, isolated_env) -> Path:
+    import yaml
+
+    project = tmp_path / "p"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, env=isolated_env, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, env=isolated_env, check=True)
+    (project / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
+    return project
+
+
+def _repro(project: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vae_engines.cli", "repro", *args], cwd=project, env=env,
+                          capture_output=True, text=True)
+
+
+def _interval(project: Path, name: str) -> tuple[float, float]:
+    start, end = (project / f"{name}.txt").read_text().split()
+    return float(start), float(end)
+
+
+def test_independent_stages_run_side_by_side_and_timed_stages_alone(sleepers, isolated_env):
+    done = _repro(sleepers, isolated_env, "--jobs", "3", "--record", "record.json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    spans = {name: _interval(sleepers, name) for name in "abctd"}
+    overlap = lambda x, y: spans[x][0] < spans[y][1] and spans[y][0] < spans[x][1]  # noqa: E731
+    assert overlap("a", "b")  # independent: side by side
+    assert spans["c"][0] >= max(spans["a"][1], spans["b"][1])  # after what it depends on
+    assert spans["d"][0] >= spans["t"][1]
+    assert not any(overlap("t", other) for other in "abcd")  # alone
+    record = json.loads((sleepers / "record.json").read_text())
+    assert {s["stage"]: s["outcome"] for s in record["stages"]} == dict.fromkeys("sabctd", "ran")
+    assert next(s for s in record["stages"] if s["stage"] == "t")["alone"] == "times something"
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=sleepers, env=isolated_env,
+                            capture_output=True, text=True)
+    # what DVC recorded is what a serial `dvc repro` would have: only the always-changed stage is "changed"
+    assert json.loads(status.stdout) == {"s": ["always changed"]}
+    again = _repro(sleepers, isolated_env, "--jobs", "3", "--record", "record.json")
+    assert again.returncode == 0
+    outcomes = {s["stage"]: s["outcome"] for s in json.loads((sleepers / "record.json").read_text())["stages"]}
+    assert outcomes == {"s": "ran", **dict.fromkeys("abctd", "unchanged")}
+    # one stage changed: it and what depends on it go to DVC, nothing else starts a process
+    changed = (sleepers / "dvc.yaml").read_text().replace("time.sleep(1); pathlib.Path('t.txt')",
+                                                          "time.sleep(0.5); pathlib.Path('t.txt')")
+    (sleepers / "dvc.yaml").write_text(changed)
+    assert _repro(sleepers, isolated_env, "--jobs", "3", "--record", "record.json").returncode == 0
+    stages = json.loads((sleepers / "record.json").read_text())["stages"]
+    # t changed; d depends on t's output (new timestamps), so DVC runs it too
+    assert {s["stage"]: s["outcome"] for s in stages} == {"s": "ran", "t": "ran", "d": "ran", "a": "unchanged",
+                                                         "b": "unchanged", "c": "unchanged"}
+    assert [s["stage"] for s in stages if s["seconds"] > 0] == ["s", "t", "d"]  # no process for a, b, c
+
+
+def test_a_failing_stage_stops_the_run_with_one_line(sleepers, isolated_env):
+    import yaml
+
+    broken = dict(DVC_YAML["stages"], b={"cmd": "python -c \"raise SystemExit(3)\"", "outs": ["b.txt"]})
+    (sleepers / "dvc.yaml").write_text(yaml.safe_dump({"stages": broken}, sort_keys=False))
+    done = _repro(sleepers, isolated_env, "--jobs", "2")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: stage b failed")
+    assert "Traceback" not in done.stderr
+    assert not (sleepers / "c.txt").exists()  # it needs b
+    bad = _repro(sleepers, isolated_env, "--jobs", "0")
+    assert bad.returncode == 1 and bad.stderr.strip() == "error: --jobs 0: give 1 or more stages to run at a time"
