@@ -7,7 +7,8 @@ from vae_engines.compiled.build import tune_kernels
 
 def main(args):
     p = params.load(args.params)
-    tune_kernels(p.model, device=device.resolve(p.compute), profile=p.profile, out=args.out)
+    tune_kernels(p.model, device=device.resolve(p.compute), profile=p.profile, out=args.out,
+                 jobs=p.compute.threads)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ fp16 per load), int8 BK = 128 (the same bytes); BN shrinks to the layer's width 
 
 from __future__ import annotations
 
+import copy
 import logging
+import multiprocessing
 import time
 from typing import Any
 
@@ -146,6 +148,56 @@ def choose_tiles(module: Any, device: Any, frames: list[int]) -> dict[str, dict]
     return record
 
 
+def _compile_work(work: list[tuple[Any, list[list[int]]]], device_type: str) -> int:
+    """Run each (layer, tiles) once at a short length on `device_type`: what compiles every
+    kernel those tiles need (Triton keeps them in its on-disk cache). The layers come on the
+    meta device (shapes and types: what a kernel is compiled for) and get random values here.
+    A tile that fails here is left for choose_tiles to record. Returns how many calls ran."""
+    device = torch.device(device_type)
+    generator = torch.Generator(device=device).manual_seed(0)
+    calls = 0
+    with torch.inference_mode():
+        for layer, tiles in work:
+            layer = layer.to_empty(device=device)  # it came as shapes and types (meta): values do not matter here
+            for buffer in layer.buffers():
+                if buffer.is_floating_point():
+                    buffer.normal_(0, 0.02, generator=generator)
+            x, residual = layer_inputs(layer, max(t[0] for t in tiles) * 2, device, generator)
+            for tile in tiles:
+                layer.tile = tile
+                try:
+                    layer(x, residual)
+                    calls += 1
+                except Exception:  # noqa: BLE001  (choose_tiles times it and records why it fails)
+                    continue
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return calls
+
+
+def precompile(module: Any, device: Any, jobs: int) -> int:
+    """Compile the Triton kernels of every candidate tile of `module` (a FusedDecoder, still on
+    the CPU) in `jobs` processes side by side, so that timing them finds each compiled: Triton
+    compiles a kernel per tile and layer kind (~0.5-1 s each on the host, dozens per decoder),
+    which is most of a serial tune. Each process takes a share of the layers, one of each
+    distinct geometry. Returns the calls made."""
+    distinct: dict[tuple, tuple[Any, list[list[int]]]] = {}
+    for layer in module.layers:
+        tiles = [t for t in candidates(layer) if t]
+        s = layer.spec
+        key = (tuple(layer.weight.shape), layer.weight.dtype, s.taps, s.dilation, s.padding, s.stride, s.residual,
+               s.audio, s.snake is not None, layer.bias is not None, layer.s_scale > 0, layer.res_scale > 0)
+        if tiles and key not in distinct:  # sent as shapes and types only: no weights through pipes
+            distinct[key] = (copy.deepcopy(layer).to("meta"), tiles)
+    work = list(distinct.values())
+    shares = [work[i::jobs] for i in range(min(jobs, len(work)))]
+    if not shares:
+        return 0
+    context = multiprocessing.get_context("spawn")  # a CUDA context per process: never fork one
+    with context.Pool(len(shares)) as pool:
+        return sum(pool.starmap(_compile_work, [(share, device.type) for share in shares]))
+
+
 def all_int8(decoder: Any) -> dict[str, Any]:
     """Every layer int8, with random int8 weights and unit scales: the shapes and kernel
     variants an INT8 engine runs (its timing does not depend on the values)."""
@@ -159,13 +211,20 @@ def all_int8(decoder: Any) -> dict[str, Any]:
     return out
 
 
-def tune_tiles(decoder: Any, device: Any, frames: list[int]) -> dict[str, dict]:
-    """{"fp16": layer -> choose_tiles' record, "int8": likewise} for folded `decoder` on `device`."""
-    out = {}
-    for kind, quant in (("fp16", None), ("int8", all_int8(decoder))):
-        module = FusedDecoder(decoder, quant).to(device).eval()
-        out[kind] = choose_tiles(module, device, frames)
-        del module
+def tune_tiles(decoder: Any, device: Any, frames: list[int], jobs: int = 1) -> dict[str, dict]:
+    """{"fp16": layer -> choose_tiles' record, "int8": likewise, "precompile": what compiled
+    ahead} for folded `decoder` (on the CPU) on `device`; jobs > 1: the kernels compile first in
+    that many processes (precompile)."""
+    out: dict[str, dict] = {"precompile": {"jobs": jobs, "seconds": 0.0, "calls": 0}}
+    modules = {kind: FusedDecoder(decoder, quant).eval() for kind, quant in (("fp16", None),
+                                                                             ("int8", all_int8(decoder)))}
+    if jobs > 1:
+        started = time.perf_counter()
+        calls = sum(precompile(module, device, jobs) for module in modules.values())
+        out["precompile"].update(seconds=round(time.perf_counter() - started, 1), calls=calls)
+    for kind, module in modules.items():
+        out[kind] = choose_tiles(module.to(device), device, frames)
+        modules[kind] = None  # free its weights on the device before the next kind's
     return out
 
 
