@@ -7,7 +7,7 @@ from vae_engines.measure.torch_engines import bench_torch
 
 def main(args):
     p = params.load(args.params)
-    bench_torch(p.model, p.bench, p.compile.precisions, p.compile.int8, device=device.resolve(p.compute),
+    bench_torch(p.model, p.bench, p.compile.precisions, device=device.resolve(p.compute),
                 engines_dir=args.engines, holdout_dir=args.holdout, reference_dir=args.reference, out_json=args.out,
                 plot_json=args.plot)
 

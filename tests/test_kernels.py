@@ -189,7 +189,7 @@ def variants(tmp_path_factory):
     write_latent_set(tmp / "cal", calibration, {"source": "test"})
     write_stats(tmp / "s.npz", tmp / "s.json", collect(GraphExecutor(model), quantizable_tensors(layers), calibration),
                 layers, {})
-    out = {"decoder": decoder, "fp32": model}
+    out = {"decoder": decoder, "fp32": model, "calibration": calibration, "dir": tmp}
     for placement in ("conv_inputs", "fused"):
         record = quantize_variant(placement, Int8Variant(calibrator="minmax", placement=placement), fp32_onnx=fp32,
                                   stats_npz=tmp / "s.npz", calibration_dir=tmp / "cal",
@@ -270,6 +270,35 @@ def test_an_int8_engine_decodes_like_its_graph(variants, placement):
     assert peak_psnr(simulated, engine) >= sim_db - 6, (peak_psnr(simulated, engine), sim_db)
 
 
+def test_the_agreement_tool_tells_clipping_from_a_defect(variants):
+    """measure.agreement on the three cases it exists for. The calibration latents themselves:
+    nothing beyond any range (minmax), the engine nowhere parts from the graph. The same
+    latents at 40x their scale (what a random normal latent is to the seeded full-size
+    model's encodings: std 0.027 against 1): the latent saturates conv1's int8 input, the
+    graph and the engine lose quality together and still agree. An engine built with a
+    wrong scale for one layer (a defect): it parts from the graph at that layer."""
+    from vae_engines.measure.agreement import int8_agreement
+
+    tmp, calibration = variants["dir"], variants["calibration"]
+    record = json.loads((tmp / "conv_inputs.json").read_text())
+    sets = {"calibration": calibration, "40x": calibration * 40}
+    result = int8_agreement(variants["decoder"], tmp / "fp32.onnx", tmp / "conv_inputs.onnx", record, sets,
+                            device=torch.device("cpu"))
+    inside, outside = result["sets"]["calibration"], result["sets"]["40x"]
+    assert inside["clipped_at"] is None and inside["parted_at"] is None
+    assert all(r["clipped_share"] == 0 for r in inside["layers"] if r["int8"])
+    assert outside["clipped_at"] == "conv1" and outside["parted_at"] is None
+    assert outside["layers"][0]["clipped_share"] > 0.5 and outside["layers"][0]["range_ratio"] > 10
+    # clipping costs the graph and the engine alike: far below the in-range figure, and together
+    assert outside["output"]["graph_vs_fp32_db"] < inside["output"]["graph_vs_fp32_db"] - 10
+    assert abs(outside["output"]["engine_vs_fp32_db"] - outside["output"]["graph_vs_fp32_db"]) <= 0.5
+    wrong = next(layer for layer in record["layers"][5:] if layer["int8"])
+    broken = {**record, "amax": {**record["amax"], wrong["input"]: record["amax"][wrong["input"]] * 4}}
+    parted = int8_agreement(variants["decoder"], tmp / "fp32.onnx", tmp / "conv_inputs.onnx", broken,
+                            {"calibration": calibration}, device=torch.device("cpu"))["sets"]["calibration"]
+    assert parted["parted_at"] == wrong["name"], [(r["layer"], r["engine_vs_graph_db"]) for r in parted["layers"]]
+
+
 # -- engines built, exported with the ops, packaged, loaded -------------------------------------
 def _op_names(path) -> set[str]:
     program = torch.export.load(str(path))
@@ -342,6 +371,41 @@ def test_an_int8_engine_of_the_embedded_default_builds_and_loads(tmp_path):
     assert json.loads(path.with_suffix(".json").read_text())["kernels"] == "fused"
 
 
+def test_an_int8_engine_is_timed_beside_the_fp16_engine(tmp_path):
+    """bench_int8 (the stage's function) on the CPU: an INT8 engine and the fused fp16 engine
+    timed in the same rounds, the ratio recorded; memory, quality, streaming and the length
+    sweep of the INT8 engine alone (the fp16 engine's are bench_torch's)."""
+    from vae_engines.compiled.build import build_package
+    from vae_engines.core.params import BenchParams
+    from vae_engines.data.latentset import write_latent_set
+    from vae_engines.measure.torch_engines import bench_int8
+
+    decoder = fold_decoder(make_vae())
+    profile = ProfileParams(min_frames=2, opt_frames=4, max_frames=8)
+    cpu = torch.device("cpu")
+    for name, quant in (("fp16", None), ("int8", int8_quant(decoder))):
+        build_package(decoder, SHAPE, precision="fp16", mode="default", device=cpu, profile=profile,
+                      path=tmp_path / f"{name}.pt2", model="tiny", kernels="fused", quant=quant,
+                      variant="m" if quant else None)
+    held = latents(2, 4, seed=5)
+    write_latent_set(tmp_path / "holdout", held, {"source": "test"})
+    (tmp_path / "reference").mkdir()
+    with torch.no_grad():
+        np.save(tmp_path / "reference" / "heldout_fp32.npy", decoder(torch.from_numpy(held)).numpy())
+    bench = BenchParams(frames=(2, 8), repeats=3, warmup=0, stream_frames=8, stream_window=4, stream_overlap=1,
+                        sweep=2)
+    doc = bench_int8("m", bench, device=cpu, engine=tmp_path / "int8.pt2", fp16_engine=tmp_path / "fp16.pt2",
+                     holdout_dir=tmp_path / "holdout", reference_dir=tmp_path / "reference",
+                     out_json=tmp_path / "m.json", plot_json=tmp_path / "m.latency.json")
+    assert doc["engine"] == "compiled int8 m" and json.loads((tmp_path / "m.json").read_text()) == doc
+    pairs = {(r["subject"], r["reference"], r["frames"]) for r in doc["ratios"]}
+    assert pairs == {("compiled int8 m", "compiled fp16", f) for f in (2, 8)} or \
+        pairs == {("compiled fp16", "compiled int8 m", f) for f in (2, 8)}
+    assert set(doc["quality"]) == set(doc["streaming"]) == set(doc["sweep"]["engines"]) == {"compiled int8 m"}
+    assert doc["quality"]["compiled int8 m"]["peak_psnr_db"] > 20
+    assert {r["series"] for r in json.loads((tmp_path / "m.latency.json").read_text())} == {"compiled int8 m"}
+
+
 def test_the_tune_record_gives_each_engine_its_layers_tiles(tmp_path, monkeypatch):
     """The tune stage times each layer once per device, fp16 and int8; the fp16 engine takes
     the fp16 choices, an INT8 engine the int8 ones for its int8 layers; on a CPU there is
@@ -362,8 +426,12 @@ def test_the_tune_record_gives_each_engine_its_layers_tiles(tmp_path, monkeypatc
     timed = tune.time_call
     monkeypatch.setattr(tune, "time_call", lambda fn, device: timed(fn, device, repeats=1, warmup=0))
     decoder = fold_decoder(make_vae(SMALL))
-    tuned = tune_tiles(decoder, DEVICE, [1])
+    tuned = tune_tiles(decoder, DEVICE, [1], jobs=2)
     names = [s.name for s in layer_specs(decoder)]
+    # the kernels compiled first in two processes: one call per distinct layer geometry and tile
+    distinct = {(tuple(d.get_submodule(s.name).weight.shape), s.taps, s.dilation, s.stride, s.residual)
+                for d in (decoder,) for s in layer_specs(decoder)}
+    assert len(distinct) <= tuned["precompile"]["calls"] <= 2 * len(names)
     assert list(tuned["fp16"]) == names == list(tuned["int8"])
     fp16, int8 = tiles_for(tuned, set()), tiles_for(tuned, {"conv1"})
     assert fp16["conv2"] == int8["conv2"] and all(isinstance(t, list) for t in int8.values())

@@ -59,6 +59,9 @@ def test_shipped_variants():
      ["holdout.seed", "another seed"]),
     ({"export": {"opset": 18}, "int8": {"e": {"calibrator": "entropy"}}}, ["opset >= 19", "float_type: fp32"]),
     ({"build": {"compute_capabilities": ["twelve"]}}, ["compute_capabilities"]),
+    ({"int8": {"m": {"calibrator": "minmax"}}, "compile": {"int8": ["m"]}},
+     ["compile.int8", "needs fp16 in compile.precisions", "timed against"]),
+    ({"report": {"quality_target_db": 0}}, ["report.quality_target_db", "e.g. 40"]),
 ])
 def test_bad_params_name_the_key(data, words):
     with pytest.raises(UserError) as err:

@@ -145,11 +145,13 @@ def test_stage_scripts_never_hand_the_whole_params_to_the_library():
 
 def test_the_measure_modules_are_named_by_what_they_measure():
     """One module per job (evaluate, the timing primitives, the plans' bench stage, the PyTorch
-    engines' bench stage), and each bench stage imports its own."""
+    engines' bench stages, the INT8 engine-against-graph comparison), and each bench stage
+    imports its own."""
     modules = {p.stem for p in (PACKAGE / "measure").glob("*.py")} - {"__init__"}
-    assert modules == {"evaluate", "timing", "plans", "torch_engines"}
+    assert modules == {"evaluate", "timing", "plans", "torch_engines", "agreement"}
     assert "vae_engines.measure.plans" in (ROOT / "stages" / "bench.py").read_text()
-    assert "vae_engines.measure.torch_engines" in (ROOT / "stages" / "bench_torch.py").read_text()
+    for stage in ("bench_torch", "bench_int8"):
+        assert "vae_engines.measure.torch_engines" in (ROOT / "stages" / f"{stage}.py").read_text()
 
 
 def test_no_extra_installs_what_no_code_imports():

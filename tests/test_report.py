@@ -1,48 +1,89 @@
 """The report's PyTorch-engine sections on records of the kinds a GPU run writes (the CPU
-default builds no INT8 engine): INT8 engines beside their graphs and the fastest fp16 engine,
-and the length sweep with its flags."""
+default builds no INT8 engine): INT8 engines beside their graphs and the fp16 engine they
+were timed with, the first screen's pick for a quality target, and the length sweep with its
+flags."""
 
 from vae_engines.measure.torch_engines import sweep_flags, sweep_frames
 from vae_engines.report.engines import int8_engines_section, sweep_section
-from vae_engines.report.guide import int8_engine_lines
-from vae_engines.report.records import VariantRecords
+from vae_engines.report.guide import int8_engine_lines, torch_lines
+from vae_engines.report.records import TorchRecords, VariantRecords
+from vae_engines.report.ship import ship_lines
 
 
 def timing(series: str, ms: float, frames: int = 1500) -> dict:
     return {"series": series, "batch": 1, "frames": frames, "median_ms": ms, "p10_ms": ms, "p90_ms": ms}
 
 
-def torch_bench(int8_db: float) -> dict:
-    return {
-        "device": {"name": "GPU X"},
-        "timings": [timing("eager fp16", 84.0), timing("compiled fp16", 21.0), timing("compiled int8 minmax", 18.0)],
-        "ratios": [{"subject": "compiled fp16", "reference": "compiled int8 minmax", "batch": 1, "frames": 1500,
-                    "median_ratio": 0.857, "ci95": [0.85, 0.87], "rounds": 10, "verdict": "slower"}],
-        "runtimes": {"eager fp16": {}, "compiled fp16": {}, "compiled int8 minmax": {}},
-        "quality": {"compiled int8 minmax": {"peak_psnr_db": int8_db}},
-        "memory": {"device_memory_gib": {"compiled int8 minmax": 1.45}},
-    }
+def ratio(subject: str, reference: str, median: float, lo: float, hi: float, verdict: str) -> dict:
+    return {"subject": subject, "reference": reference, "batch": 1, "frames": 1500, "median_ratio": median,
+            "ci95": [lo, hi], "rounds": 10, "verdict": verdict}
+
+
+def records(int8_db: float, int8_ms: float = 18.0, speedup=(1.167, 1.15, 1.18), verdict: str = "faster"
+            ) -> TorchRecords:
+    """bench_torch's record (eager and compiled fp16) and one bench_int8 record, as a GPU run
+    writes them: the INT8 engine's ratio is in its own record, read from the other side."""
+    bench = {"device": {"name": "GPU X", "torch": "2.11"},
+             "timings": [timing("eager fp16", 84.0), timing("compiled fp16", 21.0)],
+             "ratios": [ratio("eager fp16", "compiled fp16", 0.25, 0.24, 0.26, "slower")],
+             "runtimes": {"eager fp16": {}, "compiled fp16": {}},
+             "quality": {"eager fp16": {"peak_psnr_db": 69.2}, "compiled fp16": {"peak_psnr_db": 71.5}},
+             "memory": {"device_memory_gib": {"eager fp16": 3.9, "compiled fp16": 2.2}}}
+    int8 = {"variant": "minmax", "engine": "compiled int8 minmax", "device": {"name": "GPU X"},
+            "timings": [timing("compiled int8 minmax", int8_ms), timing("compiled fp16", 21.3)],
+            # stored from the fp16 engine's side, as the rounds happened to name them
+            "ratios": [ratio("compiled fp16", "compiled int8 minmax", 1 / speedup[0], 1 / speedup[2], 1 / speedup[1],
+                             {"faster": "slower", "slower": "faster"}.get(verdict, verdict))],
+            "runtimes": {"compiled int8 minmax": {}, "compiled fp16": {}},
+            "quality": {"compiled int8 minmax": {"peak_psnr_db": int8_db}},
+            "memory": {"device_memory_gib": {"compiled int8 minmax": 1.45, "compiled fp16": 2.2}}}
+    return TorchRecords(bench, [int8])
 
 
 def variant(simulated_db: float) -> VariantRecords:
     return VariantRecords("minmax", {"heldout": {"vs_fp32": {"peak_psnr_db": simulated_db}}}, {}, {}, {})
 
 
-def test_an_int8_engine_sits_beside_its_graph_and_the_fastest_fp16_engine():
-    text = "\n".join(int8_engines_section([variant(45.0)], torch_bench(45.3)))
+def test_an_int8_engine_sits_beside_its_graph_and_the_fp16_engine_it_was_timed_with():
+    text = "\n".join(int8_engines_section([variant(45.0)], records(45.3)))
     row = next(line for line in text.splitlines() if line.startswith("| `compiled int8 minmax`"))
-    assert "1.17x [1.15-1.18] faster than `compiled fp16`" in row  # the ratio read from the other side
+    assert "1.17x [1.15-1.18] faster" in row  # the ratio read from the other side
     assert "| 45.3 | 45.0 | yes |" in row and "| 1.45 |" in row
-    disagree = "\n".join(int8_engines_section([variant(44.0)], torch_bench(45.3)))
+    disagree = "\n".join(int8_engines_section([variant(44.0)], records(45.3)))
     assert "**no**: 1.30 dB apart" in disagree and "the engine's figure is the one to trust" in disagree
-    guide = "\n".join(int8_engine_lines([variant(45.0)], torch_bench(45.3)))
+    guide = "\n".join(int8_engine_lines([variant(45.0)], records(45.3)))
     assert "What INT8 buys with the fused kernels on GPU X" in guide and "faster than `compiled fp16`" in guide
 
 
 def test_no_int8_engine_no_section():
-    bench = torch_bench(45.0)
-    bench["runtimes"].pop("compiled int8 minmax")
-    assert int8_engines_section([variant(45.0)], bench) == [] and int8_engine_lines([variant(45.0)], bench) == []
+    bare = TorchRecords(records(45.0).bench, [])
+    assert int8_engines_section([variant(45.0)], bare) == [] and int8_engine_lines([variant(45.0)], bare) == []
+
+
+def test_engines_not_timed_together_get_no_winner():
+    """The INT8 engine and eager fp16 were never timed in the same rounds: ranked by median,
+    no "faster" verdict between them."""
+    lines = torch_lines(TorchRecords(records(45.0).bench | {"timings": [timing("eager fp16", 19.0)]},
+                                     records(45.0).int8), (125, 1500))
+    assert "`compiled int8 minmax` 18.0 ms (45.0 dB), `eager fp16` 19.0 ms (69.2 dB)" in lines[0]
+    assert "not timed in the same rounds, so no winner is named" in lines[1]
+
+
+def test_the_first_screen_names_the_fastest_engine_reaching_the_target():
+    fast = "\n".join(ship_lines([], records(45.3), (1500,), 40.0))
+    assert "## Ship this on GPU X" in fast
+    assert ("**For >= 40 dB held-out: `compiled int8 minmax`**: 1500 frames in 18.0 ms (18.0-18.0), 45.3 dB, "
+            "1.45 GiB device memory; 1.17x [1.15-1.18] faster than `compiled fp16` (same rounds)") in fast
+    assert "Highest quality here: `compiled fp16`, 71.5 dB" in fast
+    # the INT8 engine misses the target: the fp16 engine is the pick, the INT8 one the fastest below it
+    strict = "\n".join(ship_lines([], records(38.0), (1500,), 40.0))
+    assert "**For >= 40 dB held-out: `compiled fp16`**" in strict
+    assert "Fastest, below the target: `compiled int8 minmax` 18.0 ms (18.0-18.0) at 38.0 dB" in strict
+    # within the spread: no winner; the higher quality comes first
+    tie = "\n".join(ship_lines([], records(45.3, speedup=(1.01, 0.98, 1.03), verdict="no difference"), (1500,), 40.0))
+    assert "no measurable difference from `compiled fp16`" in tie and "`compiled fp16` has the higher quality" in tie
+    none = "\n".join(ship_lines([], records(45.3), (1500,), 80.0))
+    assert "No engine here reaches 80 dB" in none and "closest is `compiled fp16` at 71.5 dB" in none
 
 
 def test_the_sweep_spans_the_frames_with_odd_lengths():
@@ -64,6 +105,7 @@ def test_the_sweep_flags_costly_and_out_of_order_lengths():
     flags = sweep_flags(cliff)
     assert any(f.startswith("250 frames: ") and "the best cost per second" in f for f in flags)
     assert any(f.startswith("250 frames: slower than 500 frames") for f in flags)
-    text = "\n".join(sweep_section({"sweep": {"frames": [125, 250, 500, 1500], "calls": 3, "flag_from_frames": 250,
-                                              "flag_ratio": 1.25, "engines": {"e": {"rows": cliff, "flags": flags}}}}))
+    sweep = {"frames": [125, 250, 500, 1500], "calls": 3, "flag_from_frames": 250, "flag_ratio": 1.25,
+             "engines": {"e": {"rows": cliff, "flags": flags}}}
+    text = "\n".join(sweep_section(TorchRecords({"sweep": sweep}, [])))
     assert "| 250 | 117.0 (11.700) |" in text and "250 frames: slower than 500 frames" in text

@@ -305,7 +305,8 @@ class CompileParams:
     """Compiled PyTorch engines (compiled.build) for the compute device, exported with the
     profile's frames dynamic and compiled in `mode`: one per precision in `precisions`
     (engines/torch/<precision>.pt2), and one per INT8 variant named in `int8`
-    (engines/torch/int8_<variant>.pt2, fused kernels with the variant's ranges). kernels:
+    (engines/torch_int8/<variant>.pt2, fused kernels with the variant's ranges; they need fp16
+    in `precisions`, the engine they are timed against). kernels:
     fused (one fused-convolution op per layer, Triton on a GPU), inductor (the
     channels-last decoder fused by Inductor), auto (fused for fp16 on a GPU, else inductor).
     fp16 and bf16 need a GPU, unless kernels: fused (the op's CPU reference, fp16 storage)."""
@@ -370,6 +371,19 @@ class BenchParams:
 
 
 @dataclass(frozen=True)
+class ReportParams:
+    """The report's first screen: the engine to ship on the machine that ran the pipeline, for
+    held-out quality of at least `quality_target_db` peak PSNR against fp32 (the fastest
+    engine that reaches it, with its speed, memory and quality)."""
+
+    quality_target_db: float = 40.0
+
+    def validate(self, where: str) -> None:
+        if not 0 < self.quality_target_db < 200:
+            raise UserError(f"{where}.quality_target_db: {self.quality_target_db}; give a peak PSNR in dB, e.g. 40")
+
+
+@dataclass(frozen=True)
 class Params:
     model: ModelParams = field(default_factory=ModelParams)
     compute: ComputeParams = field(default_factory=ComputeParams)
@@ -384,6 +398,7 @@ class Params:
     compile: CompileParams = field(default_factory=CompileParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     bench: BenchParams = field(default_factory=BenchParams)
+    report: ReportParams = field(default_factory=ReportParams)
 
     def validate(self, where: str) -> None:
         """Checks across sections (each section checked itself first)."""
@@ -407,6 +422,10 @@ class Params:
         if unknown:
             raise UserError(f"compile.int8: {unknown[0]!r} is not an INT8 variant of this params.yaml; known: "
                             f"{', '.join(self.int8) or 'none'}")
+        if self.compile.int8 and Precision.FP16 not in self.compile.precisions:
+            raise UserError(f"compile.int8: {list(self.compile.int8)} needs fp16 in compile.precisions: an INT8 "
+                            "engine is timed against the compiled fp16 engine it has to beat; add it "
+                            "(compile: {precisions: [fp16]}, on a GPU)")
         fp16 = [name for name, v in self.int8.items() if v.float_type == "fp16"]
         if fp16 and self.export.opset < 19:
             raise UserError(f"export.opset: {self.export.opset}, but int8.{fp16[0]} has float_type fp16, whose Q/DQ "

@@ -1,6 +1,8 @@
 """The `bench_torch` stage: the PyTorch decoder as apps run it today (eager, per precision)
-beside the compiled PyTorch engines the pipeline built (fp16 and the INT8 variants'), on the
-compute device, in one run.
+beside the compiled PyTorch engines the pipeline built per precision, on the compute device,
+in one run; and the `bench_int8@<variant>` stage: one INT8 variant's engine beside the
+compiled fp16 engine it has to beat, in one run of its own (so a changed variant re-times its
+engine alone, not every engine of the pipeline).
 
 Every decoder goes through the runtime API (runtime.eager, runtime.compiled), so what is
 timed is what an app would run. For each: latency at the bench frames (rounds taking turns,
@@ -36,24 +38,23 @@ from vae_engines.measure.timing import (device_memory_gib, interleaved, paired_r
 from vae_engines.measure.plans import bench_params, latency_rows
 from vae_engines.measure.evaluate import decode_all
 from vae_engines.metrics import peak_psnr, snr
-from vae_engines.model.oobleck import fold_decoder, load_vae
 from vae_engines.runtime.base import Decoder, Shape
 from vae_engines.runtime.compiled import CompiledDecoder
 from vae_engines.runtime.eager import EagerDecoder
 
 torch = lazy_import("torch")
+oobleck = lazy_import("vae_engines.model.oobleck")  # bench_torch loads the model; bench_int8 needs none
 log = logging.getLogger(__name__)
 
 CPU_HALF = ("not measured: PyTorch's CPU half-precision convolutions are about 170x slower than fp32 (not a "
             "deployment path); measured on a GPU")
 
 
-def torch_decoders(model: ModelParams, bench: BenchParams, precisions: tuple[Precision, ...], int8: tuple[str, ...],
-                   engines_dir: Path, device: Any) -> tuple[dict[str, Decoder], dict[str, str]]:
-    """Eager decoders at bench.torch_precisions, the compiled engines at `precisions` and the
-    INT8 engines of the variants `int8`."""
-    loaded = load_vae(model)
-    decoder = fold_decoder(loaded.vae)
+def torch_decoders(model: ModelParams, bench: BenchParams, precisions: tuple[Precision, ...], engines_dir: Path,
+                   device: Any) -> tuple[dict[str, Decoder], dict[str, str]]:
+    """Eager decoders at bench.torch_precisions and the compiled engines at `precisions`."""
+    loaded = oobleck.load_vae(model)
+    decoder = oobleck.fold_decoder(loaded.vae)
     shape = Shape(channels=loaded.latent_channels, hop=loaded.hop, sampling_rate=loaded.sampling_rate)
     out: dict[str, Decoder] = {}
     notes: dict[str, str] = {}
@@ -64,8 +65,6 @@ def torch_decoders(model: ModelParams, bench: BenchParams, precisions: tuple[Pre
         out[f"eager {precision}"] = EagerDecoder(decoder, shape, precision, device)
     for precision in precisions:
         out[f"compiled {precision}"] = CompiledDecoder(engines_dir / f"{precision}.pt2")
-    for variant in int8:
-        out[f"compiled int8 {variant}"] = CompiledDecoder(engines_dir / f"int8_{variant}.pt2")
     return out, notes
 
 
@@ -159,33 +158,67 @@ def length_sweep(decoders: dict[str, Decoder], frames: list[int], channels: int)
             "engines": out}
 
 
-def bench_torch(model: ModelParams, bench: BenchParams, precisions: tuple[Precision, ...], int8: tuple[str, ...] = (),
-                *, device: Any, engines_dir: str | Path, holdout_dir: str | Path, reference_dir: str | Path,
-                out_json: str | Path, plot_json: str | Path) -> dict:
-    """The stage (see the module docstring); returns the record written to `out_json`."""
-    doc: dict = {"machine": fingerprint(), "bench": bench_params(bench), "compiled": [str(p) for p in precisions],
-                 "int8": list(int8)}
-    if Runtime.TORCH not in bench.runtimes:
-        doc.update(timings=[], ratios=[], not_measured={"torch": "not measured: not in bench.runtimes"})
-        write_json(out_json, doc)
-        write_json(plot_json, [])
-        return doc
-    decoders, notes = torch_decoders(model, bench, precisions, int8, Path(engines_dir), device)
+def measure(decoders: dict[str, Decoder], bench: BenchParams, device: Any, holdout_dir: str | Path,
+            reference_dir: str | Path, subjects: list[str] | None = None) -> dict:
+    """Every measurement of `decoders`, timed in the same rounds: latency and ratios, device
+    memory, held-out quality, streaming and the length sweep -- the last three for
+    `subjects` only (default: every decoder; the sweep: swept())."""
     channels = next(iter(decoders.values())).shape.channels
+    chosen = {name: d for name, d in decoders.items() if subjects is None or name in subjects}
     longest = seeded_latent(1, channels, max(bench.frames))
     memory = {name: decode_memory_gib(d, d.prepare(longest)) for name, d in decoders.items()}
     timings, ratios = speed(decoders, bench, channels)
-    doc.update(
-        timings=timings, ratios=ratios, not_measured=notes, device=devices.describe(device),
+    return dict(
+        timings=timings, ratios=ratios, device=devices.describe(device),
         memory={"frames": max(bench.frames), "device_memory_gib": memory,
                 "method": "PyTorch's peak allocation during the decode beyond what was allocated before, plus "
                           "the decoder's weights" if device.type == "cuda" else "not measured: no GPU"},
-        quality=heldout_quality(decoders, Path(holdout_dir), Path(reference_dir)),
+        quality=heldout_quality(chosen, Path(holdout_dir), Path(reference_dir)),
         streaming={name: streaming(d, channels, bench.stream_frames, bench.stream_window, bench.stream_overlap)
-                   for name, d in decoders.items()},
-        sweep=length_sweep(swept(decoders), sweep_frames(min(bench.frames), max(bench.frames), bench.sweep),
+                   for name, d in chosen.items()},
+        sweep=length_sweep(chosen if subjects is not None else swept(decoders),
+                           sweep_frames(min(bench.frames), max(bench.frames), bench.sweep),
                            channels) if bench.sweep else None,
         runtimes={name: d.describe() for name, d in decoders.items()})
+
+
+def _not_in_runtimes(doc: dict, out_json: str | Path, plot_json: str | Path) -> dict:
+    doc.update(timings=[], ratios=[], not_measured={"torch": "not measured: not in bench.runtimes"})
     write_json(out_json, doc)
-    write_json(plot_json, latency_rows(timings))
+    write_json(plot_json, [])
+    return doc
+
+
+def bench_torch(model: ModelParams, bench: BenchParams, precisions: tuple[Precision, ...], *, device: Any,
+                engines_dir: str | Path, holdout_dir: str | Path, reference_dir: str | Path,
+                out_json: str | Path, plot_json: str | Path) -> dict:
+    """The `bench_torch` stage (see the module docstring); returns the record written to `out_json`."""
+    doc: dict = {"machine": fingerprint(), "bench": bench_params(bench), "compiled": [str(p) for p in precisions]}
+    if Runtime.TORCH not in bench.runtimes:
+        return _not_in_runtimes(doc, out_json, plot_json)
+    decoders, notes = torch_decoders(model, bench, precisions, Path(engines_dir), device)
+    doc.update(measure(decoders, bench, device, holdout_dir, reference_dir), not_measured=notes)
+    write_json(out_json, doc)
+    write_json(plot_json, latency_rows(doc["timings"]))
+    return doc
+
+
+INT8_SERIES = "compiled int8 {variant}"  # an INT8 engine's name in the records and the report
+FP16_SERIES = "compiled fp16"  # the engine an INT8 engine is timed against
+
+
+def bench_int8(variant: str, bench: BenchParams, *, device: Any, engine: str | Path, fp16_engine: str | Path,
+               holdout_dir: str | Path, reference_dir: str | Path, out_json: str | Path,
+               plot_json: str | Path) -> dict:
+    """The `bench_int8@<variant>` stage: the variant's INT8 engine and the compiled fp16 engine
+    timed in the same rounds; the INT8 engine's memory, held-out quality, streaming and length
+    sweep. Returns the record written to `out_json`."""
+    name = INT8_SERIES.format(variant=variant)
+    doc: dict = {"machine": fingerprint(), "bench": bench_params(bench), "variant": variant, "engine": name}
+    if Runtime.TORCH not in bench.runtimes:
+        return _not_in_runtimes(doc, out_json, plot_json)
+    decoders = {name: CompiledDecoder(engine), FP16_SERIES: CompiledDecoder(fp16_engine)}
+    doc.update(measure(decoders, bench, device, holdout_dir, reference_dir, subjects=[name]), not_measured={})
+    write_json(out_json, doc)
+    write_json(plot_json, latency_rows([t for t in doc["timings"] if t["series"] == name]))
     return doc

@@ -11,7 +11,7 @@ ranked on this machine.
 from __future__ import annotations
 
 from vae_engines.report.engines import int8_engines
-from vae_engines.report.records import VariantRecords
+from vae_engines.report.records import TorchRecords, VariantRecords
 
 QUALITY_RISK_DB = 30.0  # peak PSNR vs fp16 below this: listen before shipping
 RERUN = "dvc repro --force --glob 'bench*'"
@@ -73,52 +73,48 @@ def int8_buys(variants: list[VariantRecords]) -> list[str]:
     return lines
 
 
-def torch_lines(torch_bench: dict | None, frames: tuple[int, ...]) -> list[str]:
+def torch_lines(torch: TorchRecords, frames: tuple[int, ...]) -> list[str]:
     """Every PyTorch engine that ran here, ranked at the longest bench frames."""
-    if not torch_bench or not torch_bench.get("timings"):
-        return []
     f = max(frames)
-    rows = sorted([t for t in torch_bench["timings"] if t["frames"] == f and t["batch"] == 1],
+    rows = sorted([t for t in torch.own_timings() if t["frames"] == f and t["batch"] == 1],
                   key=lambda t: t["median_ms"])
     if not rows:
         return []
-    device = torch_bench.get("device", {})
+    device = torch.device()
     where = device.get("name", device.get("device", "this machine"))
-    quality = torch_bench.get("quality", {})
-    ranking = ", ".join(f"`{t['series']}` {t['median_ms']:.1f} ms"
-                        + (f" ({quality[t['series']]['peak_psnr_db']:.1f} dB)" if t["series"] in quality else "")
-                        for t in rows)
+
+    def quality(name: str) -> str:
+        db = torch.quality(name)
+        return "" if db is None else f" ({db:.1f} dB)"
+    ranking = ", ".join(f"`{t['series']}` {t['median_ms']:.1f} ms{quality(t['series'])}" for t in rows)
     lines = [f"- **PyTorch engines on {where}** ({f} frames, median per decode, peak PSNR vs fp32 held-out): "
              f"{ranking}."]
     if len(rows) > 1:
         a, b = rows[0]["series"], rows[1]["series"]
-        pair = next((r for r in torch_bench.get("ratios", []) if {r["subject"], r["reference"]} == {a, b}
-                     and r["frames"] == f), None)
-        if pair is not None:
-            verdict = pair["verdict"] if pair["subject"] == a else {"faster": "slower", "slower": "faster"}.get(
-                pair["verdict"], pair["verdict"])
-            ratio = pair if pair["subject"] == a else {**pair, "median_ratio": 1 / pair["median_ratio"],
-                                                       "ci95": [1 / pair["ci95"][1], 1 / pair["ci95"][0]]}
-            lines.append(f"- Fastest: `{a}`, " + (f"faster than `{b}` ({_interval(ratio)})" if verdict == "faster"
-                                                   else f"no measurable difference from `{b}` ({_interval(ratio)})")
-                         + ".")
+        ratio = torch.ratio(a, b, f)
+        if ratio is None:
+            lines.append(f"- Fastest median: `{a}`; `{b}` was not timed in the same rounds, so no winner is named.")
+        else:
+            lines.append(f"- Fastest: `{a}`, " + (f"faster than `{b}` ({_interval(ratio)})"
+                                                   if ratio["verdict"] == "faster" else
+                                                   f"no measurable difference from `{b}` ({_interval(ratio)})") + ".")
     return lines
 
 
-def int8_engine_lines(variants: list[VariantRecords], torch_bench: dict | None) -> list[str]:
+def int8_engine_lines(variants: list[VariantRecords], torch: TorchRecords) -> list[str]:
     """What INT8 buys on the GPU the pipeline ran on: the INT8 engines (report.engines) against
-    the fastest fp16 engine of the same run, a winner only where the interval excludes 1."""
-    rows = [r for r in int8_engines(variants, torch_bench) if r["ratio"] is not None]
+    the compiled fp16 engine timed in the same rounds, a winner only where the interval excludes 1."""
+    rows = [r for r in int8_engines(variants, torch) if r["ratio"] is not None]
     if not rows:
         return []
-    device = (torch_bench or {}).get("device", {}).get("name", "this GPU")
+    device = torch.device().get("name", "this GPU")
     best = max(rows, key=lambda r: r["ratio"]["median_ratio"])
     r = best["ratio"]
     quality = f"{best['engine_db']:.1f} dB vs fp32" if best["engine_db"] is not None else "quality n/a"
     if r["verdict"] == "faster":
         return [f"- **What INT8 buys with the fused kernels on {device}** (int8 tensor cores, measured): "
-                f"`{best['engine']}` decodes {best['frames']} frames {_interval(r)} faster than `{r['reference']}`, "
-                f"the fastest fp16 engine of the run ({quality}; its Q/DQ graph: "
+                f"`{best['engine']}` decodes {best['frames']} frames {_interval(r)} faster than `{r['reference']}` "
+                f"({quality}; its Q/DQ graph: "
                 f"{best['simulated_db'] if best['simulated_db'] is None else round(best['simulated_db'], 1)} dB)."]
     return [f"- **What INT8 buys with the fused kernels on {device}**: nothing measurable at {best['frames']} frames: "
             f"the best INT8 engine `{best['engine']}` against `{r['reference']}` {_interval(r)} ({r['verdict']}). "
@@ -126,7 +122,7 @@ def int8_engine_lines(variants: list[VariantRecords], torch_bench: dict | None) 
             "0.7-0.9x of fp16's time and the epilogue-bound k=1 and ConvTranspose layers no faster."]
 
 
-def decision_guide(variants: list[VariantRecords], frames: tuple[int, ...], torch_bench: dict | None) -> list[str]:
+def decision_guide(variants: list[VariantRecords], frames: tuple[int, ...], torch: TorchRecords) -> list[str]:
     int8 = [v for v in variants if v.is_int8]
     lines = quality_lines(int8) if int8 else ["- No INT8 variant is declared in params.yaml; fp16 is the only plan."]
     lines += int8_buys(variants)
@@ -142,8 +138,8 @@ def decision_guide(variants: list[VariantRecords], frames: tuple[int, ...], torc
         lines += [line.replace(" (", " (CPU, ", 1) for line in _speed_lines(int8, "onnxruntime", frames)]
         lines.append("- ONNX Runtime's CPU provider runs these Q/DQ graphs as dequantize + float convolution: its "
                      "ratios show what the Q/DQ graph costs on a CPU, not int8 speed.")
-    lines += torch_lines(torch_bench, frames)
-    lines += int8_engine_lines(variants, torch_bench)
+    lines += torch_lines(torch, frames)
+    lines += int8_engine_lines(variants, torch)
     lines.append("- Per-call cost at short windows matters as much as the long-window figure for streaming: the "
                  "reference project's INT8 gain shrank to ~1.7% end to end in its streaming loop (README, "
                  "[Reference figures](../README.md#reference-figures)).")

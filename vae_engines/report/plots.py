@@ -16,26 +16,26 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402  (after use())
 
 from vae_engines.core.fileio import atomic_path
-from vae_engines.report.records import VariantRecords
+from vae_engines.report.records import TorchRecords, VariantRecords
 
 
 def _kind(series: str) -> str:
     return series.rsplit("(", 1)[1].rstrip(")") if "(" in series else "torch"
 
 
-def latency_rows(variants: list[VariantRecords], torch_bench: dict | None) -> list[dict]:
+def latency_rows(variants: list[VariantRecords], torch: TorchRecords) -> list[dict]:
     """Every variant's own series at batch 1 (the references timed beside each variant stay
-    in that variant's bench.json), and every PyTorch engine's."""
+    in that variant's bench.json), and every PyTorch engine's (each from its own record)."""
     timings = [(t, t["series"].startswith(f"{v.name} (")) for v in variants for t in v.bench.get("timings", [])]
-    timings += [(t, True) for t in (torch_bench or {}).get("timings", [])]
+    timings += [(t, True) for t in torch.own_timings()]
     return [{"series": t["series"], "runtime": _kind(t["series"]), "frames": t["frames"], "median_ms": t["median_ms"],
              "p10_ms": t["p10_ms"], "p90_ms": t["p90_ms"]} for t, own in timings if own and t["batch"] == 1]
 
 
-def render_plots(variants: list[VariantRecords], torch_bench: dict | None, sensitivity: dict | None,
+def render_plots(variants: list[VariantRecords], torch: TorchRecords, sensitivity: dict | None,
                  plots_dir: Path) -> list[str]:
     names = []
-    rows = latency_rows(variants, torch_bench)
+    rows = latency_rows(variants, torch)
     kinds = sorted({r["runtime"] for r in rows})
     with atomic_path(plots_dir, is_dir=True) as tmp:
         if kinds:

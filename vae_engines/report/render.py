@@ -13,7 +13,8 @@ from vae_engines.core.fileio import atomic_path, read_json, write_json
 from vae_engines.report.engines import int8_engines_section, sweep_section
 from vae_engines.report.guide import decision_guide
 from vae_engines.report.plots import latency_rows, render_plots
-from vae_engines.report.records import VariantRecords, load_variants
+from vae_engines.report.records import TorchRecords, VariantRecords, load_torch_records, load_variants
+from vae_engines.report.ship import ship_lines
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -118,44 +119,46 @@ def _engines_table(variants: list[VariantRecords]) -> list[str]:
     return out
 
 
-def _torch_section(torch_bench: dict | None) -> list[str]:
-    if not torch_bench or not torch_bench.get("timings"):
-        why = (torch_bench or {}).get("not_measured", {}).get("torch", "no bench_torch record")
+def _torch_section(torch: TorchRecords) -> list[str]:
+    bench = torch.bench
+    if not bench or not bench.get("timings"):
+        why = (bench or {}).get("not_measured", {}).get("torch", "no bench_torch record")
         return ["## PyTorch engines", "", f"Not measured: {why}.", ""]
-    device = torch_bench.get("device", {})
-    frames = sorted({t["frames"] for t in torch_bench["timings"]})
-    memory = torch_bench.get("memory", {})
+    device = bench.get("device", {})
+    frames = sorted({t["frames"] for t in bench["timings"]})
+    memory = bench.get("memory", {})
     out = ["## PyTorch engines", "", f"Eager PyTorch (what an app runs today) and the compiled engines, on "
-           f"{device.get('name', device.get('device'))} ({device.get('torch', '')}), timed in the same rounds. Device "
+           f"{device.get('name', device.get('device'))} ({device.get('torch', '')}), timed in the same rounds "
+           f"(stage bench_torch; each INT8 engine in its own run beside `compiled fp16`: \"INT8 engines\"). Device "
            f"memory: one decode of {memory.get('frames')} frames ({memory.get('method')}).", "",
            "| engine | executed | " + " | ".join(f"{f} fr: median ms (p10-p90)" for f in frames)
            + " | device memory (GiB) | peak PSNR vs fp32 (dB) |", "|---|---|" + "---|" * len(frames) + "---|---|"]
-    for name, described in torch_bench.get("runtimes", {}).items():
+    for name, described in bench.get("runtimes", {}).items():
         cells = []
         for f in frames:
-            t = next((t for t in torch_bench["timings"] if t["series"] == name and t["frames"] == f), None)
+            t = next((t for t in bench["timings"] if t["series"] == name and t["frames"] == f), None)
             cells.append("n/a" if t is None else f"{t['median_ms']:.1f} ({t['p10_ms']:.1f}-{t['p90_ms']:.1f})")
         mem = memory.get("device_memory_gib", {}).get(name)
-        quality = torch_bench.get("quality", {}).get(name, {}).get("peak_psnr_db")
+        quality = bench.get("quality", {}).get(name, {}).get("peak_psnr_db")
         out.append(f"| {name} | {described.get('executed', '')} | " + " | ".join(cells) +
                    f" | {'n/a' if mem is None else mem} | {_fmt(quality)} |")
     out.append("")
-    for r in torch_bench.get("ratios", []):
+    for r in bench.get("ratios", []):
         if r["frames"] == max(frames) and r["batch"] == 1:
             out.append(f"- {r['subject']} vs {r['reference']} at {r['frames']} frames: {r['median_ratio']:.2f}x "
                        f"[{r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}] {r['verdict']}")
-    out += [f"- {name}: {why}" for name, why in sorted(torch_bench.get("not_measured", {}).items())] + [""]
+    out += [f"- {name}: {why}" for name, why in sorted(bench.get("not_measured", {}).items())] + [""]
     return out
 
 
-def _streaming_table(variants: list[VariantRecords], torch_bench: dict | None) -> list[str]:
+def _streaming_table(variants: list[VariantRecords], torch: TorchRecords) -> list[str]:
     out = ["## Streaming", "", "A latent decoded in overlapping windows and stitched, as a streaming app does "
            "(runtime.stream): per-call latency, real-time factor (decode time / audio time), device memory of the "
            "windowed decode, and the stitched audio against the same engine's full decode.", "",
            "| run | engine | window (frames) | calls | per call (ms) | real-time factor | device memory (GiB) | "
            "stitched vs full (dB) |", "|---|---|---|---|---|---|---|---|"]
     runs = [(f"`{v.name}`", v.bench.get("streaming", {})) for v in variants]
-    runs.append(("PyTorch", (torch_bench or {}).get("streaming", {})))
+    runs += [("PyTorch", record.get("streaming", {})) for record in (torch.bench, *torch.int8) if record]
     for run, records in runs:
         for name, s in records.items():
             psnr = s.get("stitched_psnr_vs_full_db")
@@ -167,7 +170,7 @@ def _streaming_table(variants: list[VariantRecords], torch_bench: dict | None) -
 
 
 def render(variants: list[VariantRecords], frames: tuple[int, ...], plots: list[str], backend: str,
-           sensitivity: dict | None, torch_bench: dict | None, data: dict) -> str:
+           sensitivity: dict | None, torch: TorchRecords, data: dict, quality_target_db: float = 40.0) -> str:
     model = variants[0].quality_provenance.get("model", "unknown") if variants else "unknown"
     crest = variants[0].quality_provenance.get("crest_factor_db", {}).get("heldout_fp32") if variants else None
     out = ["# VAE decoder engines: which variant to ship", "",
@@ -177,8 +180,9 @@ def render(variants: list[VariantRecords], frames: tuple[int, ...], plots: list[
         out += ["> The model has random weights: its quality figures show how quantization treats this "
                 "architecture, not how real ACE-Step weights fare. Point model.checkpoint at a real checkpoint for "
                 "figures that matter.", ""]
+    out += ship_lines(variants, torch, frames, quality_target_db)
     out += ["Data:", ""] + _sources(data) + [""]
-    out += ["## Decision guide", ""] + decision_guide(variants, frames, torch_bench) + [""]
+    out += ["## Decision guide", ""] + decision_guide(variants, frames, torch) + [""]
     out += ["## Quality", ""] + _quality_table(variants) + [""]
     out += [f"Peak PSNR = SNR + the reference's crest factor (20 log10 peak / RMS; {_fmt(crest)} dB for the held-out "
             "fp32 decodes here), as the reference project defined it. \"vs fp16\" compares with the fp16 graph "
@@ -190,10 +194,10 @@ def render(variants: list[VariantRecords], frames: tuple[int, ...], plots: list[
                  "(\"PyTorch engines\", \"Cost by length\").", ""]
     out += ["## Speed", ""] + speed
     out += _engines_table(variants)
-    out += _torch_section(torch_bench)
-    out += int8_engines_section(variants, torch_bench)
-    out += sweep_section(torch_bench)
-    out += _streaming_table(variants, torch_bench)
+    out += _torch_section(torch)
+    out += int8_engines_section(variants, torch)
+    out += sweep_section(torch)
+    out += _streaming_table(variants, torch)
     if sensitivity:
         worst = sorted(sensitivity["layers"], key=lambda r: r["peak_psnr_db"])[:5]
         out += ["## Per-layer sensitivity", "",
@@ -217,6 +221,15 @@ def render(variants: list[VariantRecords], frames: tuple[int, ...], plots: list[
                    f"machine {machine.get('cpu')} ({machine.get('cpu_count')} cores), GPU {machine.get('gpu')}; "
                    f"recipe: {recipe or 'the fp16 graph'}; bench: frames {bench.get('frames')}, "
                    f"{bench.get('repeats')} rounds, runtimes {bench.get('runtimes')}")
+    for record in (torch.bench, *torch.int8):
+        if not record or not record.get("timings"):
+            continue
+        machine, device, bench = record.get("machine", {}), record.get("device", {}), record.get("bench", {})
+        what = f"`{record['engine']}` beside `compiled fp16` (bench_int8)" if record.get("engine") else (
+            "eager and compiled PyTorch engines (bench_torch)")
+        out.append(f"- {what}: {device.get('name', device.get('device'))} ({device.get('torch', '')}), machine "
+                   f"{machine.get('cpu')} ({machine.get('cpu_count')} cores); bench: frames {bench.get('frames')}, "
+                   f"{bench.get('repeats')} rounds")
     versions = variants[0].quality_provenance.get("machine", {}).get("versions", {}) if variants else {}
     out += ["- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if v), ""]
     return "\n".join(out)
@@ -224,15 +237,17 @@ def render(variants: list[VariantRecords], frames: tuple[int, ...], plots: list[
 
 def write_report(variant_names: list[str], frames: tuple[int, ...], backend: str, *, reports: str | Path,
                  torch_json: str | Path, sensitivity_json: str | Path | None, calibration_dir: str | Path,
-                 holdout_dir: str | Path, out_md: str | Path, plots_dir: str | Path, latency_json: str | Path) -> Path:
-    """The `report` stage: report.md, its PNG plots, and the latency rows for `dvc plots`."""
+                 holdout_dir: str | Path, out_md: str | Path, plots_dir: str | Path, latency_json: str | Path,
+                 int8_engines: list[str | Path] = (), quality_target_db: float = 40.0) -> Path:
+    """The `report` stage: report.md, its PNG plots, and the latency rows for `dvc plots`.
+    int8_engines: the bench_int8 records of the INT8 engines compile.int8 names."""
     variants = load_variants(Path(reports), variant_names)
-    torch_bench = read_json(torch_json)
+    torch = load_torch_records(torch_json, list(int8_engines))
     sensitivity = read_json(sensitivity_json) if sensitivity_json else None
-    plots = render_plots(variants, torch_bench, sensitivity, Path(plots_dir))
-    write_json(latency_json, latency_rows(variants, torch_bench))
-    text = render(variants, frames, plots, backend, sensitivity, torch_bench,
-                  data_sources(Path(calibration_dir), Path(holdout_dir)))
+    plots = render_plots(variants, torch, sensitivity, Path(plots_dir))
+    write_json(latency_json, latency_rows(variants, torch))
+    text = render(variants, frames, plots, backend, sensitivity, torch,
+                  data_sources(Path(calibration_dir), Path(holdout_dir)), quality_target_db)
     with atomic_path(out_md) as tmp:
         tmp.write_text(text)
     return Path(out_md)
