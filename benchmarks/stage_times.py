@@ -1,11 +1,14 @@
 """Per-stage wall time of a real `dvc repro`, read from DVC's own output as it runs.
 
-    python benchmarks/stage_times.py --out benchmarks/results/NAME [--set KEY=VALUE ...] [-- DVC REPRO ARGS]
+    python benchmarks/stage_times.py --out benchmarks/results/NAME [--set KEY=VALUE ...] [--jobs N]
+                                     [-- DVC REPRO ARGS]
 
 --set edits params.yaml in place first (dotted keys, YAML values), so run it in a scratch
 copy of the project when that matters. Each "Running stage" line DVC prints is
 timestamped; a stage's time is the gap to the next one (its Python start-up, its work,
-and DVC's own bookkeeping for it). Writes NAME.json (stages, seconds, the params applied,
+and DVC's own bookkeeping for it). With --jobs N the pipeline runs through `vae-engines
+repro --jobs N` (independent stages side by side), whose record gives each stage's start
+and duration. Writes NAME.json (stages, seconds, the params applied,
 the machine, and every stage's statistics / search records where they exist) and NAME.md.
 """
 
@@ -63,18 +66,35 @@ def timed_repro(args: list[str]) -> tuple[list[dict], float, int, str]:
     return stages, total, code, "".join(log[-40:])
 
 
+def parallel_repro(jobs: int, args: list[str]) -> tuple[list[dict], float, int, str]:
+    """`vae-engines repro --jobs N` (core/repro.py): its own record gives each stage's start and
+    time (only the stages that ran); its output streams through."""
+    record = Path(".dvc/tmp/stage_times.json")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "vae_engines.cli", "repro", "--jobs", str(jobs), "--record",
+                           str(record), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sys.stdout.write(proc.stdout)
+    total = time.perf_counter() - start
+    doc = json.loads(record.read_text()) if record.is_file() else {"stages": []}
+    stages = [{"stage": s["stage"], "started_s": s["started_s"], "seconds": s["seconds"],
+               **({"alone": True} if s["alone"] else {})} for s in doc["stages"] if s["outcome"] in ("ran", "failed")]
+    return stages, total, proc.returncode, "".join(proc.stdout.splitlines(keepends=True)[-40:])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output path without suffix")
     p.add_argument("--set", action="append", default=[], help="params.yaml override KEY=VALUE (repeatable)")
     p.add_argument("--label", default="", help="what this run is, for the report")
+    p.add_argument("--jobs", type=int, default=0, help="run `vae-engines repro --jobs N` instead of dvc repro")
     p.add_argument("repro_args", nargs="*", help="arguments for dvc repro (after --)")
     args = p.parse_args()
 
     from vae_engines.core.env import fingerprint
 
     applied = apply_sets(Path("params.yaml"), args.set)
-    stages, total, code, tail = timed_repro(args.repro_args)
+    stages, total, code, tail = (parallel_repro(args.jobs, args.repro_args) if args.jobs
+                                 else timed_repro(args.repro_args))
     records = {}
     stats_json = Path("data/stats/stats.json")
     if stats_json.is_file():
@@ -85,16 +105,19 @@ def main() -> None:
         if doc.get("search") or doc.get("auto"):
             records[ranges.stem.split(".")[0]] = {"search": doc.get("search"), "auto": doc.get("auto") and {
                 k: v for k, v in doc["auto"].items() if k != "steps"}}
-    result = {"label": args.label, "exit_code": code, "total_seconds": round(total, 1), "stages": stages,
+    result = {"label": args.label, "exit_code": code, "total_seconds": round(total, 1),
+              "runner": f"vae-engines repro --jobs {args.jobs}" if args.jobs else "dvc repro", "stages": stages,
               "params_set": applied, "records": records, "machine": fingerprint(), "dvc_tail": tail}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# {args.label or 'dvc repro'}", "",
-             f"`dvc repro` exit code {code}, {total:.0f} s in all, on {result['machine']['cpu']} "
+             f"`{result['runner']}` exit code {code}, {total:.0f} s in all, on {result['machine']['cpu']} "
              f"({result['machine']['cpu_count']} cores), GPU {result['machine']['gpu']}.", "",
              "Params set: " + (", ".join(f"`{k}={v}`" for k, v in applied.items()) or "none"), "",
-             "| stage | seconds |", "|---|---|"] + [f"| {s['stage']} | {s['seconds']} |" for s in stages]
+             "| stage | started (s) | seconds |", "|---|---|---|"] + [
+                 f"| {s['stage']}{' (alone)' if s.get('alone') else ''} | {s['started_s']} | {s['seconds']} |"
+                 for s in stages]
     if "stats" in records:
         s = records["stats"]
         lines += ["", f"Activation statistics: {s.get('latents')} latents x {s.get('frames')} frames, "
