@@ -5,14 +5,14 @@ measured in a fresh process from an empty Triton cache.
 
 Full-size seeded ACE-Step 1.5 decoder, the 60 s GPU profile (125 / 1500 / 1500 frames):
 
-1. tune, kernels compiled one after another as the layers are timed (the tune stage before
-   issue 30), from an empty Triton cache;
-2. tune with the kernels compiled first in --jobs processes (compiled.tune.precompile), from
-   another empty cache;
-3. in the second cache: the fused fp16 engine and an INT8 engine (every layer int8, ranges the
-   largest |x| over two seeded latents) built with phase 2's tiles and CUDA graphs, as the
-   compile stages build them (their records: export, compile and check seconds);
-4. bench_int8 (the stage's function) on the two engines at a short bench, to see it run there.
+1. tune with the kernels compiled first in --jobs processes (compiled.tune.precompile), from an
+   empty Triton cache;
+2. in that cache: the fused fp16 engine and an INT8 engine (every layer int8, ranges the
+   largest |x| over two seeded latents) built with phase 1's tiles and CUDA graphs, as the
+   compile stages build them (their records: export, compile and check seconds); then
+   bench_int8 (the stage's function) on the two engines at a short bench, to see it run there;
+3. tune with the kernels compiled one after another as the layers are timed (the tune stage
+   before issue 30), from another empty cache (last: --skip-serial leaves it out).
 
 Writes DIR/tune_cost.json after every phase. --smoke: the shipped small model on the CPU
 (Triton's interpreter, tiny tiles): it checks the script, its figures mean nothing.
@@ -122,6 +122,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--jobs", type=int, default=16, help="processes that compile the kernels ahead (default 16)")
     p.add_argument("--smoke", action="store_true", help="check the script on a CPU (figures meaningless)")
+    p.add_argument("--skip-serial", action="store_true", help="leave out phase 1 (the serial tune), run last")
     p.add_argument("--phase", help=argparse.SUPPRESS)  # the child process of one phase
     p.add_argument("--arg", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -151,9 +152,10 @@ def main() -> None:
         (out / "tune_cost.json").write_text(json.dumps(result, indent=1))
         print(name, json.dumps(entry)[:600], flush=True)
 
-    child("tune, kernels compiled as timed", "tune", "1", caches["serial"])
     child(f"tune, kernels compiled ahead in {args.jobs} processes", "tune", str(args.jobs), caches["ahead"])
     child("engines and bench_int8", "engines", str(out / f"tiles_{args.jobs}.json"), caches["ahead"])
+    if not args.skip_serial:
+        child("tune, kernels compiled as timed", "tune", "1", caches["serial"])
 
 
 if __name__ == "__main__":

@@ -158,7 +158,8 @@ def make_dvc_project(where: Path, checkpoint: Path, env: dict, params: dict | No
     """A git + DVC repository holding this project's pipeline and code, committed."""
     project = where
     project.mkdir(parents=True, exist_ok=True)
-    for item in ("dvc.yaml", "check/dvc.yaml", "stages", "vae_engines", ".dvcignore", ".gitignore", "data/trt_caches"):
+    for item in ("dvc.yaml", "check/dvc.yaml", "stages", "vae_engines", "benchmarks", ".dvcignore", ".gitignore",
+                 "data/trt_caches"):
         src = ROOT / item
         dst = project / item
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -138,9 +138,12 @@ def test_the_triton_kernel_computes_the_reference(precision):
         layer.tile = []
         expected = _outputs(layer, x, residual)
         kernel = copy.deepcopy(layer).to(DEVICE)
-        kernel.tile = tile_for(layer)
-        got = _outputs(kernel, x.to(DEVICE), None if residual is None else residual.to(DEVICE))
-        _assert_within_tolerance(expected, [t.cpu() for t in got], f"{precision} {layer.spec.name}")
+        # the plain grid; a persistent grid (1 program per multiprocessor: each walks several
+        # tiles); persistent with the K loop warp-specialized
+        for flags in ([], [1, 0], [2, 1]):
+            kernel.tile = tile_for(layer) + flags
+            got = _outputs(kernel, x.to(DEVICE), None if residual is None else residual.to(DEVICE))
+            _assert_within_tolerance(expected, [t.cpu() for t in got], f"{precision} {layer.spec.name} {flags}")
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1",

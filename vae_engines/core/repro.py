@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import subprocess
 import sys
@@ -114,10 +115,15 @@ def _next(stages: dict[str, Stage], done: set[str], running: set[str], started: 
     return []
 
 
-def _run_stage(name: str, root: Path, out: queue.Queue) -> None:
+def _run_stage(name: str, root: Path, out: queue.Queue, procs: dict) -> None:
     """One `dvc repro --single-item` of stage `name`; its lines, then its exit code, to `out`."""
     cmd = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", name]
-    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    # stages side by side share the cores: OpenMP threads that wait sleep rather than spin (how
+    # they wait only; every stage keeps its compute.threads, so its results do not change)
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            env=env)
+    procs[name] = proc
     for line in proc.stdout:
         out.put((name, "line", line.rstrip("\n")))
     out.put((name, "exit", proc.wait()))
@@ -136,6 +142,7 @@ def reproduce(root: str | Path = ".", jobs: int = 2, record: str | Path | None =
     started: set[str] = set()
     failed: list[str] = []
     events: queue.Queue = queue.Queue()
+    procs: dict[str, subprocess.Popen] = {}
     begin = time.perf_counter()
 
     def write_record() -> None:  # after every stage, so a run cut short still says what it did
@@ -167,10 +174,16 @@ def reproduce(root: str | Path = ".", jobs: int = 2, record: str | Path | None =
                 running.add(name)
                 started.add(name)
                 results[name].started_s = round(time.perf_counter() - begin, 2)
-                threading.Thread(target=_run_stage, args=(name, root, events), daemon=True).start()
+                threading.Thread(target=_run_stage, args=(name, root, events, procs), daemon=True).start()
         if not running:
             break
-        name, kind, value = events.get()
+        try:
+            name, kind, value = events.get()
+        except BaseException:  # interrupted or terminated: stop the stages still running, as dvc repro would
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.terminate()
+            raise
         result = results[name]
         if kind == "line":
             result.lines.append(value)

@@ -41,6 +41,10 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from vae_engines.core.lazy import lazy_import
+
+torch = lazy_import("torch")
+
 
 @triton.jit
 def _quantize(x, inv_scale):
@@ -69,18 +73,17 @@ def _sin(x, FAST: tl.constexpr):
     return tl.sin(x)
 
 
-@triton.jit(do_not_specialize=["M"])
-def fused_conv_kernel(
-        x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alpha_ptr, inv_beta_ptr,
-        M, N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale,
-        INT8_IN: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, RES_QUANT: tl.constexpr,
-        STORE_Y: tl.constexpr, AUDIO: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
-        TRANSPOSED: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    pid = tl.program_id(0)
+@triton.jit
+def _tile(tile_id, b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alpha_ptr, inv_beta_ptr,
+          N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale,
+          INT8_IN: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, RES_QUANT: tl.constexpr,
+          STORE_Y: tl.constexpr, AUDIO: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
+          TRANSPOSED: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+          WS: tl.constexpr):
+    """One [BM, BN] output tile (`tile_id` counts column blocks fastest) of batch item b."""
     num_n = tl.cdiv(N, BN)
-    pid_n = pid % num_n  # column blocks of one row block run side by side: its input rows stay in L2
-    pid_m = pid // num_n
-    b = tl.program_id(1)
+    pid_n = tile_id % num_n  # column blocks of one row block run side by side: its input rows stay in L2
+    pid_m = tile_id // num_n
     m0, n0 = pid_m * BM, pid_n * BN
     row0 = m0 - PAD
     if TRANSPOSED:
@@ -90,7 +93,7 @@ def fused_conv_kernel(
         acc = tl.zeros((BM, BN), dtype=tl.int32)
     else:
         acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for kk in range(0, TAPS * num_kc):
+    for kk in tl.range(0, TAPS * num_kc, warp_specialize=WS):
         tap = kk // num_kc
         c0 = (kk - tap * num_kc) * BK
         a = x_desc.load([b, row0 + tap * DIL, c0]).reshape(BM, BK)
@@ -137,6 +140,27 @@ def fused_conv_kernel(
             s_desc.store([b, m0, n0], s.to(tl.float16).reshape(1, BM, BN))
 
 
+@triton.jit(do_not_specialize=["M"])
+def fused_conv_kernel(
+        x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alpha_ptr, inv_beta_ptr,
+        M, N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale,
+        INT8_IN: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, RES_QUANT: tl.constexpr,
+        STORE_Y: tl.constexpr, AUDIO: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
+        TRANSPOSED: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+        PERSISTENT: tl.constexpr, WS: tl.constexpr):
+    b = tl.program_id(1)
+    if PERSISTENT:  # a fixed grid of programs walks the tiles (the GPU's multiprocessors each keep one)
+        num_tiles = tl.cdiv(M, BM) * tl.cdiv(N, BN)
+        for tile_id in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0)):
+            _tile(tile_id, b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alpha_ptr, inv_beta_ptr,
+                  N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale, INT8_IN, HAS_BIAS,
+                  RESIDUAL, RES_QUANT, STORE_Y, AUDIO, STORE_S, S_INT8, TRANSPOSED, FAST_SIN, BM, BN, BK, WS)
+    else:
+        _tile(tl.program_id(0), b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alpha_ptr, inv_beta_ptr,
+              N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale, INT8_IN, HAS_BIAS,
+              RESIDUAL, RES_QUANT, STORE_Y, AUDIO, STORE_S, S_INT8, TRANSPOSED, FAST_SIN, BM, BN, BK, WS)
+
+
 def _desc(t: Any, block: list[int]) -> Any:
     return TensorDescriptor(t, list(t.shape), list(t.stride()), block)
 
@@ -147,10 +171,13 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: A
     """Run the kernel. x: [B, M, C] contiguous, fp16 or int8; weight [N, taps * C] K-major,
     contiguous; y: [B, M, N] (the residual stream when `residual`), or when `audio` the
     float32 output [B, N, M]; s: [B, M, N]; y and s contiguous, None where not stored; tile
-    (BM, BN, BK, warps, stages)."""
+    (BM, BN, BK, warps, stages[, persistent[, warp-specialized]]): persistent > 0 launches
+    that many programs per multiprocessor, which walk the tiles; warp-specialized 1 splits
+    the K loop's loads and multiplies between warp groups (Triton's warp_specialize)."""
     batch, rows, channels = x.shape
     n, k = weight.shape
-    bm, bn, bk, warps, stages = tile
+    bm, bn, bk, warps, stages, *flags = tile
+    persistent, ws = (list(flags) + [0, 0])[:2]
     if channels % bk:
         raise ValueError(f"tile BK={bk} does not divide the {channels} input channels")
     if stride and (n // 2) % bn:
@@ -159,7 +186,8 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: A
     w_desc = _desc(weight, [bn, bk])
     y_desc = None if y is None else _desc(y, [1, bn, bm] if audio else [1, bm, bn])
     s_desc = None if s is None else _desc(s, [1, bm, bn])
-    grid = (triton.cdiv(rows, bm) * triton.cdiv(n, bn), batch)
+    tiles = triton.cdiv(rows, bm) * triton.cdiv(n, bn)
+    grid = (min(tiles, persistent * _multiprocessors(x)) if persistent else tiles, batch)
     fused_conv_kernel[grid](
         x_desc, w_desc, y_desc or s_desc, s_desc or y_desc, w_scale if w_scale is not None else weight,
         bias if bias is not None else weight, alpha if alpha is not None else weight,
@@ -169,4 +197,9 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: A
         INT8_IN=not x.dtype.is_floating_point, HAS_BIAS=bias is not None, RESIDUAL=residual,
         RES_QUANT=res_scale > 0, STORE_Y=y is not None, AUDIO=audio, STORE_S=s is not None,
         S_INT8=s is not None and s_scale > 0, TRANSPOSED=stride > 0, FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk,
-        num_warps=warps, num_stages=stages)
+        PERSISTENT=bool(persistent), WS=bool(ws), num_warps=warps, num_stages=stages)
+
+
+def _multiprocessors(x: Any) -> int:
+    """The GPU's multiprocessor count (a persistent launch's unit); 4 on a CPU (the interpreter)."""
+    return torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4
