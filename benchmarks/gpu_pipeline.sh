@@ -7,10 +7,11 @@
 #   2. every INT8 engine against its Q/DQ graph, layer by layer (benchmarks/int8_agreement.py);
 #   3. one INT8 variant's recipe changed, the pipeline again (what re-runs, and how long);
 #   4. a no-op `dvc repro` beside `dvc status`.
-# Results go to $OUT (at most 8 files come back from the lent machine): full.json / full.md,
-# report.md, agreement.json / agreement.md, variant.json, noop.txt and records.tgz (every
-# engine's build record, the bench records, the quality metrics, dvc.lock), each written as
-# soon as its step ends: the machine can be taken back mid-run.
+#   5. (issue 31) each layer's rate from the tune record, and kernel options not tuned yet.
+# Results go to $OUT (at most 8 files come back from the lent machine): full.json, report.md,
+# agreement.json / agreement.md, variant.json, noop.txt and records.tgz (full.md, every
+# engine's build record, the bench records, the quality metrics, dvc.lock, kernels/), each
+# written as soon as its step ends: the machine can be taken back mid-run.
 #
 # That machine has no package index: DVC, diffusers, soundfile and TensorRT-RTX's bindings come
 # as cp312 wheels in $STASH, and TensorRT-RTX's library (larger than one call may carry) as xz
@@ -34,9 +35,10 @@ export PYTHONPATH=/tmp/site:/tmp/proj
 records() {  # the records of the run so far, as one file
   tar -czf "$OUT_DIR/records.tgz" dvc.lock engines/torch/*.json engines/torch_int8/*.json reports/torch \
     reports/variants/*/quality.json reports/variants/*/bench.json engines/onnx/*.ranges.json \
-    data/stats/stats.json 2>/dev/null || true
+    data/stats/stats.json kernels full.md 2>/dev/null || true
 }
 
+mkdir -p kernels
 python3 benchmarks/stage_times.py --jobs "$JOBS" --out "$OUT_DIR/full" \
   --label "full-size pipeline, lent GPU, from scratch, vae-engines repro --jobs $JOBS" \
   --set model.source=seeded --set model.checkpoint=vae_engines/fixtures/acestep-1.5 --set compute.device=cuda \
@@ -49,9 +51,10 @@ python3 benchmarks/stage_times.py --jobs "$JOBS" --out "$OUT_DIR/full" \
   --set "compile.int8=[entropy, minmax, minmax_fused, percentile, mse, auto_40db, speed_40db]" \
   || echo "full repro failed" >> "$OUT_DIR/noop.txt"
 cp reports/report.md "$OUT_DIR/report.md" || true
+mv "$OUT_DIR/full.md" full.md || true
 records
 
-python3 benchmarks/int8_agreement.py --out "$OUT_DIR" --frames 250 --count 2 \
+python3 benchmarks/int8_agreement.py --out "$OUT_DIR" --frames 250 --count 1 --variants minmax,minmax_fused,entropy \
   || echo "agreement failed" >> "$OUT_DIR/noop.txt"
 
 python3 benchmarks/stage_times.py --jobs "$JOBS" --out /tmp/variant \
@@ -63,3 +66,11 @@ records
 { /usr/bin/time -f "dvc status %e s" dvc status -q; /usr/bin/time -f "no-op dvc repro %e s" dvc repro -q; } \
   2>> "$OUT_DIR/noop.txt" || true
 cat "$OUT_DIR/noop.txt"
+
+# issue 31: each layer's rate from the tune record, and kernel options the tune stage does not try yet
+python3 benchmarks/layer_table.py --out kernels > /dev/null || true
+left=$(( ${BUDGET_SECONDS:-570} - SECONDS - 15 ))  # what the call has left (one command: 600 s)
+if [ "$left" -gt 30 ]; then
+  timeout "$(( left < 150 ? left : 150 ))" python3 benchmarks/gpu_tiles_explore.py --out kernels || true
+fi
+records

@@ -52,7 +52,7 @@ def main() -> None:
     from vae_engines.core.env import fingerprint
     from vae_engines.core.fileio import read_json
     from vae_engines.core.params import load
-    from vae_engines.measure.agreement import agreement_markdown, int8_agreement
+    from vae_engines.measure.agreement import agreement_markdown, fp32_graph, int8_agreement
     from vae_engines.model.oobleck import fold_decoder, load_vae
 
     params = load("params.yaml")
@@ -62,6 +62,7 @@ def main() -> None:
     decoder = fold_decoder(loaded.vae).to(device)
     sets = latent_sets(args.frames, args.count, loaded.latent_channels)
     tuned = read_tiles("engines/torch/tiles.json", device) if device.type == "cuda" else {}
+    fp32 = fp32_graph("engines/onnx/fp32.onnx", device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"machine": fingerprint(), "device": devices.describe(device), "model": loaded.description,
@@ -71,8 +72,8 @@ def main() -> None:
     for variant in variants:
         record = read_json(f"engines/onnx/{variant}.ranges.json")
         int8 = {layer["name"] for layer in record["layers"] if layer["int8"]}
-        result = int8_agreement(decoder, "engines/onnx/fp32.onnx", f"engines/onnx/{variant}.onnx", record, sets,
-                                device=device, tiles=tiles_for(tuned, int8) if tuned else None)
+        result = int8_agreement(decoder, fp32, f"engines/onnx/{variant}.onnx", record, sets, device=device,
+                                tiles=tiles_for(tuned, int8) if tuned else None)
         doc["variants"][variant] = result
         lines += agreement_markdown(result)
         (out / "agreement.json").write_text(json.dumps(doc, indent=1) + "\n")

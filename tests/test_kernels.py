@@ -280,12 +280,13 @@ def test_the_agreement_tool_tells_clipping_from_a_defect(variants):
     model's encodings: std 0.027 against 1): the latent saturates conv1's int8 input, the
     graph and the engine lose quality together and still agree. An engine built with a
     wrong scale for one layer (a defect): it parts from the graph at that layer."""
-    from vae_engines.measure.agreement import int8_agreement
+    from vae_engines.measure.agreement import fp32_graph, int8_agreement
 
     tmp, calibration = variants["dir"], variants["calibration"]
+    fp32 = fp32_graph(tmp / "fp32.onnx", torch.device("cpu"))
     record = json.loads((tmp / "conv_inputs.json").read_text())
     sets = {"calibration": calibration, "40x": calibration * 40}
-    result = int8_agreement(variants["decoder"], tmp / "fp32.onnx", tmp / "conv_inputs.onnx", record, sets,
+    result = int8_agreement(variants["decoder"], fp32, tmp / "conv_inputs.onnx", record, sets,
                             device=torch.device("cpu"))
     inside, outside = result["sets"]["calibration"], result["sets"]["40x"]
     assert inside["clipped_at"] is None and inside["parted_at"] is None
@@ -297,7 +298,7 @@ def test_the_agreement_tool_tells_clipping_from_a_defect(variants):
     assert abs(outside["output"]["engine_vs_fp32_db"] - outside["output"]["graph_vs_fp32_db"]) <= 0.5
     wrong = next(layer for layer in record["layers"][5:] if layer["int8"])
     broken = {**record, "amax": {**record["amax"], wrong["input"]: record["amax"][wrong["input"]] * 4}}
-    parted = int8_agreement(variants["decoder"], tmp / "fp32.onnx", tmp / "conv_inputs.onnx", broken,
+    parted = int8_agreement(variants["decoder"], fp32, tmp / "conv_inputs.onnx", broken,
                             {"calibration": calibration}, device=torch.device("cpu"))["sets"]["calibration"]
     assert parted["parted_at"] == wrong["name"], [(r["layer"], r["engine_vs_graph_db"]) for r in parted["layers"]]
 

@@ -100,18 +100,21 @@ def compare_latents(fp32: GraphExecutor, layers: list[Layer], variant: GraphExec
             "parted_at": parted, "clipped_at": clipped, "layers": ordered}
 
 
-def int8_agreement(decoder: Any, fp32_onnx: str | Path, variant_onnx: str | Path, record: dict,
+def fp32_graph(fp32_onnx: str | Path, device: Any) -> tuple[GraphExecutor, list[Layer]]:
+    """The fp32 graph's executor and its quantizable layers (once for several variants)."""
+    model = load_onnx(fp32_onnx)
+    return GraphExecutor(model, device), quantizable_layers(model)
+
+
+def int8_agreement(decoder: Any, fp32: tuple[GraphExecutor, list[Layer]], variant_onnx: str | Path, record: dict,
                    latent_sets: dict[str, np.ndarray], *, device: Any, tiles: dict[str, list[int]] | None = None
                    ) -> dict:
     """compare_latents for each named latent set, for the INT8 variant whose ranges record is
     `record` (engines/onnx/<variant>.ranges.json) and whose Q/DQ graph is `variant_onnx`.
 
-    decoder: the folded decoder (model.oobleck.fold_decoder); tiles: each layer's fused
-    kernel tile (compiled.tune.tiles_for; None: the torch reference, as on a CPU)."""
-    model = load_onnx(fp32_onnx)
-    layers = quantizable_layers(model)
-    fp32 = GraphExecutor(model, device)
-    del model
+    decoder: the folded decoder (model.oobleck.fold_decoder); fp32: fp32_graph's; tiles: each
+    layer's fused kernel tile (compiled.tune.tiles_for; None: the torch reference, as on a CPU)."""
+    fp32, layers = fp32
     variant = GraphExecutor(load_onnx(variant_onnx), device)
     engine = FusedDecoder(decoder, layer_quant(decoder, record), tiles).to(device).eval()
     out = {"variant": record.get("variant"), "device": str(device), "part_db": PART_DB, "clip_share": CLIP_SHARE,
