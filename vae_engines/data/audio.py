@@ -10,12 +10,12 @@ import math
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from vae_engines.core.errors import UserError
 from vae_engines.core.fileio import atomic_path
 from vae_engines.core.lazy import lazy_import
 
+sf = lazy_import("soundfile")  # the engine benchmarks import this module but never touch audio
 signal = lazy_import("scipy.signal")
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
