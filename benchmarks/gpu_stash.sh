@@ -24,9 +24,10 @@ rm -rf "$STASH" && mkdir -p "$STASH"/p1 "$STASH"/p2 "$STASH"/p3
   "diffusers==$(.venv/bin/python -c 'import diffusers; print(diffusers.__version__)')" \
   soundfile "tensorrt-rtx-cu13-bindings==$(.venv/bin/pip show tensorrt-rtx-cu13-bindings | sed -n 's/^Version: //p')"
 # What the machine's image already has, built against its own torch: never shadow it. And what
-# no step there uses (DVC's SSH remotes need cryptography).
+# no step there uses: git (the project runs there with core.no_scm), SSH remotes, Hub downloads.
 (cd "$WHEELS" && rm -f numpy-* torch-* triton-* nvidia_* pillow-* scipy-* sympy-* mpmath-* onnx-* \
-  onnxruntime-* onnxscript-* onnx_ir-* ml_dtypes-* protobuf-* setuptools-* networkx-* cryptography-*)
+  onnxruntime-* onnxscript-* onnx_ir-* ml_dtypes-* protobuf-* setuptools-* networkx-* \
+  pygit2-* asyncssh-* cryptography-* hf_xet-*)
 mv "$WHEELS"/diffusers-*.whl "$STASH"/p2/
 mv "$WHEELS"/*.whl "$STASH"/p3/
 
