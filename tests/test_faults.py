@@ -61,3 +61,20 @@ def test_killed_export_keeps_previous_onnx_and_recovers(project, sig, tmp_path):
     assert result.returncode == 0, result.stderr
     assert not list(out.glob(".tmp-*"))  # the next run sweeps what a SIGKILL left
     assert (out / "fp16.onnx").stat().st_size > 0
+
+
+def test_a_write_sweeps_its_own_stale_temporary_not_a_neighbours(tmp_path):
+    """Stages side by side write files of one folder at once (engines/torch_int8/ on the lent
+    H100 with `vae-engines repro --jobs 8`): a write removes what a killed write of the same
+    file left, never another file's temporary still being written."""
+    from vae_engines.core.fileio import atomic_path, write_bytes
+
+    with atomic_path(tmp_path / "b.pt2") as neighbour:  # b is being written
+        neighbour.write_bytes(b"half")
+        stale = tmp_path / ".tmp-a.pt2.k1ll3d00"  # what a SIGKILL during a's last write left
+        stale.write_bytes(b"stale")
+        write_bytes(tmp_path / "a.pt2", b"a")
+        assert not stale.exists() and neighbour.exists()
+        neighbour.write_bytes(b"whole")
+    assert (tmp_path / "b.pt2").read_bytes() == b"whole" and (tmp_path / "a.pt2").read_bytes() == b"a"
+    assert not list(tmp_path.glob(".tmp-*"))

@@ -94,3 +94,26 @@ def test_a_failing_stage_stops_the_run_with_one_line(sleepers, isolated_env):
     assert not (sleepers / "c.txt").exists()  # it needs b
     bad = _repro(sleepers, isolated_env, "--jobs", "0")
     assert bad.returncode == 1 and bad.stderr.strip() == "error: --jobs 0: give 1 or more stages to run at a time"
+
+
+def test_a_stage_out_of_gpu_memory_beside_others_runs_again_alone(sleepers, isolated_env):
+    """g fails the first time with the entry points' out-of-GPU-memory line (as eight full-size
+    stages side by side did on an 80 GB H100); it started beside b, so it runs again, alone."""
+    import yaml
+
+    first_fails = ("python -c \"import pathlib, sys, time; s = time.time(); tried = pathlib.Path('g.tried'); "
+                   "sys.exit('error: out of GPU memory (simulated)') if not tried.exists() and not tried.touch() "
+                   "else pathlib.Path('g.txt').write_text(f'{s} {time.time()}')\"")
+    stages = {"b": DVC_YAML["stages"]["b"], "g": {"cmd": first_fails, "outs": ["g.txt"]}}
+    (sleepers / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    done = _repro(sleepers, isolated_env, "--jobs", "2", "--record", "record.json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "g ran out of GPU memory beside other stages: it runs again, alone" in done.stderr
+    assert _interval(sleepers, "g")[0] >= _interval(sleepers, "b")[1]  # the second time, after b ended
+    record = {s["stage"]: s for s in json.loads((sleepers / "record.json").read_text())["stages"]}
+    assert record["g"]["outcome"] == "ran" and record["g"]["alone"] == "ran out of GPU memory beside other stages"
+    # alone, it fails as any stage does: once is all
+    (sleepers / "g.tried").unlink()
+    (sleepers / "g.txt").unlink()
+    alone = _repro(sleepers, isolated_env, "--jobs", "1")
+    assert alone.returncode == 1 and alone.stderr.strip().splitlines()[-1].startswith("error: stage g failed")

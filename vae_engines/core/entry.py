@@ -42,6 +42,17 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def _out_of_memory(exc: Exception) -> str | None:
+    """"GPU" or "host" where `exc` says a device ran out of memory, else None. PyTorch raises
+    torch.cuda.OutOfMemoryError from its allocator, but a failed copy to the device
+    (`tensor.to("cuda")`) surfaces as torch.AcceleratorError "CUDA error: out of memory"."""
+    if isinstance(exc, MemoryError):
+        return "host"
+    if type(exc).__name__ == "OutOfMemoryError" or "CUDA error: out of memory" in str(exc):
+        return "GPU"
+    return None
+
+
 def run(main: Callable[[argparse.Namespace], None], arg_parser: argparse.ArgumentParser,
         argv: Sequence[str] | None = None) -> None:
     args = arg_parser.parse_args(argv)
@@ -58,9 +69,9 @@ def run(main: Callable[[argparse.Namespace], None], arg_parser: argparse.Argumen
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except Exception as exc:
-        if type(exc).__name__ != "OutOfMemoryError" and not isinstance(exc, MemoryError) or debug:
+        where = _out_of_memory(exc)
+        if where is None or debug:
             raise
-        where = "GPU" if type(exc).__name__ == "OutOfMemoryError" else "host"
         print(f"error: out of {where} memory ({str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__}); "
               "use fewer or shorter windows (calibration.frames, bench.frames, holdout.count) or set "
               "compute.device: cpu", file=sys.stderr)

@@ -9,6 +9,7 @@ artifact untouched.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -39,11 +40,14 @@ def _mkstemp_beside(path: Path, is_dir: bool) -> Path:
         raise UserError(f"cannot write {path}: {exc.strerror}; make {path.parent} writable") from exc
 
 
-def remove_stale_temps(directory: Path) -> None:
-    """Delete temporaries a killed run left behind in `directory` (ours only, by prefix)."""
+def remove_stale_temps(directory: Path, name: str = "") -> None:
+    """Delete temporaries a killed run left behind in `directory` (ours only, by prefix); with
+    `name`, only those of that one file: stages side by side (`vae-engines repro --jobs`) write
+    other files of the same folder at the same time, and their temporaries are not stale
+    (tempfile's names end in 8 random characters: `.tmp-a.json.` never matches `a.json.gz`'s)."""
     if not directory.is_dir():
         return
-    for leftover in directory.glob(TMP_PREFIX + "*"):
+    for leftover in directory.glob(TMP_PREFIX + (f"{glob.escape(name)}.{'?' * 8}" if name else "*")):
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
         else:
@@ -57,7 +61,7 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
     On any exception the temporary is removed and `path` keeps its previous content.
     """
     final = Path(path)
-    remove_stale_temps(final.parent)
+    remove_stale_temps(final.parent, final.name)
     tmp = _mkstemp_beside(final, is_dir)
     try:
         yield tmp

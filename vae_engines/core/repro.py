@@ -18,8 +18,12 @@ So a one-variant change costs the stages it touches, not a DVC start-up per stag
 
 A stage whose dvc.yaml entry has `meta: {alone: <why>}` -- a stage that times something --
 never runs beside another: it starts only when no other stage is running or ready to run, and
-nothing starts until it ends. A stage that fails stops the run: nothing new starts, the
-stages running finish, and the command exits 1 naming it (its output above says why).
+nothing starts until it ends. A stage that ran out of GPU memory while other stages ran beside
+it (each stage is its own process with its own CUDA context and cached memory: eight
+full-size stages overfilled an 80 GB H100) runs again once, alone: what it needs is known
+only once it runs, so the driver does not guess it ahead. Any other failure stops the run:
+nothing new starts, the stages running finish, and the command exits 1 naming it (its output
+above says why).
 """
 
 from __future__ import annotations
@@ -115,6 +119,15 @@ def _next(stages: dict[str, Stage], done: set[str], running: set[str], started: 
     return []
 
 
+# How a stage says it ran out of GPU memory: the entry points' one line (core/entry.py), or
+# PyTorch's own messages where the error escaped them.
+OUT_OF_GPU_MEMORY = ("error: out of GPU memory", "CUDA out of memory", "CUDA error: out of memory")
+
+
+def _out_of_gpu_memory(lines: list[str]) -> bool:
+    return any(marker in line for line in lines for marker in OUT_OF_GPU_MEMORY)
+
+
 def _run_stage(name: str, root: Path, out: queue.Queue, procs: dict) -> None:
     """One `dvc repro --single-item` of stage `name`; its lines, then its exit code, to `out`."""
     cmd = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", name]
@@ -141,6 +154,8 @@ def reproduce(root: str | Path = ".", jobs: int = 2, record: str | Path | None =
     running: set[str] = set()
     started: set[str] = set()
     failed: list[str] = []
+    crowded: set[str] = set()  # stages that had another stage running beside them
+    retried: set[str] = set()  # stages run again alone after running out of GPU memory
     events: queue.Queue = queue.Queue()
     procs: dict[str, subprocess.Popen] = {}
     begin = time.perf_counter()
@@ -171,6 +186,8 @@ def reproduce(root: str | Path = ".", jobs: int = 2, record: str | Path | None =
             if candidates is None:
                 allowed = [n for n in allowed if stages[n].always]
             for name in allowed[: jobs - len(running)]:
+                if running:
+                    crowded.update(running | {name})
                 running.add(name)
                 started.add(name)
                 results[name].started_s = round(time.perf_counter() - begin, 2)
@@ -193,7 +210,14 @@ def reproduce(root: str | Path = ".", jobs: int = 2, record: str | Path | None =
             continue
         running.discard(name)
         result.seconds = round(time.perf_counter() - begin - result.started_s, 2)
-        if value:
+        if value and name in crowded and name not in retried and _out_of_gpu_memory(result.lines):
+            log.warning("%s ran out of GPU memory beside other stages: it runs again, alone", name)
+            retried.add(name)
+            stages[name].alone = "ran out of GPU memory beside other stages"
+            started.discard(name)
+            crowded.discard(name)
+            result.outcome, result.lines = "pending", []
+        elif value:
             result.outcome = "failed"
             failed.append(name)
         else:
