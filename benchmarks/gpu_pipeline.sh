@@ -9,9 +9,10 @@
 #   4. a no-op `dvc repro` beside `dvc status`.
 #   5. (issue 31) each layer's rate from the tune record, and kernel options not tuned yet.
 # Results go to $OUT (at most 8 files come back from the lent machine): full.json, report.md,
-# agreement.json / agreement.md, variant.json, noop.txt and records.tgz (full.md, every
-# engine's build record, the bench records, the quality metrics, dvc.lock, kernels/), each
-# written as soon as its step ends: the machine can be taken back mid-run.
+# agreement.json / agreement.md, variant.json, noop.txt, log.txt and records.tgz (full.md,
+# every engine's build record, the bench records, the quality metrics, dvc.lock, kernels/),
+# each written as soon as its step ends (full.json after every stage): the machine can be
+# taken back mid-run, and a call that reaches its time limit returns only what is in $OUT.
 #
 # That machine has no package index: DVC, diffusers, soundfile and TensorRT-RTX's bindings come
 # as cp312 wheels in $STASH, and TensorRT-RTX's library (larger than one call may carry) as xz
@@ -22,6 +23,9 @@ JOBS=${JOBS:-8}
 SRC=$(pwd)
 OUT_DIR=${OUT:-/tmp/out}
 mkdir -p "$OUT_DIR" /tmp/site
+# everything this prints, also in $OUT as it comes (less PyTorch's per-shape CUDA-graph and
+# archive-name warnings): a call that ends at its time limit returns no output of its own
+exec > >(grep --line-buffered -v "cudagraph_utils.py\|Expect archive file\|dvc push" | tee -a "$OUT_DIR/log.txt") 2>&1
 cat "$STASH"/rtx.tar.xz.* | tar -xJ -C /tmp/site
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$STASH"/*.whl
 export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1

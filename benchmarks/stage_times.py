@@ -66,19 +66,25 @@ def timed_repro(args: list[str]) -> tuple[list[dict], float, int, str]:
     return stages, total, code, "".join(log[-40:])
 
 
-def parallel_repro(jobs: int, args: list[str]) -> tuple[list[dict], float, int, str]:
+def parallel_repro(jobs: int, args: list[str], record: Path) -> tuple[list[dict], float, int, str]:
     """`vae-engines repro --jobs N` (core/repro.py): its own record gives each stage's start and
-    time (only the stages that ran); its output streams through."""
-    record = Path(".dvc/tmp/stage_times.json")
+    time (only the stages that ran). Its output streams through as it comes, and its record is
+    rewritten at `record` after every stage, so a run cut short (the lent GPU machine can be
+    taken back, a call ends at its time limit) still says how far it got."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "vae_engines.cli", "repro", "--jobs", str(jobs), "--record",
-                           str(record), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sys.stdout.write(proc.stdout)
+    proc = subprocess.Popen([sys.executable, "-m", "vae_engines.cli", "repro", "--jobs", str(jobs), "--record",
+                             str(record), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1)
+    log = []
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        log.append(line)
+    code = proc.wait()
     total = time.perf_counter() - start
     doc = json.loads(record.read_text()) if record.is_file() else {"stages": []}
     stages = [{"stage": s["stage"], "started_s": s["started_s"], "seconds": s["seconds"],
                **({"alone": True} if s["alone"] else {})} for s in doc["stages"] if s["outcome"] in ("ran", "failed")]
-    return stages, total, proc.returncode, "".join(proc.stdout.splitlines(keepends=True)[-40:])
+    return stages, total, code, "".join(log[-40:])
 
 
 def main() -> None:
@@ -93,7 +99,10 @@ def main() -> None:
     from vae_engines.core.env import fingerprint
 
     applied = apply_sets(Path("params.yaml"), args.set)
-    stages, total, code, tail = (parallel_repro(args.jobs, args.repro_args) if args.jobs
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # the driver's own record lands where the result will: replaced by it at the end, there until then
+    stages, total, code, tail = (parallel_repro(args.jobs, args.repro_args, out.with_suffix(".json")) if args.jobs
                                  else timed_repro(args.repro_args))
     records = {}
     stats_json = Path("data/stats/stats.json")
@@ -108,8 +117,6 @@ def main() -> None:
     result = {"label": args.label, "exit_code": code, "total_seconds": round(total, 1),
               "runner": f"vae-engines repro --jobs {args.jobs}" if args.jobs else "dvc repro", "stages": stages,
               "params_set": applied, "records": records, "machine": fingerprint(), "dvc_tail": tail}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# {args.label or 'dvc repro'}", "",
              f"`{result['runner']}` exit code {code}, {total:.0f} s in all, on {result['machine']['cpu']} "
