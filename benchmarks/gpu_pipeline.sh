@@ -10,8 +10,8 @@
 #   5. (issue 31) each layer's rate from the tune record, and kernel options not tuned yet.
 # Results go to $OUT (at most 8 files come back from the lent machine): full.json, report.md,
 # agreement.json / agreement.md, variant.json, noop.txt, log.txt and records.tgz (full.md,
-# every engine's build record, the bench records, the quality metrics, dvc.lock, kernels/),
-# each written as soon as its step ends (full.json after every stage): the machine can be
+# every engine's build record, the bench records, the quality metrics, the latest report.md,
+# dvc.lock, kernels/), each written as soon as its step ends (full.json after every stage): the machine can be
 # taken back mid-run, and a call that reaches its time limit returns only what is in $OUT.
 #
 # That machine has no package index: DVC, diffusers, soundfile and TensorRT-RTX's bindings come
@@ -37,7 +37,7 @@ cd /tmp/proj
 dvc config --local core.no_scm true
 export PYTHONPATH=/tmp/site:/tmp/proj
 records() {  # the records of the run so far, as one file
-  tar -czf "$OUT_DIR/records.tgz" dvc.lock engines/torch/*.json engines/torch_int8/*.json reports/torch \
+  tar -czf "$OUT_DIR/records.tgz" dvc.lock engines/torch/*.json engines/torch_int8/*.json reports/torch reports/report.md \
     reports/variants/*/quality.json reports/variants/*/bench.json engines/onnx/*.ranges.json \
     data/stats/stats.json kernels full.md 2>/dev/null || true
 }
