@@ -11,8 +11,9 @@
 # Results go to $OUT (at most 8 files come back from the lent machine): full.json, report.md,
 # agreement.json / agreement.md, variant.json, noop.txt, log.txt and records.tgz (full.md,
 # every engine's build record, the bench records, the quality metrics, the latest report.md,
-# dvc.lock, kernels/), each written as soon as its step ends (full.json after every stage): the machine can be
-# taken back mid-run, and a call that reaches its time limit returns only what is in $OUT.
+# dvc.lock, kernels/), each written as soon as its step ends (full.json after every stage):
+# the machine can be taken back mid-run, and a call that reaches its time limit returns only
+# what is in $OUT.
 #
 # That machine has no package index: DVC, diffusers, soundfile and TensorRT-RTX's bindings come
 # as cp312 wheels in $STASH, and TensorRT-RTX's library (larger than one call may carry) as xz

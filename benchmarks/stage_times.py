@@ -46,11 +46,10 @@ def apply_sets(params_file: Path, sets: list[str]) -> dict:
     return applied
 
 
-def timed_repro(args: list[str]) -> tuple[list[dict], float, int, str]:
-    start = time.perf_counter()
-    proc = subprocess.Popen(["dvc", "repro", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1)
-    marks: list[tuple[str, float]] = []
+def _streamed(cmd: list[str], start: float, marks: list[tuple[str, float]]) -> tuple[int, list[str]]:
+    """Run `cmd`, its output passed through as it comes; each "Running stage" line's stage and
+    time since `start` appended to `marks`. Returns its exit code and its lines."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     log = []
     for line in proc.stdout:
         sys.stdout.write(line)
@@ -58,7 +57,13 @@ def timed_repro(args: list[str]) -> tuple[list[dict], float, int, str]:
         found = re.match(r"Running stage '([^']+)'", line)
         if found:
             marks.append((found.group(1), time.perf_counter() - start))
-    code = proc.wait()
+    return proc.wait(), log
+
+
+def timed_repro(args: list[str]) -> tuple[list[dict], float, int, str]:
+    start = time.perf_counter()
+    marks: list[tuple[str, float]] = []
+    code, log = _streamed(["dvc", "repro", *args], start, marks)
     total = time.perf_counter() - start
     stages = [{"stage": name, "started_s": round(t, 2), "seconds": round((marks[i + 1][1] if i + 1 < len(marks)
                                                                            else total) - t, 2)}
@@ -72,14 +77,8 @@ def parallel_repro(jobs: int, args: list[str], record: Path) -> tuple[list[dict]
     rewritten at `record` after every stage, so a run cut short (the lent GPU machine can be
     taken back, a call ends at its time limit) still says how far it got."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "vae_engines.cli", "repro", "--jobs", str(jobs), "--record",
-                             str(record), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1)
-    log = []
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        log.append(line)
-    code = proc.wait()
+    code, log = _streamed([sys.executable, "-m", "vae_engines.cli", "repro", "--jobs", str(jobs), "--record",
+                           str(record), *args], start, [])
     total = time.perf_counter() - start
     doc = json.loads(record.read_text()) if record.is_file() else {"stages": []}
     stages = [{"stage": s["stage"], "started_s": s["started_s"], "seconds": s["seconds"],

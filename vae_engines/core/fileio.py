@@ -40,14 +40,14 @@ def _mkstemp_beside(path: Path, is_dir: bool) -> Path:
         raise UserError(f"cannot write {path}: {exc.strerror}; make {path.parent} writable") from exc
 
 
-def remove_stale_temps(directory: Path, name: str = "") -> None:
-    """Delete temporaries a killed run left behind in `directory` (ours only, by prefix); with
-    `name`, only those of that one file: stages side by side (`vae-engines repro --jobs`) write
-    other files of the same folder at the same time, and their temporaries are not stale
-    (tempfile's names end in 8 random characters: `.tmp-a.json.` never matches `a.json.gz`'s)."""
+def remove_stale_temps(directory: Path, name: str) -> None:
+    """Delete the temporaries a killed write of file `name` left behind in `directory`. Only
+    that file's: stages side by side (`vae-engines repro --jobs`) write other files of the same
+    folder at the same time, and their temporaries are not stale (tempfile's names end in 8
+    random characters, so `.tmp-a.json.` never matches `a.json.gz`'s)."""
     if not directory.is_dir():
         return
-    for leftover in directory.glob(TMP_PREFIX + (f"{glob.escape(name)}.{'?' * 8}" if name else "*")):
+    for leftover in directory.glob(f"{TMP_PREFIX}{glob.escape(name)}.{'?' * 8}"):
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
         else:
