@@ -167,6 +167,12 @@ def main(argv: list[str] | None = None) -> None:
     r = sub.add_parser("repro", help="dvc repro, independent stages side by side (core/repro.py)")
     r.add_argument("--jobs", "-j", type=int, default=2, help="stages at a time (default: 2)")
     r.add_argument("--record", help="write each stage's outcome and times here (JSON)")
+    r.add_argument("--memory-record", default="reports/stage_memory.json",
+                   help="each stage's peak GPU memory in its last run, kept per GPU model: stages start side by "
+                        "side only where their peaks fit the GPU (default: reports/stage_memory.json)")
+    r.add_argument("--gpu-memory-gib", type=float,
+                   help="GPU memory the stages may share (default: what the GPU has; a share where other work "
+                        "uses the GPU too)")
 
     def run(args: argparse.Namespace) -> None:
         if args.command == "check-params":
@@ -178,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "experiments":
             print_experiments(args.metric)
         elif args.command == "repro":
-            reproduce(".", args.jobs, args.record)
+            reproduce(".", args.jobs, args.record, args.memory_record, args.gpu_memory_gib)
         else:
             sys.exit(check_metrics(Path(args.params), Path(args.reports), args.baseline, args.tolerance_db))
 

@@ -4,7 +4,9 @@ A `UserError` prints as one line on stderr and exits 1; with --debug (or
 VAE_ENGINES_DEBUG=1) the traceback is shown too. Running out of GPU or host memory is a
 user's matter too (one line naming what to shrink). Any other exception is a bug and
 keeps its traceback. SIGTERM becomes SystemExit, so in-flight temporaries are removed on the
-way out; SIGKILL cannot be caught, and the next run sweeps what it left.
+way out; SIGKILL cannot be caught, and the next run sweeps what it left. A stage that succeeds
+writes its peak GPU memory where `vae-engines repro` asks it to (core/gpu_memory.py), so the
+driver can fit stages side by side on the GPU.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from vae_engines.core.errors import UserError
+
+MEMORY_RECORD_ENV = "VAE_ENGINES_MEMORY_RECORD"  # set by `vae-engines repro`: where a stage writes its peak
 
 NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch", "diffusers", "matplotlib", "PIL", "numexpr")
 
@@ -63,6 +67,11 @@ def run(main: Callable[[argparse.Namespace], None], arg_parser: argparse.Argumen
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         main(args)
+        record = os.environ.get(MEMORY_RECORD_ENV)
+        if record:
+            from vae_engines.core.gpu_memory import write_stage_peak
+
+            write_stage_peak(record)
     except UserError as exc:
         if debug:
             raise

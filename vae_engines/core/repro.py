@@ -18,10 +18,13 @@ So a one-variant change costs the stages it touches, not a DVC start-up per stag
 
 A stage whose dvc.yaml entry has `meta: {alone: <why>}` -- a stage that times something --
 never runs beside another: it starts only when no other stage is running or ready to run, and
-nothing starts until it ends. A stage that ran out of GPU memory while other stages ran beside
-it (each stage is its own process with its own CUDA context and cached memory: eight
-full-size stages overfilled an 80 GB H100) runs again once, alone: what it needs is known
-only once it runs, so the driver does not guess it ahead. Any other failure stops the run:
+nothing starts until it ends. Stages side by side share the GPU (each is its own process with
+its own CUDA context and cached memory: eight full-size stages overfilled an 80 GB H100): each
+stage reports its peak GPU memory when it ends, the driver keeps it from the stage's last run
+(core/gpu_memory.py), and a stage starts only when its figure and those of the stages running
+fit the GPU's memory less a margin. What a stage never run here needs is known only once it
+runs, so the driver does not guess it: such a stage starts as before, and if it runs out of GPU
+memory beside other stages it runs again once, alone. Any other failure stops the run:
 nothing new starts, the stages running finish, and the command exits 1 naming it (its output
 above says why).
 """
@@ -32,15 +35,19 @@ import json
 import logging
 import os
 import queue
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vae_engines.core.errors import UserError
-from vae_engines.core.fileio import write_json
+from vae_engines.core.fileio import read_json, write_json
+from vae_engines.core.gpu_memory import MEMORY_RECORD_ENV, Budget, device_budget, read_peaks, record_peak
 
 log = logging.getLogger(__name__)
 
@@ -105,18 +112,22 @@ def changed_stages(root: Path) -> set[str]:
     return set(json.loads(done.stdout or "{}"))
 
 
-def _next(stages: dict[str, Stage], done: set[str], running: set[str], started: set[str]) -> list[str]:
-    """The stages to start now, given what finished, what runs and what already started."""
+def _next(stages: dict[str, Stage], done: set[str], running: set[str], started: set[str], slots: int,
+          budget: Budget | None = None, peaks: dict[str, int] | None = None) -> list[str]:
+    """The stages to start now (at most `slots`), given what finished, what runs, what already
+    started, and -- where `budget` is given -- the GPU memory the stages' recorded `peaks` need."""
     ready = sorted((s for s in stages.values() if s.name not in started and s.needs <= done),
                    key=lambda s: (-s.priority, s.name))
     if any(stages[name].alone for name in running):
         return []
     together = [s.name for s in ready if not s.alone]
-    if together:
-        return together
-    if ready and not running:  # quiet: the first stage that runs alone
-        return [ready[0].name]
-    return []
+    if not together:
+        return [ready[0].name] if ready and not running else []  # quiet: the first stage that runs alone
+    chosen: list[str] = []
+    for name in together:  # in priority order; a stage that does not fit lets a smaller one by
+        if len(chosen) < slots and (budget is None or budget.fits(name, running | set(chosen), peaks or {})):
+            chosen.append(name)
+    return chosen
 
 
 # How a stage says it ran out of GPU memory: the entry points' one line (core/entry.py), or
@@ -128,110 +139,170 @@ def _out_of_gpu_memory(lines: list[str]) -> bool:
     return any(marker in line for line in lines for marker in OUT_OF_GPU_MEMORY)
 
 
-def _run_stage(name: str, root: Path, out: queue.Queue, procs: dict) -> None:
-    """One `dvc repro --single-item` of stage `name`; its lines, then its exit code, to `out`."""
+def _run_stage(name: str, root: Path, out: queue.Queue, procs: dict, report: Path) -> None:
+    """One `dvc repro --single-item` of stage `name`; its lines, then its exit code and where
+    it reports its peak GPU memory, to `out`."""
     cmd = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", name]
     # stages side by side share the cores: OpenMP threads that wait sleep rather than spin (how
     # they wait only; every stage keeps its compute.threads, so its results do not change)
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), MEMORY_RECORD_ENV: str(report)}
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             env=env)
     procs[name] = proc
     for line in proc.stdout:
         out.put((name, "line", line.rstrip("\n")))
-    out.put((name, "exit", proc.wait()))
+    out.put((name, "exit", (proc.wait(), report)))
 
 
-def reproduce(root: str | Path = ".", jobs: int = 2, record: str | Path | None = None) -> list[Result]:
-    """Reproduce the pipeline at `root` with up to `jobs` stages side by side (module
-    docstring); returns each stage's outcome (and writes them to `record`, JSON)."""
-    if jobs < 1:
-        raise UserError(f"--jobs {jobs}: give 1 or more stages to run at a time")
-    root = Path(root)
-    stages = pipeline_stages(root)
-    results = {name: Result(name) for name in stages}
-    done: set[str] = set()
-    running: set[str] = set()
-    started: set[str] = set()
-    failed: list[str] = []
-    crowded: set[str] = set()  # stages that had another stage running beside them
-    retried: set[str] = set()  # stages run again alone after running out of GPU memory
-    events: queue.Queue = queue.Queue()
-    procs: dict[str, subprocess.Popen] = {}
-    begin = time.perf_counter()
+class Driver:
+    """One `vae-engines repro`: the stages' state, the processes running them, the record."""
 
-    def write_record() -> None:  # after every stage, so a run cut short still says what it did
-        if record is not None:
-            order = sorted(results.values(), key=lambda r: (r.outcome == "pending", r.started_s))
-            write_json(record, {"jobs": jobs, "total_seconds": round(time.perf_counter() - begin, 1),
-                                "finished": len(done) + len(failed) == len(stages), "stages": [
-                                    {"stage": r.stage, "outcome": r.outcome, "started_s": r.started_s,
-                                     "seconds": r.seconds, "alone": stages[r.stage].alone} for r in order]})
-    candidates: set[str] | None = None  # what may have changed: known once the always-changed stages ran
-    while len(done) + len(failed) < len(stages):
-        if candidates is None and not running and not failed:
-            pending_always = [n for n, st in stages.items() if st.always and n not in started]
-            startable = [n for n in pending_always if stages[n].needs <= done]
-            if not startable:
-                changed = changed_stages(root) - {n for n, st in stages.items() if st.always and n in done}
-                candidates = changed.union(*(stages[n].users for n in changed if n in stages))
-                for name in stages:
-                    if name not in started and name not in candidates:
-                        started.add(name)
-                        done.add(name)
-                        results[name].outcome = "unchanged"
-                continue
-        if not failed:
-            allowed = _next(stages, done, running, started)
-            if candidates is None:
-                allowed = [n for n in allowed if stages[n].always]
-            for name in allowed[: jobs - len(running)]:
-                if running:
-                    crowded.update(running | {name})
-                running.add(name)
-                started.add(name)
-                results[name].started_s = round(time.perf_counter() - begin, 2)
-                threading.Thread(target=_run_stage, args=(name, root, events, procs), daemon=True).start()
-        if not running:
-            break
+    def __init__(self, root: Path, jobs: int, record: str | Path | None, memory_record: str | Path | None,
+                 budget: Budget) -> None:
+        self.root, self.jobs, self.record, self.memory_record, self.budget = root, jobs, record, memory_record, budget
+        self.stages = pipeline_stages(root)
+        self.results = {name: Result(name) for name in self.stages}
+        self.peaks = read_peaks(memory_record, budget.device)
+        self.done: set[str] = set()
+        self.running: set[str] = set()
+        self.started: set[str] = set()
+        self.failed: list[str] = []
+        self.crowded: set[str] = set()  # stages that had another stage running beside them
+        self.retried: set[str] = set()  # stages run again alone after running out of GPU memory
+        self.candidates: set[str] | None = None  # what may have changed: known once the always-changed stages ran
+        self.events: queue.Queue = queue.Queue()
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.scratch = Path(tempfile.mkdtemp(prefix="vae-engines-repro-"))  # the stages' peak reports
+        self.begin = time.perf_counter()
+
+    def finished(self) -> bool:
+        return len(self.done) + len(self.failed) == len(self.stages)
+
+    def order(self) -> list[Result]:
+        return sorted(self.results.values(), key=lambda r: (r.outcome == "pending", r.started_s))
+
+    def write_record(self) -> None:
+        """After every stage, so a run cut short still says what it did."""
+        if self.record is not None:
+            write_json(self.record, {
+                "jobs": self.jobs, "total_seconds": round(time.perf_counter() - self.begin, 1),
+                "finished": self.finished(), "gpu": {"device": self.budget.device,
+                                                     "usable_bytes": self.budget.usable_bytes},
+                "stages": [{"stage": r.stage, "outcome": r.outcome, "started_s": r.started_s, "seconds": r.seconds,
+                            "alone": self.stages[r.stage].alone, "peak_bytes": self.peaks.get(r.stage)}
+                           for r in self.order()]})
+
+    def select_candidates(self) -> bool:
+        """Once the always-changed stages ran: mark every stage that cannot have changed as
+        unchanged (no process for it). True when it did so now."""
+        if self.candidates is not None or self.running or self.failed:
+            return False
+        pending_always = [n for n, st in self.stages.items() if st.always and n not in self.started]
+        if any(self.stages[n].needs <= self.done for n in pending_always):
+            return False
+        changed = changed_stages(self.root) - {n for n, st in self.stages.items() if st.always and n in self.done}
+        self.candidates = changed.union(*(self.stages[n].users for n in changed if n in self.stages))
+        for name in self.stages:
+            if name not in self.started and name not in self.candidates:
+                self.started.add(name)
+                self.done.add(name)
+                self.results[name].outcome = "unchanged"
+        return True
+
+    def start_ready(self) -> None:
+        allowed = _next(self.stages, self.done, self.running, self.started, self.jobs - len(self.running),
+                        self.budget, self.peaks)
+        if self.candidates is None:
+            allowed = [n for n in allowed if self.stages[n].always]
+        for name in allowed:
+            if self.running:
+                self.crowded.update(self.running | {name})
+            self.running.add(name)
+            self.started.add(name)
+            self.results[name].started_s = round(time.perf_counter() - self.begin, 2)
+            report = self.scratch / f"{len(self.started)}.json"
+            report.unlink(missing_ok=True)
+            threading.Thread(target=_run_stage, args=(name, self.root, self.events, self.procs, report),
+                             daemon=True).start()
+
+    def wait(self) -> tuple[str, str, Any]:
         try:
-            name, kind, value = events.get()
+            return self.events.get()
         except BaseException:  # interrupted or terminated: stop the stages still running, as dvc repro would
-            for proc in procs.values():
+            for proc in self.procs.values():
                 if proc.poll() is None:
                     proc.terminate()
             raise
-        result = results[name]
-        if kind == "line":
-            result.lines.append(value)
-            if value.startswith("Running stage"):
-                result.outcome = "ran"
-            print(f"[{name}] {value}", flush=True)
-            continue
-        running.discard(name)
-        result.seconds = round(time.perf_counter() - begin - result.started_s, 2)
-        if value and name in crowded and name not in retried and _out_of_gpu_memory(result.lines):
+
+    def on_line(self, name: str, line: str) -> None:
+        result = self.results[name]
+        result.lines.append(line)
+        if line.startswith("Running stage"):
+            result.outcome = "ran"
+        print(f"[{name}] {line}", flush=True)
+
+    def on_exit(self, name: str, code: int, report: Path) -> None:
+        result = self.results[name]
+        self.running.discard(name)
+        result.seconds = round(time.perf_counter() - self.begin - result.started_s, 2)
+        if code and name in self.crowded and name not in self.retried and _out_of_gpu_memory(result.lines):
             log.warning("%s ran out of GPU memory beside other stages: it runs again, alone", name)
-            retried.add(name)
-            stages[name].alone = "ran out of GPU memory beside other stages"
-            started.discard(name)
-            crowded.discard(name)
+            self.retried.add(name)
+            self.stages[name].alone = "ran out of GPU memory beside other stages"
+            self.started.discard(name)
+            self.crowded.discard(name)
             result.outcome, result.lines = "pending", []
-        elif value:
+        elif code:
             result.outcome = "failed"
-            failed.append(name)
+            self.failed.append(name)
         else:
             result.outcome = "ran" if result.outcome == "ran" else "unchanged"
-            done.add(name)
-        write_record()
-    write_record()
-    total = round(time.perf_counter() - begin, 1)
-    order = sorted(results.values(), key=lambda r: (r.outcome == "pending", r.started_s))
+            self.done.add(name)
+            self.keep_peak(name, report)
+        self.write_record()
+
+    def keep_peak(self, name: str, report: Path) -> None:
+        """The stage's own peak report, where it ran and wrote one (DVC may have skipped it)."""
+        if not report.is_file() or self.budget.usable_bytes is None:  # no GPU: nothing to fit
+            return
+        peak = read_json(report)
+        self.peaks[name] = int(peak["peak_bytes"])
+        if self.memory_record is not None:
+            record_peak(self.memory_record, self.budget.device, name, peak)
+
+    def run(self) -> list[Result]:
+        while not self.finished():
+            if self.select_candidates():
+                continue
+            if not self.failed:
+                self.start_ready()
+            if not self.running:
+                break
+            name, kind, value = self.wait()
+            if kind == "line":
+                self.on_line(name, value)
+            else:
+                self.on_exit(name, *value)
+        self.write_record()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return self.order()
+
+
+def reproduce(root: str | Path = ".", jobs: int = 2, record: str | Path | None = None,
+              memory_record: str | Path | None = None, gpu_memory_gib: float | None = None) -> list[Result]:
+    """Reproduce the pipeline at `root` with up to `jobs` stages side by side (module
+    docstring); returns each stage's outcome (and writes them to `record`, JSON).
+    memory_record: each stage's last peak GPU memory (core/gpu_memory.py; None: none kept);
+    gpu_memory_gib: the GPU memory stages may share (None: what the GPU has)."""
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: give 1 or more stages to run at a time")
+    driver = Driver(Path(root), jobs, record, memory_record, device_budget(gpu_memory_gib))
+    order = driver.run()
     ran = [r for r in order if r.outcome == "ran"]
     log.info("%d stages ran, %d unchanged, %s s in all (%d at a time)", len(ran),
-             sum(r.outcome == "unchanged" for r in order), total, jobs)
-    if failed:
+             sum(r.outcome == "unchanged" for r in order), round(time.perf_counter() - driver.begin, 1), jobs)
+    if driver.failed:
         waiting = sum(r.outcome == "pending" for r in order)
-        raise UserError(f"stage {failed[0]} failed (its output is above); {waiting} stage(s) after it did not run. "
-                        "Fix it and run the command again: what finished is recorded")
+        raise UserError(f"stage {driver.failed[0]} failed (its output is above); {waiting} stage(s) after it did not "
+                        "run. Fix it and run the command again: what finished is recorded")
     return order
