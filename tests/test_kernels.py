@@ -146,6 +146,70 @@ def test_the_triton_kernel_computes_the_reference(precision):
             _assert_within_tolerance(expected, [t.cpu() for t in got], f"{precision} {layer.spec.name} {flags}")
 
 
+UNITS = ("block.0.res_unit1", "block.4.res_unit2", "block.4.res_unit3")  # dilations 1, 3, 9
+
+
+@pytest.mark.parametrize("precision,placement", [("fp16", None), ("int8", "conv_inputs"), ("int8", "fused"),
+                                                 ("mixed", None)])
+def test_a_residual_unit_as_one_kernel_computes_its_two_layers(precision, placement):
+    """The unit kernel (the k=7 output kept on chip) against the two layers' torch reference on
+    the same inputs: the residual stream updated in place and the next layer's input, within
+    the op's tolerances; int8 with and without the fused placement's quantized skip, and a unit
+    whose k=1 layer stays fp16 (mixed)."""
+    from vae_engines.compiled.tune import layer_frames, layer_inputs
+    from vae_engines.model.fused import LayerQuant, unit_of
+
+    decoder = fold_decoder(make_vae(SMALL))
+    quant = None if precision == "fp16" else int8_quant(decoder)
+    if precision == "mixed":
+        quant = {k: v for k, v in quant.items() if not k.endswith(".conv2")}
+    elif placement == "fused":
+        quant = {k: LayerQuant(v.input_scale, v.weight, v.weight_scale, 0.05 if k.endswith(".conv2") else 0.0)
+                 for k, v in quant.items()}
+    module = FusedDecoder(decoder, quant)
+    rows = layer_frames([layer.spec for layer in module.layers], 2)
+    generator = torch.Generator().manual_seed(0)
+    for i, layer in enumerate(module.layers):
+        if unit_of(layer.spec) not in UNITS:
+            continue
+        x, _ = layer_inputs(layer, rows[i], torch.device("cpu"), generator)
+        stream = torch.randn(1, rows[i], 16, generator=generator).half()
+        separate = stream.clone()
+        with torch.no_grad():
+            expected = [module.layers[i + 1](module.layers[i](x)[1], separate), separate]
+            module.unit_tiles[i] = []  # the op's own reference: the two layers' arithmetic, in one call
+            reference_stream = stream.clone()
+            reference_s = module._unit(i, x, reference_stream)
+            assert torch.equal(reference_s, expected[0]) and torch.equal(reference_stream, expected[1])
+            module.unit_tiles[i] = [128, 16, 16, 4, 2]
+            fused = stream.to(DEVICE)
+            got = [module.to(DEVICE)._unit(i, x.to(DEVICE), fused).cpu(), fused.cpu()]
+            module.to("cpu")
+        _assert_within_tolerance(expected, got, f"{precision} {placement} {unit_of(layer.spec)}")
+
+
+def test_a_decoder_with_units_as_one_kernel_decodes_like_one_with_layers(tmp_path):
+    """Every unit of the model fused (the Triton path) against the same decoder layer by layer
+    (the reference); and the unit op survives torch.export (the engines' packaging)."""
+    from vae_engines.model.fused import unit_of
+
+    decoder = fold_decoder(make_vae(SMALL))
+    x = torch.from_numpy(latents(1, 3, seed=4))
+    specs = layer_specs(decoder)
+    units = {unit_of(s): [128, 16, 16, 4, 2] for s in specs if unit_of(s)}
+    with torch.no_grad():
+        expected = FusedDecoder(decoder).eval()(x)
+        module = FusedDecoder(decoder, tiles=units).eval()
+        assert module.fused_units == list(units)
+        got = module.to(DEVICE)(x.to(DEVICE)).cpu()
+        module.to("cpu")
+    assert peak_psnr(expected.numpy(), got.numpy()) > 60
+    program = torch.export.export(FusedDecoder(decoder, tiles={u: [] for u in units} | {UNITS[1]: units[UNITS[1]]}),
+                                  (x,))
+    ops = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+    assert ops.count("vae_engines.fused_unit_.default") == 1
+
+
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1",
                     reason="needs a GPU: the interpreter compiles nothing, so there is no cache to inspect")
 def test_a_new_length_compiles_nothing():
@@ -427,6 +491,8 @@ def test_the_tune_record_gives_each_engine_its_layers_tiles(tmp_path, monkeypatc
     # one tile a kind and one timed call each: the interpreter runs every candidate of 37 layers
     monkeypatch.setitem(tune.CANDIDATES, "fp16", ((256, 64, 64, 4, 2),))
     monkeypatch.setitem(tune.CANDIDATES, "int8", ((256, 64, 128, 4, 2),))
+    monkeypatch.setitem(tune.UNIT_CANDIDATES, "fp16", ((128, 16, 16, 4, 2),))
+    monkeypatch.setitem(tune.UNIT_CANDIDATES, "int8", ((128, 16, 16, 4, 2),))
     timed = tune.time_call
     monkeypatch.setattr(tune, "time_call", lambda fn, device: timed(fn, device, repeats=1, warmup=0))
     decoder = fold_decoder(make_vae(SMALL))
@@ -436,10 +502,23 @@ def test_the_tune_record_gives_each_engine_its_layers_tiles(tmp_path, monkeypatc
     distinct = {(tuple(d.get_submodule(s.name).weight.shape), s.taps, s.dilation, s.stride, s.residual)
                 for d in (decoder,) for s in layer_specs(decoder)}
     assert len(distinct) <= tuned["precompile"]["calls"] <= 2 * len(names)
-    assert list(tuned["fp16"]) == names == list(tuned["int8"])
+    units = [n[: -len(".conv1")] for n in names if ".res_unit" in n and n.endswith(".conv1")]
+    assert list(tuned["fp16"]) == names + units == list(tuned["int8"])
+    # each unit timed as one kernel against its two layers' chosen tiles, the faster kept
+    for kind in ("fp16", "int8"):
+        for unit in units:
+            entry = tuned[kind][unit]
+            assert entry["unit"] and set(entry["ms"]) == {"128x16x16x4x2", "layers"}
+            assert entry["ms"]["layers"] == [round(tuned[kind][f"{unit}.conv1"]["ms"][tuned[kind][f"{unit}.conv1"][
+                "chosen"]][0] + tuned[kind][f"{unit}.conv2"]["ms"][tuned[kind][f"{unit}.conv2"]["chosen"]][0], 4)]
     fp16, int8 = tiles_for(tuned, set()), tiles_for(tuned, {"conv1"})
     assert fp16["conv2"] == int8["conv2"] and all(isinstance(t, list) for t in int8.values())
     assert int8["conv1"] == tune.tile_of(tuned["int8"]["conv1"]["chosen"])
+    # a unit fuses in the kind of both its layers; one int8 and one float layer run apart
+    unit = units[-1]
+    assert tiles_for(tuned, {f"{unit}.conv1", f"{unit}.conv2"})[unit] == tune.tile_of(tuned["int8"][unit]["chosen"])
+    assert tiles_for(tuned, {f"{unit}.conv1"})[unit] == []
+    assert fp16[unit] == tune.tile_of(tuned["fp16"][unit]["chosen"])
     other = tmp_path / "h200.json"
     other.write_text(json.dumps({"device": {"name": "NVIDIA H200", "compute_capability": "9.0"}, "fp16": {}}))
     with pytest.raises(UserError, match="was tuned on NVIDIA H200, this is the CPU"):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vae_engines.compiled.int8 import layer_quant
-from vae_engines.compiled.tune import choose_tiles, label, tiles_for, tune_tiles
+from vae_engines.compiled.tune import choose_tiles, choose_units, label, tiles_for, tune_tiles
 from vae_engines.core import device as devices
 from vae_engines.core.choices import CompileMode, Kernels, Precision
 from vae_engines.core.errors import UserError
@@ -34,9 +34,10 @@ from vae_engines.core.fileio import atomic_path, read_json, sha256_file, write_j
 from vae_engines.core.lazy import lazy_import
 from vae_engines.core.params import ModelParams, ProfileParams
 from vae_engines.data.latentset import read_latent_set
+from vae_engines.graph.io import latent_range
 from vae_engines.metrics import peak_psnr
 from vae_engines.model.channels_last import ChannelsLastDecoder
-from vae_engines.model.fused import FusedDecoder, LayerQuant
+from vae_engines.model.fused import FusedDecoder, LayerQuant, layer_specs
 from vae_engines.model.oobleck import fold_decoder, load_vae
 from vae_engines.runtime.base import Shape
 from vae_engines.runtime.compiled import CACHE_FILE, CompiledDecoder
@@ -72,7 +73,9 @@ def fused_executed(module: Any, device: Any, layers: dict) -> str:
     cudnn = sum(1 for layer in layers.values() if layer["chosen"] == "torch")
     parts = [f"{int8} layers int8 x int8 -> int32" if int8 else "",
              f"{len(module.layers) - int8} layers fp16 with fp32 accumulation"]
-    where = (f"Triton fused kernels ({cudnn} layers on cuDNN + separate epilogue)" if on_gpu
+    units = len(module.fused_units)
+    where = (f"Triton fused kernels ({units} residual units as one kernel each, {cudnn} layers on cuDNN + "
+             "separate epilogue)" if on_gpu
              else "the fused op's CPU reference: fp16/int8 storage, fp32 arithmetic")
     return f"{', '.join(p for p in parts if p)}; {where}"
 
@@ -89,13 +92,17 @@ def engine_module(decoder: Any, precision: Precision, kernels: Kernels, device: 
     if tiles is not None:
         layers = {layer.spec.name: {"chosen": label(layer.tile), "ms": {}, "frames": [], "given": True}
                   for layer in module.layers}
+        layers.update({unit: {"chosen": label(tiles[unit], unit=True), "ms": {}, "frames": [], "given": True,
+                              "unit": True} for unit in module.fused_units})
     elif device.type == "cuda":
         frames = tuning_frames(profile)
         layers = choose_tiles(module, device, frames)
+        layers.update(choose_units(module, device, frames, layers))
     else:
         layers = {layer.spec.name: {"chosen": "torch", "ms": {}, "frames": []} for layer in module.layers}
     return module, {"kernels": "fused", "layout": "channels-last [B, T, C]", "layers": layers,
-                    "int8_layers": module.int8_layers, "executed": fused_executed(module, device, layers)}
+                    "int8_layers": module.int8_layers,
+                    "fused_units": module.fused_units, "executed": fused_executed(module, device, layers)}
 
 
 def exported_program(module: Any, channels: int, device: Any, profile: ProfileParams) -> Any:
@@ -156,25 +163,40 @@ def check_latents(channels: int, frames: int, calibration_dir: str | Path | None
 
 def check_decode(path: Path, decoder: Any, shape: Shape, latents: dict[str, Any], device: Any) -> dict[str, dict]:
     """Each named latent's max |x| and the peak PSNR (dB) of the package's decode of it
-    against fp32 eager."""
+    against fp32 eager. The range guard is off: the normal latent may lie beyond an INT8
+    engine's range on purpose (check_latents), and its figure says what that costs."""
     reference = EagerDecoder(decoder, shape, Precision.FP32, device)
-    engine = CompiledDecoder(path)
+    engine = CompiledDecoder(path, on_range="off")
     return {name: {"latent_absmax": round(float(latent.abs().max()), 4),
                    "psnr_vs_fp32_db": round(peak_psnr(reference.decode(latent), engine.decode(latent)), 2)}
             for name, latent in latents.items()}
 
 
+def int8_input_range(decoder: Any, quant: dict[str, LayerQuant] | None, input_range: float | None) -> float | None:
+    """The latent range an INT8 engine guards (runtime.guard): `input_range` as given (a
+    variant's calibrated range of the latent), else the first layer's int8 input scale x 127;
+    None for a float engine (or an INT8 one whose first layer stays fp16 and no range is given)."""
+    if quant is None:
+        return None
+    if input_range is not None:
+        return float(input_range)
+    first = quant.get(layer_specs(decoder)[0].name)
+    return round(first.input_scale * 127, 7) if first is not None and first.input_scale > 0 else None
+
+
 def build_package(decoder: Any, shape: Shape, *, precision: Precision, mode: CompileMode, device: Any,
                   profile: ProfileParams, path: str | Path, model: str, kernels: Kernels = Kernels.AUTO,
                   quant: dict[str, LayerQuant] | None = None, variant: str | None = None,
-                  tiles: dict[str, list[int]] | None = None, calibration_dir: str | Path | None = None) -> dict:
+                  tiles: dict[str, list[int]] | None = None, calibration_dir: str | Path | None = None,
+                  input_range: float | None = None) -> dict:
     """The compiled engine of folded `decoder` (model.oobleck.fold_decoder) at `path`.
 
     shape: the runtime Shape facts (channels, hop, sampling rate); model: where the weights
     came from (provenance); quant + variant: an INT8 engine of that variant (fused kernels);
     tiles: the fused layers' implementations, given rather than timed; calibration_dir: the
-    variant's calibration windows, which the check decodes first (check_latents). Returns
-    the record written beside the package."""
+    variant's calibration windows, which the check decodes first (check_latents);
+    input_range: the calibrated max |x| of the latent, which the engine guards
+    (int8_input_range). Returns the record written beside the package."""
     torch.compiler.reset()
     kernels = Kernels.FUSED if quant is not None else resolve_kernels(Kernels(kernels), Precision(precision), device)
     start = time.perf_counter()
@@ -186,7 +208,8 @@ def build_package(decoder: Any, shape: Shape, *, precision: Precision, mode: Com
     compiled = time.perf_counter()
     here = devices.describe(device)
     record = {"kind": "torch", "precision": f"int8+{precision}" if quant is not None else str(precision),
-              "variant": variant, **described, "mode": str(mode),
+              "variant": variant, "input_range": int8_input_range(decoder, quant, input_range), **described,
+              "mode": str(mode),
               "device": str(device), "device_name": here.get("name", "cpu"),
               "compute_capability": here.get("compute_capability"), "torch": torch.__version__,
               "cuda": here.get("cuda"), "channels": shape.channels, "hop": shape.hop,
@@ -270,4 +293,5 @@ def compile_int8_engine(model: ModelParams, variant: str, ranges_json: str | Pat
     shape = Shape(channels=loaded.latent_channels, hop=loaded.hop, sampling_rate=loaded.sampling_rate)
     return build_package(decoder, shape, precision=Precision.FP16, mode=mode, device=device, profile=profile,
                          path=out, model=loaded.description, quant=quant, variant=variant,
-                         tiles=tiles_for(tuned, set(quant)), calibration_dir=calibration_dir)
+                         tiles=tiles_for(tuned, set(quant)), calibration_dir=calibration_dir,
+                         input_range=latent_range(record))

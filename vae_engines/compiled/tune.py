@@ -13,6 +13,11 @@ scales. The tile is fixed at build: at run time no length triggers tuning or com
 Tiles are (BM, BN, BK, warps, pipeline stages). fp16 takes BK = 64 (one 128-byte row of
 fp16 per load), int8 BK = 128 (the same bytes); BN shrinks to the layer's width for the
 2-channel output convolution.
+
+Then `choose_units` times each residual unit narrow enough to run as one kernel
+(kernels.triton_unit; tiles (BM, BK, BN2, warps, stages)) against its two layers in their
+chosen tiles, and keeps the unit kernel where it is faster over the same lengths; the record
+holds it under the unit's name ("block.4.res_unit2": "chosen" a unit tile, or "layers").
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import time
 from typing import Any
 
 from vae_engines.core.lazy import lazy_import
-from vae_engines.model.fused import FusedDecoder, LayerQuant, layer_specs
+from vae_engines.kernels.op import unit_fits
+from vae_engines.model.fused import FusedDecoder, LayerQuant, layer_specs, unit_of
 
 torch = lazy_import("torch")
 log = logging.getLogger(__name__)
@@ -35,16 +41,24 @@ CANDIDATES = {
     "int8": ((128, 128, 128, 8, 3), (128, 128, 128, 4, 4), (64, 128, 128, 4, 4), (128, 64, 128, 4, 4),
              (256, 128, 128, 8, 3)),
 }
+UNIT_CANDIDATES = {  # (BM, BK, BN2, warps, stages); read offline for sm_90: 117-139 registers, no spills
+    "fp16": ((128, 64, 128, 8, 3), (128, 64, 64, 8, 3), (64, 64, 128, 4, 3), (64, 64, 128, 8, 2),
+             (128, 64, 128, 8, 2)),
+    "int8": ((128, 128, 128, 8, 3), (128, 128, 64, 8, 3), (64, 128, 128, 4, 3), (64, 128, 128, 8, 2),
+             (128, 128, 128, 8, 2)),
+}
 TORCH = "torch"  # the label of the torch implementation (cuDNN's convolution on a GPU)
+LAYERS = "layers"  # a unit's label for its two convolutions run as separate layers
 
 
-def label(tile: list[int]) -> str:
-    return "x".join(map(str, tile)) if tile else TORCH
+def label(tile: list[int], unit: bool = False) -> str:
+    return "x".join(map(str, tile)) if tile else (LAYERS if unit else TORCH)
 
 
 def tile_of(name: str) -> list[int]:
-    """The tile a label names ([] for the torch implementation): label's inverse."""
-    return [] if name == TORCH else [int(v) for v in name.split("x")]
+    """The tile a label names ([] for the torch implementation, or a unit's separate
+    layers): label's inverse."""
+    return [] if name in (TORCH, LAYERS) else [int(v) for v in name.split("x")]
 
 
 def candidates(layer: Any) -> list[list[int]]:
@@ -148,6 +162,68 @@ def choose_tiles(module: Any, device: Any, frames: list[int]) -> dict[str, dict]
     return record
 
 
+def unit_candidates(module: Any, i: int) -> list[list[int]]:
+    """The unit tiles that fit the residual unit whose k=7 convolution is layer i of `module`
+    (a FusedDecoder); none where the unit is too wide or mixes an int8 and a float layer."""
+    if unit_of(module.layers[i].spec) is None:
+        return []
+    first, second = module.layers[i], module.layers[i + 1]
+    channels = first.weight.shape[0]
+    int8 = first.x_scale > 0
+    if (second.x_scale > 0) != int8:
+        return []
+    out: list[list[int]] = []
+    for bm, bk, bn2, warps, stages in UNIT_CANDIDATES["int8" if int8 else "fp16"]:
+        tile = [bm, min(bk, channels), min(bn2, channels), warps, stages]
+        if unit_fits(channels, tile) is None and tile[1] * (1 if int8 else 2) >= 16 and tile not in out:
+            out.append(tile)
+    return out
+
+
+def _separate_ms(layers: dict[str, dict], unit: str) -> list[float]:
+    """A unit's two layers in their chosen tiles, summed per length (choose_tiles' record)."""
+    first, second = layers[f"{unit}.conv1"], layers[f"{unit}.conv2"]
+    return [round(a + b, 4) for a, b in zip(first["ms"][first["chosen"]], second["ms"][second["chosen"]])]
+
+
+def choose_units(module: Any, device: Any, frames: list[int], layers: dict[str, dict]) -> dict[str, dict]:
+    """Set module.unit_tiles where a unit kernel beats the unit's two layers (their times in
+    `layers`, choose_tiles' record) summed over `frames`; returns unit name -> {chosen, ms,
+    frames, failed, unit: True}."""
+    specs = [layer.spec for layer in module.layers]
+    rows = {f: layer_frames(specs, f) for f in frames}
+    generator = torch.Generator(device=device).manual_seed(1)
+    record = {}
+    with torch.inference_mode():
+        for i, layer in enumerate(module.layers):
+            tiles = unit_candidates(module, i)
+            if not tiles:
+                continue
+            unit = unit_of(layer.spec)
+            timings: dict[str, list[float]] = {label(t): [] for t in tiles}
+            failed: dict[str, str] = {}
+            for f in frames:
+                x, _ = layer_inputs(layer, rows[f][i], device, generator)
+                stream = torch.randn(1, rows[f][i], layer.weight.shape[0], generator=generator, device=device,
+                                     dtype=torch.float16)
+                for tile in tiles:
+                    if label(tile) in failed:
+                        continue
+                    module.unit_tiles[i] = tile
+                    try:
+                        timings[label(tile)].append(round(time_call(lambda: module._unit(i, x, stream), device), 4))
+                    except Exception as exc:  # a tile this GPU cannot run (shared memory, registers)
+                        failed[label(tile)] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                x = stream = None
+            timings = {k: v for k, v in timings.items() if k not in failed}
+            timings[LAYERS] = _separate_ms(layers, unit)
+            best = min(timings, key=lambda name: sum(timings[name]))
+            module.unit_tiles[i] = tile_of(best)
+            record[unit] = {"chosen": best, "ms": timings, "frames": list(frames), "failed": failed, "unit": True}
+            log.info("%s: %s (%s ms)", unit, best, timings[best])
+    return record
+
+
 def _compile_work(work: list[tuple[Any, list[list[int]]]], device_type: str) -> int:
     """Run each (layer, tiles) once at a short length on `device_type`: what compiles every
     kernel those tiles need (Triton keeps them in its on-disk cache). The layers come on the
@@ -223,8 +299,10 @@ def tune_tiles(decoder: Any, device: Any, frames: list[int], jobs: int = 1) -> d
         calls = sum(precompile(module, device, jobs) for module in modules.values())
         out["precompile"].update(seconds=round(time.perf_counter() - started, 1), calls=calls)
     for kind, module in modules.items():
-        out[kind] = choose_tiles(module.to(device), device, frames)
-        modules[kind] = None  # free its weights on the device before the next kind's
+        module = module.to(device)
+        layers = choose_tiles(module, device, frames)
+        out[kind] = {**layers, **choose_units(module, device, frames, layers)}
+        modules[kind] = module = None  # free its weights on the device before the next kind's
     return out
 
 
@@ -235,6 +313,10 @@ def tiles_for(record: dict, int8_layers: set[str]) -> dict[str, list[int]] | Non
         return None
     out = {}
     for name, fp16 in record["fp16"].items():
-        chosen = record["int8"][name]["chosen"] if name in int8_layers else fp16["chosen"]
+        if fp16.get("unit"):  # a unit runs as one kernel only where both its layers are of the kind timed
+            int8 = {f"{name}.conv1", f"{name}.conv2"} & int8_layers
+            chosen = fp16["chosen"] if not int8 else record["int8"][name]["chosen"] if len(int8) == 2 else LAYERS
+        else:
+            chosen = record["int8"][name]["chosen"] if name in int8_layers else fp16["chosen"]
         out[name] = tile_of(chosen)
     return out

@@ -6,6 +6,9 @@ packages see one op per decoder layer.
 - `vae_engines::fused_conv_residual_` -> s: a residual unit's k=1 convolution, which adds its
   result into the residual stream `residual` in place (declared: mutates_args), so a 60 s
   decode holds three full-width activations at a time instead of four.
+- `vae_engines::fused_unit_` -> s: a whole residual unit (the k=7 convolution, its Snake, the
+  k=1 convolution into the residual stream in place, the next Snake) with the k=7 output kept
+  on chip (kernels.triton_unit): for units of up to 256 channels.
 
 `tile` chooses the implementation: (BM, BN, BK, warps, stages) runs the Triton kernel
 (kernels.triton_conv) -- on a GPU, or on the CPU under Triton's interpreter
@@ -31,6 +34,7 @@ from vae_engines.core.lazy import lazy_import
 from vae_engines.kernels import reference
 
 triton_conv = lazy_import("vae_engines.kernels.triton_conv")  # imports Triton: only where a kernel runs
+triton_unit = lazy_import("vae_engines.kernels.triton_unit")
 
 TOLERANCES = {
     # fp16 outputs: |a - b| <= rtol * |b| + atol (a couple of fp16 steps: 2^-10 relative)
@@ -40,10 +44,26 @@ TOLERANCES = {
 }
 
 
+# A residual unit runs as one kernel only where one program holds all its channels: an
+# [rows, channels] fp32 accumulator must fit a multiprocessor's registers (kernels.triton_unit).
+UNIT_MAX_CHANNELS = 256
+
+
+def unit_fits(channels: int, tile: list[int] | tuple[int, ...]) -> str | None:
+    """Why `tile` (BM, BK, BN2, warps, stages) cannot run a fused unit of `channels`
+    channels, or None where it can."""
+    _, bk, bn2, *_ = tile
+    if channels > UNIT_MAX_CHANNELS or channels & (channels - 1):
+        return f"a fused unit takes a power of two up to {UNIT_MAX_CHANNELS} channels, not {channels}"
+    if channels % bk or channels % bn2:
+        return f"tile BK={bk} / BN2={bn2} does not divide the unit's {channels} channels"
+    return None
+
+
 def registered() -> tuple[str, ...]:
     """The ops this module registers (importing it registers them: a package that holds them
     loads only after that)."""
-    return ("vae_engines::fused_conv", "vae_engines::fused_conv_residual_")
+    return ("vae_engines::fused_conv", "vae_engines::fused_conv_residual_", "vae_engines::fused_unit_")
 
 
 def _shapes(x: Tensor, weight: Tensor, stride: int) -> tuple[int, int, int, int]:
@@ -134,5 +154,41 @@ def _(x, weight, w_scale, bias, alpha, inv_beta, residual, taps, dilation, paddi
       tile):
     batch, frames, channels, _ = _shapes(x, weight, 0)
     if alpha is None:
+        return x.new_empty((0,), dtype=torch.float16)
+    return _snake_out(x, batch, frames, channels, s_scale)
+
+
+@torch.library.custom_op("vae_engines::fused_unit_", mutates_args=("residual",))
+def fused_unit_(x: Tensor, w1: Tensor, w1_scale: Optional[Tensor], b1: Optional[Tensor], alpha1: Tensor,
+                inv_beta1: Tensor, w2: Tensor, w2_scale: Optional[Tensor], b2: Optional[Tensor],
+                alpha2: Optional[Tensor], inv_beta2: Optional[Tensor], residual: Tensor, taps: int, dilation: int,
+                x_scale: float, mid_scale: float, s_scale: float, res_scale: float, tile: list[int]) -> Tensor:
+    """One residual unit: residual += conv2(Snake1(conv1(x))) in place; returns s =
+    Snake2(residual) when alpha2 is given (else an empty tensor). conv1 has `taps` taps at
+    `dilation` (padding keeps the length), conv2 one; mid_scale > 0: conv2 is int8 and its
+    input is quantized with that scale; the other arguments as fused_conv_residual_'s."""
+    batch, frames, channels, _ = _shapes(x, w1, 0)
+    if tile:
+        s = _snake_out(x, batch, frames, channels, s_scale) if alpha2 is not None else None
+        triton_unit.launch(x.contiguous(), w1, w1_scale, b1, alpha1, inv_beta1, w2, w2_scale, b2, alpha2, inv_beta2,
+                           residual, s, taps=taps, dilation=dilation, x_scale=x_scale, mid_scale=mid_scale,
+                           s_scale=s_scale, res_scale=res_scale, tile=tuple(tile))
+        return x.new_empty((0,), dtype=torch.float16) if s is None else s
+    v = reference.layer_output(x, w1, w1_scale, b1, None, taps=taps, dilation=dilation,
+                               padding=(taps // 2) * dilation, stride=0, x_scale=x_scale, res_scale=0.0)
+    mid = reference.snake_input(v, alpha1, inv_beta1, mid_scale)
+    v = reference.layer_output(mid, w2, w2_scale, b2, residual, taps=1, dilation=1, padding=0, stride=0,
+                               x_scale=mid_scale, res_scale=res_scale)
+    residual.copy_(v)
+    if alpha2 is None:
+        return x.new_empty((0,), dtype=torch.float16)
+    return reference.snake_input(v, alpha2, inv_beta2, s_scale)
+
+
+@fused_unit_.register_fake
+def _(x, w1, w1_scale, b1, alpha1, inv_beta1, w2, w2_scale, b2, alpha2, inv_beta2, residual, taps, dilation, x_scale,
+      mid_scale, s_scale, res_scale, tile):
+    batch, frames, channels, _ = _shapes(x, w1, 0)
+    if alpha2 is None:
         return x.new_empty((0,), dtype=torch.float16)
     return _snake_out(x, batch, frames, channels, s_scale)

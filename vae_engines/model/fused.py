@@ -18,7 +18,9 @@ and saturation as the variant's Q/DQ graph -- and reads a quantized residual ski
 fused placement) through int8; the layers the recipe keeps in float run in fp16.
 
 `tiles` picks each layer's implementation (kernels.op: a Triton tile, or [] for the torch
-reference / cuDNN); compiled.tune chooses them on the GPU at build.
+reference / cuDNN); compiled.tune chooses them on the GPU at build. A tile under a residual
+unit's own name ("block.4.res_unit2") runs that unit's two convolutions as one kernel
+(kernels.triton_unit: the k=7 output stays on chip), where the unit is narrow enough for it.
 """
 
 from __future__ import annotations
@@ -62,6 +64,13 @@ class LayerQuant:
     weight: Any = None
     weight_scale: Any = None
     skip_scale: float = 0.0
+
+
+def unit_of(spec: LayerSpec) -> str | None:
+    """The residual unit whose k=7 convolution `spec` is ("block.4.res_unit2"), else None."""
+    if spec.name.endswith(".conv1") and ".res_unit" in spec.name:
+        return spec.name[: -len(".conv1")]
+    return None
 
 
 def _conv_spec(name: str, conv: nn.Module, snake: str | None, residual: bool = False, audio: bool = False) -> LayerSpec:
@@ -149,17 +158,37 @@ class FusedDecoder(nn.Module):
             FusedConv(spec, folded_decoder, quant.get(spec.name, none), consumer, tiles.get(spec.name, []))
             for spec, consumer in zip(specs, consumers))
         self.latent_scale = float(quant.get(specs[0].name, none).input_scale)
+        # per layer: the unit tile where this layer opens a residual unit that runs as one kernel
+        self.unit_tiles = [list(tiles.get(unit_of(spec) or "", [])) for spec in specs]
 
     @property
     def int8_layers(self) -> list[str]:
         return [layer.spec.name for layer in self.layers if layer.x_scale > 0]
+
+    @property
+    def fused_units(self) -> list[str]:
+        return [unit_of(layer.spec) for layer, tile in zip(self.layers, self.unit_tiles) if tile]
+
+    def _unit(self, i: int, x: torch.Tensor, stream: torch.Tensor) -> torch.Tensor:
+        """Layers i (k=7) and i + 1 (k=1, into `stream` in place) as one kernel: the next layer's input."""
+        a, b = self.layers[i], self.layers[i + 1]
+        return torch.ops.vae_engines.fused_unit_(
+            x, a.weight, a.w_scale, a.bias, a.alpha, a.inv_beta, b.weight, b.w_scale, b.bias, b.alpha, b.inv_beta,
+            stream, a.spec.taps, a.spec.dilation, a.x_scale, b.x_scale, b.s_scale, b.res_scale, self.unit_tiles[i])
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         x = latent.float().transpose(1, 2)  # [B, T, C], channels-last like every activation after it
         x = quantize(x, self.latent_scale) if self.latent_scale > 0 else x.to(torch.float16)
         x = x.contiguous()
         stream = x
-        for layer in self.layers:
+        skip = False
+        for i, layer in enumerate(self.layers):
+            if skip:  # the k=1 convolution of a unit that ran as one kernel
+                skip = False
+                continue
+            if self.unit_tiles[i]:
+                x, skip = self._unit(i, x, stream), True
+                continue
             if layer.spec.residual:
                 x = layer(x, stream)
                 continue

@@ -1,0 +1,147 @@
+"""A whole residual unit as one Triton kernel, where its channels fit one program's tile.
+
+Oobleck's residual unit, as the fused engines run it (model.fused), is two layers:
+
+    s1 = Snake2(conv1(s))                  k=7, dilated; s1 written to memory
+    y += conv2(s1); s = Snake_next(y)      k=1; y the residual stream, in place
+
+One program of this kernel computes BM rows (time) of the unit over all C channels: the k=7
+implicit GEMM into an on-chip accumulator [BM, C], its epilogue (dequantize, bias, Snake2,
+and the int8 quantization with conv2's calibrated input scale where conv2 is int8), then the
+k=1 GEMM straight from that tile, in column chunks of BN2, each with kernels.triton_conv's
+epilogue (bias, the quantized skip of the fused placement, the residual add in place, the
+next layer's Snake and quantization). s1 never reaches memory: at block 4 of a 60 s decode
+(C = 128, 2.88 M rows) that is 0.74 GB written and read back per unit in fp16, 0.37 GB in
+int8. The arithmetic and rounding are the two layers' own, step by step, so a fused unit
+computes what the two layer kernels compute (kernels.op.TOLERANCES) and an INT8 engine's
+numerics stay its Q/DQ graph's.
+
+The condition is the one CUTLASS's back-to-back GEMM fusion (its example 13) states: the first
+GEMM's N must fit one threadblock tile, because the second GEMM needs every channel of a row.
+Here that holds for C <= 256 (blocks 2-4 of ACE-Step's decoder); the 512- and 1024-channel
+units would need an [BM, C] fp32 accumulator that does not fit one multiprocessor's registers.
+
+Tiles are (BM, BK, BN2, warps, stages): BK the k=7 GEMM's channel slice per load, BN2 the
+k=1 GEMM's column chunk. Like the layer kernel the sequence length is no compile-time
+constant, and the operands and outputs pass through tensor descriptors (TMA on Hopper),
+which fill rows outside the sequence with zeros: the k=7 convolution's padding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import triton
+import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from vae_engines.kernels.op import unit_fits
+from vae_engines.kernels.triton_conv import _quantize, _sin
+
+
+@triton.jit
+def _snake(v, alpha_ptr, inv_beta_ptr, ch, FAST_SIN: tl.constexpr):
+    """Snake of the fp16-rounded value (what the consumer of a stored fp16 tensor sees), rounded to fp16."""
+    h = v.to(tl.float16).to(tl.float32)
+    alpha = tl.load(alpha_ptr + ch)
+    inv_beta = tl.load(inv_beta_ptr + ch)
+    sn = _sin(h * alpha[None, :], FAST_SIN)
+    return (h + inv_beta[None, :] * (sn * sn)).to(tl.float16).to(tl.float32)
+
+
+@triton.jit(do_not_specialize=["M", "DIL"])
+def residual_unit_kernel(
+        x_desc, w1_desc, w2_desc, y_desc, s_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr,
+        w2_scale_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr,
+        M, DIL, x_scale, inv_mid_scale, mid_scale, inv_s_scale, res_scale,
+        C: tl.constexpr, TAPS: tl.constexpr, INT8_1: tl.constexpr, INT8_2: tl.constexpr, HAS_B1: tl.constexpr,
+        HAS_B2: tl.constexpr, RES_QUANT: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
+        FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr):
+    pid_m = tl.program_id(0)
+    b = tl.program_id(1)
+    m0 = pid_m * BM
+    row0 = m0 - (TAPS // 2) * DIL
+    ch = tl.arange(0, C)
+
+    # conv1 (k taps, dilated): [BM, C] on chip
+    if INT8_1:
+        acc = tl.zeros((BM, C), dtype=tl.int32)
+    else:
+        acc = tl.zeros((BM, C), dtype=tl.float32)
+    num_kc = C // BK
+    for kk in tl.range(0, TAPS * num_kc):
+        tap = kk // num_kc
+        c0 = (kk - tap * num_kc) * BK
+        a = x_desc.load([b, row0 + tap * DIL, c0]).reshape(BM, BK)
+        w = w1_desc.load([0, tap * C + c0])
+        if INT8_1:
+            acc = tl.dot(a, w.T, acc, out_dtype=tl.int32)
+        else:
+            acc = tl.dot(a, w.T, acc)
+    v = acc.to(tl.float32)
+    if INT8_1:
+        v = v * (tl.load(w1_scale_ptr + ch) * x_scale)[None, :]
+    if HAS_B1:
+        v += tl.load(b1_ptr + ch)[None, :]
+    s1 = _snake(v, alpha1_ptr, inv_beta1_ptr, ch, FAST_SIN)
+    if INT8_2:
+        mid = _quantize(s1, inv_mid_scale).to(tl.int8)
+    else:
+        mid = s1.to(tl.float16)
+
+    # conv2 (k=1) from the tile, BN2 columns at a time, each with the residual epilogue
+    for n0 in tl.static_range(0, C, BN2):
+        w2 = w2_desc.load([n0, 0])
+        if INT8_2:
+            v2 = tl.dot(mid, w2.T, out_dtype=tl.int32).to(tl.float32)
+        else:
+            v2 = tl.dot(mid, w2.T)
+        cols = n0 + tl.arange(0, BN2)
+        if INT8_2:
+            v2 = v2 * (tl.load(w2_scale_ptr + cols) * mid_scale)[None, :]
+        if HAS_B2:
+            v2 += tl.load(b2_ptr + cols)[None, :]
+        r = y_desc.load([b, m0, n0]).reshape(BM, BN2).to(tl.float32)
+        if RES_QUANT:  # the skip input's Q/DQ of the fused placement
+            r = (_quantize(r, 1.0 / res_scale) * res_scale).to(tl.float16).to(tl.float32)
+        v2 += r
+        y_desc.store([b, m0, n0], v2.to(tl.float16).reshape(1, BM, BN2))
+        if STORE_S:
+            s = _snake(v2, alpha2_ptr, inv_beta2_ptr, cols, FAST_SIN)
+            if S_INT8:
+                s_desc.store([b, m0, n0], _quantize(s, inv_s_scale).to(tl.int8).reshape(1, BM, BN2))
+            else:
+                s_desc.store([b, m0, n0], s.to(tl.float16).reshape(1, BM, BN2))
+
+
+def _desc(t: Any, block: list[int]) -> TensorDescriptor:
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block)
+
+
+def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any, w2: Any, w2_scale: Any, b2: Any,
+           alpha2: Any, inv_beta2: Any, y: Any, s: Any, *, taps: int, dilation: int, x_scale: float,
+           mid_scale: float, s_scale: float, res_scale: float, tile: tuple[int, ...]) -> None:
+    """Run the kernel. x: [B, M, C] contiguous, fp16 (x_scale 0) or int8; w1 [C, taps * C] and
+    w2 [C, C] K-major, int8 where their input is (x_scale > 0, mid_scale > 0); y: the residual
+    stream [B, M, C] fp16, updated in place; s: [B, M, C] (int8 when s_scale > 0) or None."""
+    batch, rows, channels = x.shape
+    bm, bk, bn2, warps, stages = tile
+    why = unit_fits(channels, tile)
+    if why:
+        raise ValueError(why)
+    x_desc = _desc(x, [1, bm, bk])
+    w1_desc = _desc(w1, [channels, bk])
+    w2_desc = _desc(w2, [bn2, channels])
+    y_desc = _desc(y, [1, bm, bn2])
+    s_desc = _desc(s, [1, bm, bn2]) if s is not None else y_desc
+    grid = (triton.cdiv(rows, bm), batch)
+    residual_unit_kernel[grid](
+        x_desc, w1_desc, w2_desc, y_desc, s_desc,
+        w1_scale if w1_scale is not None else w1, b1 if b1 is not None else w1, alpha1, inv_beta1,
+        w2_scale if w2_scale is not None else w2, b2 if b2 is not None else w2,
+        alpha2 if alpha2 is not None else alpha1, inv_beta2 if inv_beta2 is not None else inv_beta1,
+        rows, dilation, float(x_scale), 1.0 / mid_scale if mid_scale > 0 else 0.0, float(mid_scale),
+        1.0 / s_scale if s_scale > 0 else 0.0, float(res_scale),
+        C=channels, TAPS=taps, INT8_1=not x.dtype.is_floating_point, INT8_2=mid_scale > 0, HAS_B1=b1 is not None,
+        HAS_B2=b2 is not None, RES_QUANT=res_scale > 0, STORE_S=s is not None, S_INT8=s is not None and s_scale > 0,
+        FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2, num_warps=warps, num_stages=stages)
