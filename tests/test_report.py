@@ -86,6 +86,28 @@ def test_the_first_screen_names_the_fastest_engine_reaching_the_target():
     assert "No engine here reaches 80 dB" in none and "closest is `compiled fp16` at 71.5 dB" in none
 
 
+def test_the_reference_is_labelled_and_not_ranked():
+    """Eager fp32 computes the fp32 reference again: its 222 dB is rounding, not the highest
+    quality (issue 37)."""
+    torch = records(45.3)
+    torch.bench["timings"].append(timing("eager fp32", 329.0))
+    torch.bench["runtimes"]["eager fp32"] = {}
+    torch.bench["quality"]["eager fp32"] = {"peak_psnr_db": 222.1}
+    text = "\n".join(ship_lines([], torch, (1500,), 40.0))
+    assert "Highest quality here: `compiled fp16`, 71.5 dB" in text
+    assert "Highest quality here: `eager fp32`" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| `eager fp32`"))
+    assert row.startswith("| `eager fp32` (the reference) |") and "| reference (222.1: itself) | reference |" in row
+
+
+def test_a_new_lengths_first_call_gets_its_own_line():
+    torch = records(45.3)
+    torch.int8[0]["timings"][0].update(first_call_ms=26.5)
+    text = "\n".join(ship_lines([], torch, (1500,), 40.0))
+    assert "took 26.5 ms against 18.0 ms after it (timed apart: not in the percentiles)" in text
+    assert "took" not in "\n".join(ship_lines([], records(45.3), (1500,), 40.0))
+
+
 def test_the_sweep_spans_the_frames_with_odd_lengths():
     frames = sweep_frames(125, 1500, 12)
     assert frames[0] == 125 and frames[-1] == 1500 and len(frames) == 12

@@ -1,8 +1,10 @@
 """The `bench_torch` stage: the PyTorch decoder as apps run it today (eager, per precision)
 beside the compiled PyTorch engines the pipeline built per precision, on the compute device,
-in one run; and the `bench_int8@<variant>` stage: one INT8 variant's engine beside the
-compiled fp16 engine it has to beat, in one run of its own (so a changed variant re-times its
-engine alone, not every engine of the pipeline).
+in one run; and the `bench_int8@<variant>` stage: one INT8 variant's engine in a run of its
+own (so a changed variant re-times its engine alone, not every engine of the pipeline),
+timed in the same rounds as the compiled fp16 engine it has to beat only at the length the
+report's verdicts read (the longest bench frames); elsewhere it reads against the fp16
+engine's figures bench_torch recorded.
 
 Every decoder goes through the runtime API (runtime.eager, runtime.compiled), so what is
 timed is what an app would run. For each: latency at the bench frames (rounds taking turns,
@@ -34,7 +36,7 @@ from vae_engines.core.lazy import lazy_import
 from vae_engines.core.params import BenchParams, ModelParams
 from vae_engines.data.latentset import read_latent_set
 from vae_engines.measure.timing import (device_memory_gib, interleaved, paired_ratio, seeded_latent, streaming,
-                                      time_ms)
+                                      time_ms, warm_up)
 from vae_engines.measure.plans import bench_params, latency_rows
 from vae_engines.measure.evaluate import decode_all
 from vae_engines.metrics import peak_psnr, snr
@@ -90,20 +92,25 @@ def heldout_quality(decoders: dict[str, Decoder], holdout_dir: Path, reference_d
     return out
 
 
-def speed(decoders: dict[str, Decoder], bench: BenchParams, channels: int) -> tuple[list[dict], list[dict]]:
-    """Timing summaries, and the ratio of every pair of decoders, at every bench point."""
+def speed(decoders: dict[str, Decoder], bench: BenchParams, channels: int, subjects: list[str] | None = None,
+          paired_frames: tuple[int, ...] | None = None) -> tuple[list[dict], list[dict]]:
+    """Timing summaries, and the ratio of every pair of decoders, at every bench point. With
+    `paired_frames`, the decoders are timed in the same rounds at those lengths only, and
+    elsewhere the `subjects` alone (whose ratios no one reads there)."""
     timings, ratios = [], []
     for batch in bench.batches:
         for frames in bench.frames:
             log.info("bench torch: batch %d, %d frames", batch, frames)
-            point = interleaved(decoders, batch, frames, channels, bench.warmup, bench.repeats)
+            paired = paired_frames is None or frames in paired_frames
+            group = decoders if paired else {n: d for n, d in decoders.items() if subjects is None or n in subjects}
+            point = interleaved(group, batch, frames, channels, bench.warmup, bench.repeats)
             timings += [t.summary() for t in point.values()]
             names = list(point)
             ratios += [paired_ratio(point[a], point[b]) for i, a in enumerate(names) for b in names[i + 1:]]
     return timings, ratios
 
 
-SWEEP_CALLS = 3  # timed calls per length, after the first (which is timed apart: a new length's cost)
+SWEEP_CALLS = 3  # timed calls per length, after the first (timed apart: a new length's cost) and the warm-up
 FLAG_FROM = 250  # frames (10 s): below it a call's fixed costs dominate its cost per second of audio
 FLAG_RATIO = 1.25  # a length costing more per second of audio than this times the best is flagged
 
@@ -136,9 +143,9 @@ def sweep_flags(rows: list[dict]) -> list[str]:
     return flags
 
 
-def length_sweep(decoders: dict[str, Decoder], frames: list[int], channels: int) -> dict:
-    """Each decoder at each length: the first call there (a new length), then SWEEP_CALLS
-    timed calls; cost per second of audio; flags (sweep_flags)."""
+def length_sweep(decoders: dict[str, Decoder], frames: list[int], channels: int, warmup: int = 1) -> dict:
+    """Each decoder at each length: the first call there (a new length), `warmup` untimed
+    calls, then SWEEP_CALLS timed calls; cost per second of audio; flags (sweep_flags)."""
     out = {}
     for name, decoder in decoders.items():
         rows = []
@@ -146,7 +153,7 @@ def length_sweep(decoders: dict[str, Decoder], frames: list[int], channels: int)
             if decoder.shape.frames is not None and not decoder.shape.frames[0] <= f <= decoder.shape.frames[1]:
                 continue
             x = decoder.prepare(seeded_latent(1, channels, f, seed=f))
-            first = time_ms(decoder, x)
+            first = warm_up(decoder, x, warmup)
             calls = [time_ms(decoder, x) for _ in range(SWEEP_CALLS)]
             median = float(np.median(calls))
             seconds = f * decoder.shape.hop / decoder.shape.sampling_rate
@@ -154,31 +161,33 @@ def length_sweep(decoders: dict[str, Decoder], frames: list[int], channels: int)
                          "min_ms": round(min(calls), 3), "max_ms": round(max(calls), 3),
                          "ms_per_audio_s": round(median / seconds, 4)})
         out[name] = {"rows": rows, "flags": sweep_flags(rows)}
-    return {"frames": frames, "calls": SWEEP_CALLS, "flag_from_frames": FLAG_FROM, "flag_ratio": FLAG_RATIO,
+    return {"frames": frames, "calls": SWEEP_CALLS, "warmup": warmup, "flag_from_frames": FLAG_FROM, "flag_ratio": FLAG_RATIO,
             "engines": out}
 
 
 def measure(decoders: dict[str, Decoder], bench: BenchParams, device: Any, holdout_dir: str | Path,
-            reference_dir: str | Path, subjects: list[str] | None = None) -> dict:
-    """Every measurement of `decoders`, timed in the same rounds: latency and ratios, device
-    memory, held-out quality, streaming and the length sweep -- the last three for
-    `subjects` only (default: every decoder; the sweep: swept())."""
+            reference_dir: str | Path, subjects: list[str] | None = None,
+            paired_frames: tuple[int, ...] | None = None) -> dict:
+    """Every measurement of `decoders`: latency and the ratios of decoders timed in the same
+    rounds (at `paired_frames` only, where given; speed()), and for `subjects` only (default:
+    every decoder) device memory, held-out quality, streaming and the length sweep (the
+    sweep's default: swept())."""
     channels = next(iter(decoders.values())).shape.channels
     chosen = {name: d for name, d in decoders.items() if subjects is None or name in subjects}
     longest = seeded_latent(1, channels, max(bench.frames))
-    memory = {name: decode_memory_gib(d, d.prepare(longest)) for name, d in decoders.items()}
-    timings, ratios = speed(decoders, bench, channels)
+    memory = {name: decode_memory_gib(d, d.prepare(longest)) for name, d in chosen.items()}
+    timings, ratios = speed(decoders, bench, channels, subjects, paired_frames)
     return dict(
         timings=timings, ratios=ratios, device=devices.describe(device),
         memory={"frames": max(bench.frames), "device_memory_gib": memory,
                 "method": "PyTorch's peak allocation during the decode beyond what was allocated before, plus "
                           "the decoder's weights" if device.type == "cuda" else "not measured: no GPU"},
         quality=heldout_quality(chosen, Path(holdout_dir), Path(reference_dir)),
-        streaming={name: streaming(d, channels, bench.stream_frames, bench.stream_window, bench.stream_overlap)
-                   for name, d in chosen.items()},
+        streaming={name: streaming(d, channels, bench.stream_frames, bench.stream_window, bench.stream_overlap,
+                                   warmup=bench.warmup) for name, d in chosen.items()},
         sweep=length_sweep(chosen if subjects is not None else swept(decoders),
                            sweep_frames(min(bench.frames), max(bench.frames), bench.sweep),
-                           channels) if bench.sweep else None,
+                           channels, bench.warmup) if bench.sweep else None,
         runtimes={name: d.describe() for name, d in decoders.items()})
 
 
@@ -211,14 +220,20 @@ def bench_int8(variant: str, bench: BenchParams, *, device: Any, engine: str | P
                holdout_dir: str | Path, reference_dir: str | Path, out_json: str | Path,
                plot_json: str | Path) -> dict:
     """The `bench_int8@<variant>` stage: the variant's INT8 engine and the compiled fp16 engine
-    timed in the same rounds; the INT8 engine's memory, held-out quality, streaming and length
-    sweep. Returns the record written to `out_json`."""
+    timed in the same rounds at the longest bench frames, the length the report's verdicts
+    read; at the other bench frames the INT8 engine alone, and its memory, held-out quality,
+    streaming and length sweep, which read against bench_torch's figures of the fp16 engine
+    (another run: no ratio is drawn from them). Returns the record written to `out_json`."""
     name = INT8_SERIES.format(variant=variant)
     doc: dict = {"machine": fingerprint(), "bench": bench_params(bench), "variant": variant, "engine": name}
     if Runtime.TORCH not in bench.runtimes:
         return _not_in_runtimes(doc, out_json, plot_json)
     decoders = {name: CompiledDecoder(engine), FP16_SERIES: CompiledDecoder(fp16_engine)}
-    doc.update(measure(decoders, bench, device, holdout_dir, reference_dir, subjects=[name]), not_measured={})
+    verdict = (max(bench.frames),)
+    doc.update(measure(decoders, bench, device, holdout_dir, reference_dir, subjects=[name], paired_frames=verdict),
+               not_measured={}, same_rounds={"frames": list(verdict), "with": FP16_SERIES,
+                                             "elsewhere": "the INT8 engine alone; the fp16 engine's figures are "
+                                                          "bench_torch's (reports/torch/bench.json)"})
     write_json(out_json, doc)
     write_json(plot_json, latency_rows([t for t in doc["timings"] if t["series"] == name]))
     return doc
