@@ -169,10 +169,8 @@ def _streaming_table(variants: list[VariantRecords], torch: TorchRecords) -> lis
     return out + [""]
 
 
-def render(variants: list[VariantRecords], frames: tuple[int, ...], plots: list[str], backend: str,
-           sensitivity: dict | None, torch: TorchRecords, data: dict, quality_target_db: float = 40.0) -> str:
+def _header(variants: list[VariantRecords], backend: str) -> list[str]:
     model = variants[0].quality_provenance.get("model", "unknown") if variants else "unknown"
-    crest = variants[0].quality_provenance.get("crest_factor_db", {}).get("heldout_fp32") if variants else None
     out = ["# VAE decoder engines: which variant to ship", "",
            f"Model: **{model}**. Written by `dvc repro` (stage `report`) from the measured records under "
            f"reports/variants/ and engines/{backend}/; do not edit by hand.", ""]
@@ -180,38 +178,48 @@ def render(variants: list[VariantRecords], frames: tuple[int, ...], plots: list[
         out += ["> The model has random weights: its quality figures show how quantization treats this "
                 "architecture, not how real ACE-Step weights fare. Point model.checkpoint at a real checkpoint for "
                 "figures that matter.", ""]
-    out += ship_lines(variants, torch, frames, quality_target_db)
-    out += ["Data:", ""] + _sources(data) + [""]
-    out += ["## Decision guide", ""] + decision_guide(variants, frames, torch) + [""]
-    out += ["## Quality", ""] + _quality_table(variants) + [""]
-    out += [f"Peak PSNR = SNR + the reference's crest factor (20 log10 peak / RMS; {_fmt(crest)} dB for the held-out "
-            "fp32 decodes here), as the reference project defined it. \"vs fp16\" compares with the fp16 graph "
-            "computed in fp16. MR-STFT is Parallel WaveGAN's multi-resolution STFT distance (lower is better).", ""]
+    return out
+
+
+def _quality_section(variants: list[VariantRecords]) -> list[str]:
+    crest = variants[0].quality_provenance.get("crest_factor_db", {}).get("heldout_fp32") if variants else None
+    return ["## Quality", ""] + _quality_table(variants) + ["", (
+        f"Peak PSNR = SNR + the reference's crest factor (20 log10 peak / RMS; {_fmt(crest)} dB for the held-out "
+        "fp32 decodes here), as the reference project defined it. \"vs fp16\" compares with the fp16 graph "
+        "computed in fp16. MR-STFT is Parallel WaveGAN's multi-resolution STFT distance (lower is better)."), ""]
+
+
+def _speed_section(variants: list[VariantRecords], frames: tuple[int, ...]) -> list[str]:
     speed = _speed_tables(variants, frames)
     if not speed:  # no plan was timed here: say why rather than leave the heading empty
         status = sorted({v.bench.get("tensorrt", "not measured") for v in variants}) or ["no variants"]
         speed = [f"TensorRT plans: {'; '.join(status)}. The PyTorch engines that ran here are timed below "
                  "(\"PyTorch engines\", \"Cost by length\").", ""]
-    out += ["## Speed", ""] + speed
-    out += _engines_table(variants)
-    out += _torch_section(torch)
-    out += int8_engines_section(variants, torch)
-    out += sweep_section(torch)
-    out += _streaming_table(variants, torch)
-    if sensitivity:
-        worst = sorted(sensitivity["layers"], key=lambda r: r["peak_psnr_db"])[:5]
-        out += ["## Per-layer sensitivity", "",
-                f"Each layer alone in INT8 ({sensitivity['calibrator']} ranges) on {sensitivity['latents']} held-out "
-                "latents, against fp32. Most sensitive: " + ", ".join(
-                    f"`{r['layer']}` {r['peak_psnr_db']:.1f} dB" for r in worst) + ". A ranking on the fixture is not "
-                "the ranking of real weights.", ""]
-    out += ["## Plots", ""] + [f"![{p}](plots/{p})" for p in plots] + [""]
-    out += ["## Listen", ""]
+    return ["## Speed", ""] + speed
+
+
+def _sensitivity_section(sensitivity: dict | None) -> list[str]:
+    if not sensitivity:
+        return []
+    worst = sorted(sensitivity["layers"], key=lambda r: r["peak_psnr_db"])[:5]
+    return ["## Per-layer sensitivity", "",
+            f"Each layer alone in INT8 ({sensitivity['calibrator']} ranges) on {sensitivity['latents']} held-out "
+            "latents, against fp32. Most sensitive: " + ", ".join(
+                f"`{r['layer']}` {r['peak_psnr_db']:.1f} dB" for r in worst) + ". A ranking on the fixture is not "
+            "the ranking of real weights.", ""]
+
+
+def _listen(variants: list[VariantRecords]) -> list[str]:
+    out = ["## Listen", ""]
     for v in variants:
         files = v.quality_provenance.get("clips", {}).get("files", [])
         source = v.quality_provenance.get("clips", {}).get("from", "")
         out.append(f"- `{v.name}` ({source}): " + ", ".join(f"[{f[:-4]}](variants/{v.name}/clips/{f})" for f in files))
-    out += ["", "## Provenance", ""]
+    return out + [""]
+
+
+def _provenance(variants: list[VariantRecords], torch: TorchRecords) -> list[str]:
+    out = ["## Provenance", ""]
     for v in variants:
         qp, b = v.quality_provenance, v.bench
         machine = qp.get("machine", {})
@@ -231,7 +239,20 @@ def render(variants: list[VariantRecords], frames: tuple[int, ...], plots: list[
                    f"{machine.get('cpu')} ({machine.get('cpu_count')} cores); bench: frames {bench.get('frames')}, "
                    f"{bench.get('repeats')} rounds")
     versions = variants[0].quality_provenance.get("machine", {}).get("versions", {}) if variants else {}
-    out += ["- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if v), ""]
+    return out + ["- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if v), ""]
+
+
+def render(variants: list[VariantRecords], frames: tuple[int, ...], plots: list[str], backend: str,
+           sensitivity: dict | None, torch: TorchRecords, data: dict, quality_target_db: float = 40.0) -> str:
+    """report.md from the records: the first screen, then the sections in reading order."""
+    out = _header(variants, backend) + ship_lines(variants, torch, frames, quality_target_db)
+    out += ["Data:", ""] + _sources(data) + [""]
+    out += ["## Decision guide", ""] + decision_guide(variants, frames, torch) + [""]
+    out += _quality_section(variants) + _speed_section(variants, frames) + _engines_table(variants)
+    out += _torch_section(torch) + int8_engines_section(variants, torch) + sweep_section(torch)
+    out += _streaming_table(variants, torch) + _sensitivity_section(sensitivity)
+    out += ["## Plots", ""] + [f"![{p}](plots/{p})" for p in plots] + [""]
+    out += _listen(variants) + _provenance(variants, torch)
     return "\n".join(out)
 
 
