@@ -30,7 +30,7 @@ from typing import Any
 
 from vae_engines.core.lazy import lazy_import
 from vae_engines.kernels.op import unit_fits
-from vae_engines.model.fused import FusedDecoder, LayerQuant, layer_specs, unit_of
+from vae_engines.model.fused import FusedDecoder, LayerQuant, layer_specs, unit_call, unit_of
 
 torch = lazy_import("torch")
 log = logging.getLogger(__name__)
@@ -227,8 +227,9 @@ def choose_units(module: Any, device: Any, frames: list[int], layers: dict[str, 
 def _compile_work(work: list[tuple[Any, list[list[int]]]], device_type: str) -> int:
     """Run each (layer, tiles) once at a short length on `device_type`: what compiles every
     kernel those tiles need (Triton keeps them in its on-disk cache). The layers come on the
-    meta device (shapes and types: what a kernel is compiled for) and get random values here.
-    A tile that fails here is left for choose_tiles to record. Returns how many calls ran."""
+    meta device (shapes and types: what a kernel is compiled for) and get random values here;
+    a ModuleList of two layers is a residual unit, run as one kernel in each unit tile. A tile
+    that fails here is left for choose_tiles / choose_units to record. Returns how many calls ran."""
     device = torch.device(device_type)
     generator = torch.Generator(device=device).manual_seed(0)
     calls = 0
@@ -238,11 +239,19 @@ def _compile_work(work: list[tuple[Any, list[list[int]]]], device_type: str) -> 
             for buffer in layer.buffers():
                 if buffer.is_floating_point():
                     buffer.normal_(0, 0.02, generator=generator)
-            x, residual = layer_inputs(layer, max(t[0] for t in tiles) * 2, device, generator)
+            unit = isinstance(layer, torch.nn.ModuleList)  # a residual unit's two layers (unit tiles)
+            first = layer[0] if unit else layer
+            x, residual = layer_inputs(first, max(t[0] for t in tiles) * 2, device, generator)
+            if unit:
+                residual = torch.randn(x.shape[0], x.shape[1], first.weight.shape[0], generator=generator,
+                                       device=device, dtype=torch.float16)
             for tile in tiles:
-                layer.tile = tile
                 try:
-                    layer(x, residual)
+                    if unit:
+                        unit_call(layer[0], layer[1], x, residual, tile)
+                    else:
+                        layer.tile = tile
+                        layer(x, residual)
                     calls += 1
                 except Exception:  # noqa: BLE001  (choose_tiles times it and records why it fails)
                     continue
@@ -265,6 +274,15 @@ def precompile(module: Any, device: Any, jobs: int) -> int:
                s.audio, s.snake is not None, layer.bias is not None, layer.s_scale > 0, layer.res_scale > 0)
         if tiles and key not in distinct:  # sent as shapes and types only: no weights through pipes
             distinct[key] = (copy.deepcopy(layer).to("meta"), tiles)
+    for i, layer in enumerate(module.layers):  # the unit kernels, one per distinct unit
+        tiles = unit_candidates(module, i)
+        if not tiles:
+            continue
+        second = module.layers[i + 1]
+        key = ("unit", tuple(layer.weight.shape), layer.weight.dtype, second.weight.dtype, second.s_scale > 0,
+               second.res_scale > 0, layer.bias is not None)
+        if key not in distinct:
+            distinct[key] = (copy.deepcopy(torch.nn.ModuleList([layer, second])).to("meta"), tiles)
     work = list(distinct.values())
     shares = [work[i::jobs] for i in range(min(jobs, len(work)))]
     if not shares:

@@ -139,6 +139,16 @@ class FusedConv(nn.Module):
             s.stride, self.x_scale, self.s_scale, s.store_y, s.audio, self.tile)
 
 
+def unit_call(first: FusedConv, second: FusedConv, x: torch.Tensor, stream: torch.Tensor,
+              tile: list[int]) -> torch.Tensor:
+    """A residual unit's k=7 layer `first` and k=1 layer `second` (into `stream` in place) as
+    one op in `tile` (kernels.op.fused_unit_): the next layer's input."""
+    a, b = first, second
+    return torch.ops.vae_engines.fused_unit_(
+        x, a.weight, a.w_scale, a.bias, a.alpha, a.inv_beta, b.weight, b.w_scale, b.bias, b.alpha, b.inv_beta,
+        stream, a.spec.taps, a.spec.dilation, a.x_scale, b.x_scale, b.s_scale, b.res_scale, tile)
+
+
 class FusedDecoder(nn.Module):
     """float32 latent [B, C, T] -> float32 audio [B, A, T * hop] through fused convolutions.
 
@@ -171,10 +181,7 @@ class FusedDecoder(nn.Module):
 
     def _unit(self, i: int, x: torch.Tensor, stream: torch.Tensor) -> torch.Tensor:
         """Layers i (k=7) and i + 1 (k=1, into `stream` in place) as one kernel: the next layer's input."""
-        a, b = self.layers[i], self.layers[i + 1]
-        return torch.ops.vae_engines.fused_unit_(
-            x, a.weight, a.w_scale, a.bias, a.alpha, a.inv_beta, b.weight, b.w_scale, b.bias, b.alpha, b.inv_beta,
-            stream, a.spec.taps, a.spec.dilation, a.x_scale, b.x_scale, b.s_scale, b.res_scale, self.unit_tiles[i])
+        return unit_call(self.layers[i], self.layers[i + 1], x, stream, self.unit_tiles[i])
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         x = latent.float().transpose(1, 2)  # [B, T, C], channels-last like every activation after it
