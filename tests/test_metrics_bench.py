@@ -116,3 +116,39 @@ def test_stream_windows_cover_the_latent():
     assert all(b - a == 16 for a, b in spans)
     assert all(spans[i + 1][0] - spans[i][0] <= 12 for i in range(len(spans) - 1))
     assert windows(10, 16, 4) == [(0, 10)]
+
+
+def test_a_bench_with_nothing_to_time_costs_its_start_up(tmp_path):
+    """bench@ where no GPU here can run the plans (issue 37: the 8 TensorRT bench stages took
+    30 s on an H100, where TensorRT-RTX refuses compute capability 9.0): the record says why,
+    with neither numpy nor torch imported and the plans' bytes not hashed."""
+    import json
+    import subprocess
+    import sys
+
+    from vae_engines.trt.plan import unavailable_reason
+
+    if unavailable_reason("tensorrt_rtx") is None:
+        pytest.skip("a GPU here can run TensorRT-RTX plans: the bench would time them")
+    for name in ("minmax", "fp16"):
+        (tmp_path / f"{name}.plan").write_bytes(b"p" * 1000)
+        (tmp_path / f"{name}.json").write_text(json.dumps({"backend": "tensorrt_rtx", "plan_bytes": 1000,
+                                                           "plan_sha256": "not read"}))
+        (tmp_path / f"{name}.onnx").write_bytes(b"o" * 10)
+    code = f"""
+import sys, time
+from pathlib import Path
+began = time.perf_counter()
+from vae_engines.core.params import BenchParams
+from vae_engines.measure.plans import bench_variant
+d = Path({str(tmp_path)!r})
+doc = bench_variant("minmax", BenchParams(), threads=1, onnx={{n: d / f"{{n}}.onnx" for n in ("minmax", "fp16")}},
+                    plans={{n: d / f"{{n}}.plan" for n in ("minmax", "fp16")}}, out_json=d / "bench.json",
+                    plot_json=d / "latency.json")
+print(round(time.perf_counter() - began, 3), doc["tensorrt"], sorted({{"numpy", "torch"}} & set(sys.modules)))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    seconds, rest = done.stdout.split(" ", 1)
+    assert rest.strip().startswith("not measured:") and rest.strip().endswith("[]"), rest
+    assert float(seconds) < 1.0, seconds  # its decision and record

@@ -18,37 +18,41 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from vae_engines.core.choices import Runtime
 from vae_engines.core.env import fingerprint
 from vae_engines.core.fileio import write_json
+from vae_engines.core.lazy import lazy_import
 from vae_engines.core.params import BenchParams
-from vae_engines.measure.timing import PeakRss, interleaved, paired_ratio, streaming
-from vae_engines.runtime.base import Decoder
-from vae_engines.runtime.onnx import OnnxDecoder
-from vae_engines.runtime.tensorrt import PlanDecoder
 from vae_engines.trt.plan import plan_metadata, unavailable_reason
+
+# what times the plans loads only where something is timed: a stage with nothing to time
+# decides, writes its record and ends in a fraction of a second (no numpy, torch or runtime)
+timing = lazy_import("vae_engines.measure.timing")
+onnx_runtime = lazy_import("vae_engines.runtime.onnx")
+tensorrt_runtime = lazy_import("vae_engines.runtime.tensorrt")
 
 log = logging.getLogger(__name__)
 
 
-def time_group(group: dict[str, Decoder], bench: BenchParams, channels: int) -> tuple[list[dict], list[dict]]:
+def time_group(group: dict[str, Any], bench: BenchParams, channels: int) -> tuple[list[dict], list[dict]]:
     """(timing summaries, ratios of the first decoder against each other) at every point."""
     timings, ratios = [], []
     names = list(group)
     for batch in bench.batches:
         for frames in bench.frames:
-            point = interleaved(group, batch, frames, channels, bench.warmup, bench.repeats)
+            point = timing.interleaved(group, batch, frames, channels, bench.warmup, bench.repeats)
             timings += [t.summary() for t in point.values()]
-            ratios += [paired_ratio(point[names[0]], point[reference]) for reference in names[1:]]
+            ratios += [timing.paired_ratio(point[names[0]], point[reference]) for reference in names[1:]]
     return timings, ratios
 
 
 def variant_groups(variant: str, bench: BenchParams, threads: int, *, onnx: dict[str, Path],
-                   plans: dict[str, Path], backend: str) -> tuple[dict[str, dict[str, Decoder]], dict[str, str]]:
+                   plans: dict[str, Path], backend: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """The decoders to compare, by runtime, and why any runtime asked for is not measured.
     onnx / plans: the variant's own first, then its references (checked whole already)."""
-    groups: dict[str, dict[str, Decoder]] = {}
+    groups: dict[str, dict[str, Any]] = {}
     notes: dict[str, str] = {}
     reason = unavailable_reason(backend)
     if Runtime.TENSORRT not in bench.runtimes:
@@ -56,9 +60,11 @@ def variant_groups(variant: str, bench: BenchParams, threads: int, *, onnx: dict
     elif reason is not None:
         notes["tensorrt"] = f"not measured: {reason}"
     else:
-        groups["tensorrt"] = {f"{name} ({backend})": PlanDecoder(path) for name, path in plans.items()}
+        groups["tensorrt"] = {f"{name} ({backend})": tensorrt_runtime.PlanDecoder(path)
+                              for name, path in plans.items()}
     if Runtime.ONNXRUNTIME in bench.runtimes:
-        groups["onnxruntime"] = {f"{name} (onnxruntime)": OnnxDecoder(path, threads) for name, path in onnx.items()}
+        groups["onnxruntime"] = {f"{name} (onnxruntime)": onnx_runtime.OnnxDecoder(path, threads)
+                                 for name, path in onnx.items()}
     else:
         notes["onnxruntime"] = "not measured: not in bench.runtimes (add onnxruntime to time the graphs on the CPU)"
     return groups, notes
@@ -67,7 +73,8 @@ def variant_groups(variant: str, bench: BenchParams, threads: int, *, onnx: dict
 def bench_variant(variant: str, bench: BenchParams, *, threads: int, onnx: dict[str, Path], plans: dict[str, Path],
                   out_json: str | Path, plot_json: str | Path) -> dict:
     """Time `variant` beside its references (see the module docstring); returns bench.json."""
-    records = {name: plan_metadata(path) for name, path in plans.items()}  # a damaged plan is an error here
+    # a damaged plan is an error here; its bytes are hashed where it is loaded (PlanDecoder does)
+    records = {name: plan_metadata(path, hashed=False) for name, path in plans.items()}
     plan, backend = records[variant], records[variant]["backend"]
     groups, notes = variant_groups(variant, bench, threads, onnx=onnx, plans=plans, backend=backend)
     memory = {"plan_bytes": plan["plan_bytes"], "onnx_bytes": onnx[variant].stat().st_size}
@@ -78,12 +85,13 @@ def bench_variant(variant: str, bench: BenchParams, *, threads: int, onnx: dict[
         log.info("bench %s: %s", variant, kind)
         channels = next(iter(group.values())).shape.channels
         described.update({name: d.describe() for name, d in group.items()})
-        with PeakRss() as rss:
+        with timing.PeakRss() as rss:
             t, r = time_group(group, bench, channels)
         timings, ratios = timings + t, ratios + r
         memory[f"{kind}_peak_rss_mib"] = round(rss.peak / 2**20, 1)
         for name, decoder in group.items():
-            stream[name] = streaming(decoder, channels, bench.stream_frames, bench.stream_window, bench.stream_overlap)
+            stream[name] = timing.streaming(decoder, channels, bench.stream_frames, bench.stream_window,
+                                            bench.stream_overlap, warmup=bench.warmup)
     if "tensorrt" in groups:
         memory["engine_device_memory_bytes"] = described[f"{variant} ({backend})"]["device_memory_bytes"]
     doc = {"variant": variant, "timings": timings, "ratios": ratios, "streaming": stream, "memory": memory,

@@ -24,8 +24,10 @@ torch = lazy_import("torch")
 RTX_COMPUTE = ("8.", "12.")  # TensorRT-RTX 1.7 runs on 8.0 / 8.6 / 8.9 / 12.x (and refuses 9.0)
 
 
-def plan_metadata(plan_path: str | Path) -> dict:
-    """The plan's build record (the .json beside it), after checking the plan is whole."""
+def plan_metadata(plan_path: str | Path, hashed: bool = True) -> dict:
+    """The plan's build record (the .json beside it), after checking the plan is whole: its
+    size, and (`hashed`) its sha256 -- which reads the whole plan, so a caller that will not
+    load it may check the size alone."""
     plan_path = Path(plan_path)
     if not plan_path.is_file():
         raise UserError(f"{plan_path} does not exist; build it with `dvc repro`")
@@ -34,7 +36,7 @@ def plan_metadata(plan_path: str | Path) -> dict:
     if size != meta.get("plan_bytes"):
         raise UserError(f"{plan_path} is {size} bytes but was built as {meta.get('plan_bytes')}: it is truncated or "
                         "replaced; rebuild it with `dvc repro`")
-    if sha256_file(plan_path) != meta.get("plan_sha256"):
+    if hashed and sha256_file(plan_path) != meta.get("plan_sha256"):
         raise UserError(f"{plan_path} does not match its build metadata (sha256): it is corrupted; rebuild it with "
                         "`dvc repro`")
     return meta
