@@ -94,3 +94,27 @@ def test_the_driver_fits_recorded_peaks_into_a_fake_gpu(tmp_path, isolated_env):
     assert read_peaks(record, "cpu") == {"a": 7 * GIB, "b": 6 * GIB, "c": 3 * GIB}
     run = {s["stage"]: s for s in json.loads((project / "run.json").read_text())["stages"]}
     assert run["a"]["peak_bytes"] == 7 * GIB and run["a"]["outcome"] == "ran"
+
+
+def test_the_tune_stage_keeps_its_timings_when_nothing_they_depend_on_changed(tmp_path):
+    """compiled.build.tuning_key: the GPU, versions, lengths, architecture and kernel code --
+    not the weights; a record timed with the same key is kept, any other is timed again."""
+    import torch
+
+    from vae_engines.compiled.build import _earlier_tiles, tuning_key
+    from vae_engines.core.fileio import write_json
+
+    cpu = torch.device("cpu")
+    net = torch.nn.Conv1d(4, 8, 3)
+    key = tuning_key(net, cpu, [16, 32])
+    torch.nn.init.normal_(net.weight)  # other weights, same shapes: same key
+    assert tuning_key(net, cpu, [16, 32]) == key
+    assert tuning_key(torch.nn.Conv1d(4, 16, 3), cpu, [16, 32]) != key  # another architecture
+    assert tuning_key(net, cpu, [16, 64]) != key  # other lengths
+    record = tmp_path / "tiles.json"
+    assert _earlier_tiles(record, key) is None
+    write_json(record, {"key": key, "fp16": {"conv1": {"tile": [1]}}})
+    assert _earlier_tiles(record, key)["fp16"] == {"conv1": {"tile": [1]}}
+    assert _earlier_tiles(record, {**key, "code": "changed"}) is None
+    record.write_text("{half")
+    assert _earlier_tiles(record, key) is None

@@ -20,6 +20,7 @@ latents `check_latents` names against the fp32 eager decoder.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -30,7 +31,8 @@ from vae_engines.compiled.tune import choose_tiles, choose_units, label, tiles_f
 from vae_engines.core import device as devices
 from vae_engines.core.choices import CompileMode, Kernels, Precision
 from vae_engines.core.errors import UserError
-from vae_engines.core.fileio import atomic_path, read_json, sha256_file, write_json
+from vae_engines.core.env import version
+from vae_engines.core.fileio import atomic_path, read_json, sha256_file, write_json, write_json_if_changed
 from vae_engines.core.lazy import lazy_import
 from vae_engines.core.params import ModelParams, ProfileParams
 from vae_engines.data.latentset import read_latent_set
@@ -230,17 +232,52 @@ def build_package(decoder: Any, shape: Shape, *, precision: Precision, mode: Com
     return record
 
 
+TUNE_SOURCES = ("kernels", "model/fused.py", "compiled/tune.py")  # the code the timed kernels come from
+
+
+def tuning_key(decoder: Any, device: Any, frames: list[int]) -> dict:
+    """What the tune stage's timings depend on: the GPU, torch and Triton, the lengths, the
+    decoder's architecture (its parameters' shapes, not their values) and the kernels' code.
+    Its other dependencies (the rest of the package, the weights) change no timing."""
+    package = Path(__file__).resolve().parents[1]
+    files = sorted(f for name in TUNE_SOURCES for f in ([package / name] if name.endswith(".py")
+                                                        else (package / name).glob("*.py")))
+    code = hashlib.sha256(b"".join(f.relative_to(package).as_posix().encode() + f.read_bytes() for f in files))
+    shapes = repr([(name, tuple(p.shape)) for name, p in decoder.named_parameters()]).encode()
+    here = devices.describe(device)
+    return {"device": [here.get("name"), here.get("compute_capability")], "torch": version("torch"),
+            "triton": version("triton"), "frames": frames, "architecture": hashlib.sha256(shapes).hexdigest(),
+            "code": code.hexdigest()}
+
+
+def _earlier_tiles(out: str | Path, key: dict) -> dict | None:
+    """The record at `out` where it was timed with this very key, else None."""
+    try:
+        earlier = read_json(out) if Path(out).is_file() else None
+    except UserError:  # unreadable: time again
+        return None
+    return earlier if earlier and earlier.get("key") == key else None
+
+
 def tune_kernels(model: ModelParams, *, device: Any, profile: ProfileParams, out: str | Path, jobs: int = 1) -> dict:
     """The `tune` stage: each decoder layer's fused-kernel tile, fp16 and int8, timed once on
-    `device` (compiled.tune; its kernels compiled first in `jobs` processes). On a CPU the
-    fused op runs its torch reference: nothing to tune, and the record says so without
-    loading the model."""
+    `device` (compiled.tune; its kernels compiled first in `jobs` processes). Where the record
+    already at `out` was timed with the same tuning_key, its timings are kept (DVC re-runs the
+    stage on any change in the package). On a CPU the fused op runs its torch reference:
+    nothing to tune, and the record says so without loading the model."""
     record = {"device": devices.describe(device), "frames": [], "fp16": {}, "int8": {}}
     if device.type == "cuda":
         loaded = load_vae(model)
-        frames = tuning_frames(profile)
+        decoder, frames = fold_decoder(loaded.vae), tuning_frames(profile)
+        key = tuning_key(decoder, device, frames)
+        earlier = _earlier_tiles(out, key)
+        if earlier is not None:
+            log.info("tune: nothing the timings depend on changed; %s keeps its tiles", out)
+            kept = {**earlier, "model": loaded.description}  # the weights named; their values time nothing
+            write_json_if_changed(out, kept)
+            return kept
         started = time.perf_counter()
-        record.update(frames=frames, **tune_tiles(fold_decoder(loaded.vae), device, frames, jobs),
+        record.update(frames=frames, **tune_tiles(decoder, device, frames, jobs), key=key,
                       model=loaded.description, seconds=round(time.perf_counter() - started, 1))
     else:
         record["note"] = "a CPU runs the fused op's torch reference: no tiles"
