@@ -20,8 +20,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from vae_engines.core.errors import UserError
-
-MEMORY_RECORD_ENV = "VAE_ENGINES_MEMORY_RECORD"  # set by `vae-engines repro`: where a stage writes its peak
+from vae_engines.core.gpu_memory import MEMORY_RECORD_ENV, write_stage_peak
 
 NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch", "diffusers", "matplotlib", "PIL", "numexpr")
 
@@ -69,8 +68,6 @@ def run(main: Callable[[argparse.Namespace], None], arg_parser: argparse.Argumen
         main(args)
         record = os.environ.get(MEMORY_RECORD_ENV)
         if record:
-            from vae_engines.core.gpu_memory import write_stage_peak
-
             write_stage_peak(record)
     except UserError as exc:
         if debug:

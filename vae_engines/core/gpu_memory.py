@@ -18,9 +18,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from vae_engines.core.entry import MEMORY_RECORD_ENV  # noqa: F401  (where a stage writes its peak)
 from vae_engines.core.fileio import read_json, write_json
 
+MEMORY_RECORD_ENV = "VAE_ENGINES_MEMORY_RECORD"  # set by the driver: where a stage writes its peak
 # What a CUDA context holds outside PyTorch's allocator (the driver's own state and the loaded
 # kernel modules): an allowance, not a measurement; it errs on the large side.
 CUDA_CONTEXT_BYTES = 768 * 2**20

@@ -1,7 +1,7 @@
 """Quantize stages before and after statistics were collected once per calibration set.
 
     git worktree add /tmp/old 0024468        # the last commit that calibrated per variant
-    python benchmarks/quantize_speed.py --old-tree /tmp/old [--out benchmarks/results/quantize_speed]
+    python benchmarks/experiments/quantize_speed.py --old-tree /tmp/old [--out benchmarks/results/quantize_speed]
 
 Both sides run their own `stages/quantize.py` (the old one with PYTHONPATH pointing at the
 old tree) as separate processes, one after another, on the same fp32 ONNX and calibration
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = {
     "entropy": {"calibrator": "entropy"},
     "minmax": {"calibrator": "minmax"},

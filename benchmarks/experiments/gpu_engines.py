@@ -2,7 +2,7 @@
 one process (issue 18): eager PyTorch (what ACE-Step runs today) beside the compiled
 PyTorch engines, full-size seeded ACE-Step 1.5 decoder.
 
-    python benchmarks/gpu_engines.py --out DIR [--frames 125 1500] [--budget-s 540]
+    python benchmarks/experiments/gpu_engines.py --out DIR [--frames 125 1500] [--budget-s 540]
 
 Builds each compiled engine with compiled.build.build_package (fp16, fp16 with CUDA graphs,
 bf16, fp32; profile 125..1500 frames), loads it back with runtime.load as an app would,
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from vae_engines.compiled.build import build_package  # noqa: E402

@@ -1,7 +1,7 @@
 """What the tune stage and an INT8 engine's build and bench cost on a GPU (issue 30), each
 measured in a fresh process from an empty Triton cache.
 
-    python benchmarks/gpu_tune_cost.py --out DIR [--jobs 16] [--smoke]
+    python benchmarks/experiments/gpu_tune_cost.py --out DIR [--jobs 16] [--smoke]
 
 Full-size seeded ACE-Step 1.5 decoder, the 60 s GPU profile (125 / 1500 / 1500 frames):
 
@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
