@@ -7,7 +7,9 @@ last figure of every stage, per GPU model, in one JSON file (`--memory-record`, 
 reports/stage_memory.json: commit it, and a fresh clone on the same GPU model starts with
 the figures). It starts a stage only when the figures of the stages running and its own fit
 the GPU's memory less a margin. A stage with no figure yet starts as before, and one that runs
-out of GPU memory beside others runs again alone (core/repro.py).
+out of GPU memory beside others runs again alone (core/repro.py). What the figure leaves
+out: memory a library allocates outside PyTorch's allocator (a TensorRT builder's workspace);
+such a stage that runs out of memory is caught by the same fallback.
 """
 
 from __future__ import annotations

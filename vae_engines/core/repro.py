@@ -173,6 +173,7 @@ class Driver:
         self.events: queue.Queue = queue.Queue()
         self.procs: dict[str, subprocess.Popen] = {}
         self.scratch = Path(tempfile.mkdtemp(prefix="vae-engines-repro-"))  # the stages' peak reports
+        self.launches = 0
         self.begin = time.perf_counter()
 
     def finished(self) -> bool:
@@ -210,18 +211,21 @@ class Driver:
         return True
 
     def start_ready(self) -> None:
-        allowed = _next(self.stages, self.done, self.running, self.started, self.jobs - len(self.running),
-                        self.budget, self.peaks)
-        if self.candidates is None:
-            allowed = [n for n in allowed if self.stages[n].always]
+        slots = self.jobs - len(self.running)
+        if self.candidates is None:  # only the always-changed stages until `dvc status` has spoken
+            allowed = _next(self.stages, self.done, self.running, self.started, len(self.stages), self.budget,
+                            self.peaks)
+            allowed = [n for n in allowed if self.stages[n].always][:slots]
+        else:
+            allowed = _next(self.stages, self.done, self.running, self.started, slots, self.budget, self.peaks)
         for name in allowed:
             if self.running:
                 self.crowded.update(self.running | {name})
             self.running.add(name)
             self.started.add(name)
             self.results[name].started_s = round(time.perf_counter() - self.begin, 2)
-            report = self.scratch / f"{len(self.started)}.json"
-            report.unlink(missing_ok=True)
+            self.launches += 1
+            report = self.scratch / f"{self.launches}.json"  # this process's own (a retry gets another)
             threading.Thread(target=_run_stage, args=(name, self.root, self.events, self.procs, report),
                              daemon=True).start()
 
