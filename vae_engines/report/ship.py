@@ -64,8 +64,8 @@ def _first_call(r: dict, frames: int) -> list[str]:
     first, t = r["timing"].get("first_call_ms"), r["timing"]
     if first is None or first <= FIRST_CALL_NOTE * t["median_ms"]:
         return []
-    return [f"- A first call at a length `{r['engine']}` has not decoded yet ({frames} frames here) took {first:.1f} ms "
-            f"against {t['median_ms']:.1f} ms after it (timed apart: not in the percentiles)."]
+    return [f"- A new length costs more at first: `{r['engine']}`'s first timed call at {frames} frames took "
+            f"{first:.1f} ms against {t['median_ms']:.1f} ms once warm (kept out of the percentiles)."]
 
 
 def _pick_lines(torch: TorchRecords, rows: list[dict], f: int, target_db: float) -> list[str]:
