@@ -1,0 +1,355 @@
+"""The residual unit as one kernel (issue 36) on a GPU, layer by layer and end to end, one process.
+
+    python benchmarks/gpu_units.py --out DIR [--ranges R.ranges.json ...] [--rounds N] [--smoke]
+
+Full-size seeded ACE-Step 1.5 decoder (fixtures/acestep-1.5, seed 0: the 60 s GPU
+configuration's model). Engines are model.fused.FusedDecoder modules with the tune stage's
+own choices (compiled.tune.tune_tiles), each captured as a CUDA graph per length (what the
+compiled engines' graph mode runs; no host work in the timed region):
+
+  fp16 layers / fp16 units     every layer fp16; units: the residual units the tuner fused
+  int8 <variant> layers/units  a calibrated INT8 variant of the 60 s configuration (its
+                               ranges.json: every int8 layer's calibrated input range), or,
+                               without --ranges, minmax over two seeded latents
+
+Phases, each writing DIR/results.json as it ends (a call cut short keeps what finished):
+1. ceilings: copy bandwidth (bytes read + written), dense fp16 and int8 GEMMs at 8192^3;
+2. tune: each layer's tile and each unit's kernel against its two layers, at the lengths of
+   the 60 s configuration's tune stage (250 and 1500 frames), kernels compiled ahead;
+3. checks: each unit kernel in every tile against the CPU reference of its two layers;
+4. table: the layer table with the roofline column (benchmarks/layer_table.py), layers and units;
+5. decode: 60 s decodes, rounds taking turns, ratios with 95% intervals, device memory;
+6. sweep: milliseconds per second of audio from 250 to 1500 frames, each engine;
+7. quality: peak PSNR against eager fp32 (TF32 off) on seeded latents at unit scale and at the
+   seeded encoder's scale (std 0.027, the 60 s configuration's held-out windows), and units
+   against layers (the same arithmetic: they should agree to fp16 rounding).
+--smoke runs it on the CPU (the shipped small model, Triton's interpreter, a few frames): its
+figures mean nothing; it checks the script before device time is spent on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+if "--smoke" in sys.argv:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from layer_table import roofline_rows, table_md  # noqa: E402
+
+from vae_engines.compiled.int8 import layer_quant, observed_quant  # noqa: E402
+from vae_engines.compiled.tune import tiles_for, tune_tiles  # noqa: E402
+from vae_engines.core import device as devices  # noqa: E402
+from vae_engines.core.env import fingerprint  # noqa: E402
+from vae_engines.core.params import ModelParams  # noqa: E402
+from vae_engines.measure.timing import Timing, paired_ratio  # noqa: E402
+from vae_engines.metrics import peak_psnr  # noqa: E402
+from vae_engines.model.fused import FusedDecoder, unit_of  # noqa: E402
+from vae_engines.model.oobleck import fold_decoder, load_vae  # noqa: E402
+
+log = logging.getLogger("gpu_units")
+
+
+class Config:
+    device = torch.device("cuda")
+    model = ModelParams(source="seeded", checkpoint="vae_engines/fixtures/acestep-1.5", seed=0)
+    frames = 1500
+    tune_frames = [250, 1500]
+    sweep = [250, 251, 300, 375, 500, 501, 625, 750, 1000, 1250, 1500]
+    check_frames = 16
+    rounds = 12
+    sweep_rounds = 5
+    hop_s = 1920 / 48000
+
+    @classmethod
+    def smoke(cls) -> None:
+        cls.device = torch.device("cpu")
+        cls.model = ModelParams()
+        cls.frames, cls.tune_frames, cls.sweep, cls.check_frames, cls.rounds = 3, [2], [2, 3], 1, 2
+        from vae_engines.compiled import tune as tuner  # one candidate a kind: the interpreter is slow
+
+        for table in (tuner.CANDIDATES, tuner.UNIT_CANDIDATES):
+            for kind in table:
+                table[kind] = table[kind][:1]
+        timed = tuner.time_call
+        tuner.time_call = lambda fn, device: timed(fn, device, repeats=1, warmup=0)
+        cls.sweep_rounds = 1
+
+
+CFG = Config
+
+
+def seeded(frames: int, seed: int, scale: float = 1.0) -> torch.Tensor:
+    x = np.random.default_rng(seed).standard_normal((1, 64, frames)).astype(np.float32) * scale
+    return torch.from_numpy(x).to(CFG.device)
+
+
+def sync() -> None:
+    if CFG.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def event_ms(fn, repeats: int = 5) -> float:
+    """Median ms of fn() (CUDA events; the wall clock on a CPU)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if CFG.device.type == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        else:
+            began = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - began) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def ceilings() -> dict:
+    """The roofline's two ceilings on this GPU: copy bandwidth and dense GEMM rates."""
+    n = 8192 if CFG.device.type == "cuda" else 256
+    a = torch.empty(1 << (30 if CFG.device.type == "cuda" else 20), dtype=torch.uint8, device=CFG.device)
+    b = torch.empty_like(a)
+    copy_ms = event_ms(lambda: b.copy_(a))
+    x = torch.randn(n, n, device=CFG.device, dtype=torch.float16)
+    fp16_ms = event_ms(lambda: x @ x)
+    xi = torch.randint(-127, 128, (n, n), device=CFG.device, dtype=torch.int8)
+    int8_ms = event_ms(lambda: torch._int_mm(xi, xi.T.contiguous().T)) if CFG.device.type == "cuda" else fp16_ms
+    flop = 2.0 * n ** 3
+    return {"copy_tb_s": round(2 * a.numel() / copy_ms / 1e9, 3), "fp16_tflops": round(flop / fp16_ms / 1e9, 1),
+            "int8_tops": round(flop / int8_ms / 1e9, 1), "how": f"copy of {a.numel() >> 20} MiB (read + write); "
+            f"torch.matmul fp16 and torch._int_mm int8 at {n}^3; median of 5 after one call"}
+
+
+def quant_of(decoder, ranges: Path | None) -> dict:
+    if ranges is None:
+        with devices.exact_fp32():
+            return observed_quant(decoder.to(CFG.device), [seeded(CFG.frames, s) for s in (10, 11)])
+    return layer_quant(decoder, json.loads(ranges.read_text()))
+
+
+def checks(decoder, quants: dict) -> dict:
+    """Each unit kernel against the CPU reference of its two layers (kernels.op.TOLERANCES)."""
+    from vae_engines.compiled.tune import layer_frames, layer_inputs, unit_candidates
+
+    out = {}
+    for name, quant in {"fp16": None, **quants}.items():
+        module = FusedDecoder(decoder, quant)
+        rows = layer_frames([layer.spec for layer in module.layers], CFG.check_frames)
+        g = torch.Generator().manual_seed(0)
+        worst = {"max_abs_stream": 0.0, "s_max_step_or_abs": 0.0, "units": 0}
+        for i, layer in enumerate(module.layers):
+            tiles = unit_candidates(module, i)
+            if not tiles:
+                continue
+            x, _ = layer_inputs(layer, rows[i], torch.device("cpu"), g)
+            stream = torch.randn(1, rows[i], layer.weight.shape[0], generator=g).half()
+            ref_stream = stream.clone()
+            module.unit_tiles[i] = []
+            ref_s = module._unit(i, x, ref_stream)
+            gpu = module.to(CFG.device)
+            for tile in tiles:
+                gpu.unit_tiles[i] = tile
+                got_stream = stream.to(CFG.device)
+                got_s = gpu._unit(i, x.to(CFG.device), got_stream).cpu()
+                worst["max_abs_stream"] = max(worst["max_abs_stream"],
+                                              float((got_stream.cpu().float() - ref_stream.float()).abs().max()))
+                diff = (got_s.float() - ref_s.float()).abs()
+                worst["s_max_step_or_abs"] = max(worst["s_max_step_or_abs"], float(diff.max()))
+                worst["s_share_differing"] = max(worst.get("s_share_differing", 0.0), float((diff > 0).float().mean()))
+            module = gpu.to("cpu")
+            module.unit_tiles[i] = []
+            worst["units"] += 1
+        out[name] = worst
+    return out
+
+
+def tune(decoder) -> dict:
+    """What the tune stage records (compiled.build.tune_kernels), here."""
+    record = tune_tiles(decoder, CFG.device, CFG.tune_frames, jobs=8 if CFG.device.type == "cuda" else 1)
+    return {"device": devices.describe(CFG.device), "frames": CFG.tune_frames, **record}
+
+
+def engines(decoder, quants: dict, tuned: dict) -> dict:
+    """name -> FusedDecoder on the device: each precision with its units fused and without."""
+    out = {}
+    for name, quant in {"fp16": None, **quants}.items():
+        tiles = tiles_for(tuned, set(quant or {}))
+        layers_only = {k: v for k, v in tiles.items() if not tuned["fp16"][k].get("unit")}
+        out[f"{name} layers"] = FusedDecoder(decoder, quant, layers_only).to(CFG.device).eval()
+        out[f"{name} units"] = FusedDecoder(decoder, quant, tiles).to(CFG.device).eval()
+        log.info("%s: units fused %s", name, out[f"{name} units"].fused_units)
+    return out
+
+
+def graph(module, latent):
+    """A replay() that decodes `latent`'s static copy (a CUDA graph; a plain call on a CPU), and its output."""
+    static = latent.clone()
+    with torch.inference_mode():
+        if CFG.device.type != "cuda":
+            return (lambda: module(static)), None
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            module(static)
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            out = module(static)
+    return g.replay, out
+
+
+def rounds(decoders: dict, frames: int, n: int) -> dict[str, Timing]:
+    """Each engine's decode of one seeded latent, n rounds taking turns (graphs captured first)."""
+    latent = seeded(frames, 0)
+    replays = {name: graph(m, latent)[0] for name, m in decoders.items()}
+    names = list(replays)
+    for name in names:
+        replays[name]()
+    timings = {name: Timing(name, 1, frames) for name in names}
+    for r in range(n):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            timings[name].ms.append(event_ms(replays[name], repeats=1))
+    del replays
+    sync()
+    return timings
+
+
+def decode(decoders: dict) -> dict:
+    """60 s decodes: every engine's rounds, ratios against fp16 layers and units against layers, memory."""
+    timings = rounds(decoders, CFG.frames, CFG.rounds)
+    out = {"frames": CFG.frames, "timings": {k: t.summary() for k, t in timings.items()}, "ratios": []}
+    base = timings["fp16 layers"]
+    for name, t in timings.items():
+        if name != "fp16 layers":
+            out["ratios"].append(paired_ratio(t, base))
+        if name.endswith("units"):
+            out["ratios"].append(paired_ratio(t, timings[name.replace("units", "layers")]))
+    fp16_units = timings["fp16 units"]
+    out["ratios"] += [paired_ratio(t, fp16_units) for n, t in timings.items() if n.startswith("int8") and
+                      n.endswith("units")]
+    out["memory_gib"] = {}
+    if CFG.device.type == "cuda":
+        for name, m in decoders.items():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            with torch.inference_mode():
+                m(seeded(CFG.frames, 0))
+            sync()
+            out["memory_gib"][name] = round((torch.cuda.max_memory_allocated() - before) / 2 ** 30, 2)
+    return out
+
+
+def sweep(decoders: dict) -> dict:
+    """ms per second of audio at each length (median of rounds taking turns), and each engine's
+    worst length from 250 frames as a multiple of its best."""
+    per_s: dict[str, dict[int, float]] = {name: {} for name in decoders}
+    for frames in CFG.sweep:
+        for name, t in rounds(decoders, frames, CFG.sweep_rounds).items():
+            per_s[name][frames] = round(float(np.median(t.ms)) / (frames * 1920 / 48000), 4)
+    worst = {}
+    for name, by_len in per_s.items():
+        best = min(by_len.values())
+        frames, value = max(((f, v) for f, v in by_len.items() if f >= min(CFG.sweep)), key=lambda fv: fv[1])
+        worst[name] = {"frames": frames, "x_best": round(value / best, 3)}
+    return {"ms_per_audio_second": per_s, "worst_vs_best": worst}
+
+
+def quality(decoder, decoders: dict) -> dict:
+    """Peak PSNR against eager fp32 (TF32 off): unit-scale and encoder-scale latents; units vs layers."""
+    out = {}
+    reference = decoder.to(CFG.device).eval()
+    for kind, scale in (("unit_normal", 1.0), ("encoder_scale_0.027", 0.027)):
+        latents = [seeded(CFG.frames, s, scale) for s in (20, 21)]
+        with torch.inference_mode(), devices.exact_fp32():
+            expected = [reference(x).float().cpu().numpy() for x in latents]
+        got = {}
+        with torch.inference_mode():
+            for name, m in decoders.items():
+                got[name] = [m(x).float().cpu().numpy() for x in latents]
+        out[kind] = {name: round(float(np.mean([peak_psnr(e, g) for e, g in zip(expected, a)])), 2)
+                     for name, a in got.items()}
+        out[kind]["units_vs_layers"] = {
+            name: round(float(np.mean([peak_psnr(a, b) for a, b in zip(got[name.replace("units", "layers")],
+                                                                         got[name])])), 2)
+            for name in got if name.endswith("units")}
+    reference.to("cpu")
+    return out
+
+
+class Run:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.results: dict = {"machine": fingerprint(), "device": devices.describe(CFG.device),
+                              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "phases": {}}
+
+    def phase(self, name: str, fn, *args):
+        began = time.perf_counter()
+        log.info("== %s", name)
+        try:
+            value = fn(*args)
+            self.results["phases"][name] = {"seconds": round(time.perf_counter() - began, 1), "result": value}
+        except Exception as exc:  # a phase that fails is reported, and the others still run
+            log.error("%s failed: %s", name, exc)
+            self.results["phases"][name] = {"seconds": round(time.perf_counter() - began, 1),
+                                            "error": traceback.format_exc()[-3000:]}
+            value = None
+        (self.out / "results.json").write_text(json.dumps(self.results, indent=1, default=str))
+        log.info("%s: %.1f s", name, time.perf_counter() - began)
+        return value
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--ranges", nargs="*", type=Path, default=[], help="INT8 variants' ranges.json (60 s config)")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--skip", nargs="*", default=[], help="phases to leave out (sweep, quality, ...)")
+    p.add_argument("--smoke", action="store_true", help="a CPU check of the script (figures mean nothing)")
+    args = p.parse_args()
+    if args.smoke:
+        CFG.smoke()
+    CFG.rounds = args.rounds or CFG.rounds
+    args.out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "log.txt")])
+    run = Run(args.out)
+    run.results["config"] = {k: str(v) for k, v in vars(Config).items() if not k.startswith("_")}
+    decoder = fold_decoder(load_vae(CFG.model).vae).eval()
+    quants = {f"int8 {r.name.split('.')[0]}": quant_of(decoder, r) for r in args.ranges} or \
+        {"int8 observed": quant_of(decoder, None)}
+    decoder.to("cpu")
+    ceiling = run.phase("ceilings", ceilings)
+    tuned = run.phase("tune", tune, decoder)  # first: it compiles the kernels in parallel processes
+    if tuned is None:
+        return
+    run.phase("checks", checks, decoder, quants)
+    run.phase("table", lambda: table_md(roofline_rows(tuned, decoder, ceiling), tuned, ceiling))
+    (args.out / "layer_table.md").write_text(run.results["phases"]["table"].get("result") or "")
+    decoders = engines(decoder, quants, tuned)
+    for name, fn in (("decode", decode), ("sweep", sweep)):
+        if name not in args.skip:
+            run.phase(name, fn, decoders)
+    if "quality" not in args.skip:
+        run.phase("quality", quality, decoder, decoders)
+    log.info("done")
+
+
+if __name__ == "__main__":
+    main()
