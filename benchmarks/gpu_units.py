@@ -13,6 +13,7 @@ compiled engines' graph mode runs; no host work in the timed region):
                                without --ranges, minmax over two seeded latents
 
 Phases, each writing DIR/results.json as it ends (a call cut short keeps what finished):
+0. (--explore) tiles beyond the tuner's candidates on the units and layers that dominate;
 1. ceilings: copy bandwidth (bytes read + written), dense fp16 and int8 GEMMs at 8192^3;
 2. tune: each layer's tile and each unit's kernel against its two layers, at the lengths of
    the 60 s configuration's tune stage (250 and 1500 frames), kernels compiled ahead;
@@ -179,6 +180,64 @@ def checks(decoder, quants: dict) -> dict:
     return out
 
 
+EXPLORE = {  # tiles beyond the tuner's candidates, timed on the shapes that dominate (--explore)
+    "unit fp16": [(128, 64, 128, 8, 4), (128, 64, 64, 8, 4), (128, 32, 128, 8, 4), (64, 64, 128, 4, 4),
+                  (128, 128, 128, 8, 2), (64, 64, 64, 4, 3), (128, 64, 32, 8, 3), (64, 128, 128, 4, 2),
+                  (64, 64, 128, 8, 3), (128, 64, 128, 4, 3)],
+    "unit int8": [(128, 128, 128, 8, 4), (128, 64, 128, 8, 4), (128, 128, 32, 8, 3), (64, 128, 64, 4, 3),
+                  (64, 128, 128, 4, 4), (128, 64, 64, 8, 3), (64, 64, 128, 4, 3), (128, 128, 128, 4, 3),
+                  (128, 128, 64, 8, 4), (64, 128, 128, 8, 3)],
+    "layer fp16": [(256, 16, 64, 8, 3), (512, 16, 64, 8, 3), (256, 16, 128, 8, 2), (128, 16, 128, 4, 3),
+                   (256, 128, 64, 8, 3), (128, 128, 64, 8, 4), (256, 64, 64, 8, 3)],
+    "layer int8": [(512, 16, 128, 8, 3), (256, 16, 128, 4, 3), (256, 128, 128, 8, 4), (128, 128, 128, 8, 4),
+                   (256, 64, 128, 8, 3)],
+}
+EXPLORE_AT = {"unit": ["block.2.res_unit1", "block.3.res_unit1", "block.4.res_unit1"],
+              "layer": ["conv2", "block.4.conv_t1", "block.4.res_unit1.conv2", "block.1.res_unit1.conv2"]}
+
+
+def explore(decoder, quants: dict) -> dict:
+    """EXPLORE's tiles at the longest tuned length on EXPLORE_AT's units and layers (median of 5)."""
+    from vae_engines.compiled.tune import all_int8, layer_frames, layer_inputs
+
+    out: dict = {}
+    for kind, quant in (("fp16", None), ("int8", all_int8(decoder))):
+        module = FusedDecoder(decoder, quant).to(CFG.device)
+        rows = layer_frames([layer.spec for layer in module.layers], max(CFG.tune_frames))
+        g = torch.Generator(device=CFG.device).manual_seed(2)
+        with torch.inference_mode():
+            for i, layer in enumerate(module.layers):
+                unit, name = unit_of(layer.spec), layer.spec.name
+                if unit not in EXPLORE_AT["unit"] and name not in EXPLORE_AT["layer"]:
+                    continue
+                x, residual = layer_inputs(layer, rows[i], CFG.device, g)
+                stream = torch.randn(1, rows[i], layer.weight.shape[0], generator=g, device=CFG.device,
+                                     dtype=torch.float16)
+                for what, key in (("unit", unit), ("layer", name)):
+                    if key not in EXPLORE_AT[what]:
+                        continue
+                    for tile in EXPLORE[f"{what} {kind}"]:
+                        tile = list(tile)
+                        if what == "layer" and (tile[1] == 16) != layer.spec.audio:
+                            continue  # BN = 16 tiles are for the 2-channel output convolution alone
+                        label = "x".join(map(str, tile))
+                        try:
+                            if what == "unit":
+                                module.unit_tiles[i] = tile
+                                ms = event_ms(lambda: module._unit(i, x, stream))
+                            else:
+                                layer.tile = tile
+                                ms = event_ms(lambda: layer(x, residual))
+                            out.setdefault(f"{kind} {key}", {})[label] = round(ms, 4)
+                        except Exception as exc:  # a tile this GPU cannot run: recorded, not fatal
+                            out.setdefault(f"{kind} {key}", {})[label] = f"{type(exc).__name__}: {str(exc)[:120]}"
+                    module.unit_tiles[i] = []
+                x = residual = stream = None
+        module = None
+        torch.cuda.empty_cache() if CFG.device.type == "cuda" else None
+    return out
+
+
 def tune(decoder) -> dict:
     """What the tune stage records (compiled.build.tune_kernels), here."""
     record = tune_tiles(decoder, CFG.device, CFG.tune_frames, jobs=8 if CFG.device.type == "cuda" else 1)
@@ -321,6 +380,7 @@ def main() -> None:
     p.add_argument("--ranges", nargs="*", type=Path, default=[], help="INT8 variants' ranges.json (60 s config)")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--skip", nargs="*", default=[], help="phases to leave out (sweep, quality, ...)")
+    p.add_argument("--explore", action="store_true", help="time EXPLORE's tiles first")
     p.add_argument("--smoke", action="store_true", help="a CPU check of the script (figures mean nothing)")
     args = p.parse_args()
     if args.smoke:
@@ -336,6 +396,8 @@ def main() -> None:
         {"int8 observed": quant_of(decoder, None)}
     decoder.to("cpu")
     ceiling = run.phase("ceilings", ceilings)
+    if args.explore:
+        run.phase("explore", explore, decoder, quants)
     tuned = run.phase("tune", tune, decoder)  # first: it compiles the kernels in parallel processes
     if tuned is None:
         return
