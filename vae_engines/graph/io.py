@@ -75,6 +75,14 @@ def variant_recipe(path: str | os.PathLike) -> dict | None:
     return json.loads(value) if value else None
 
 
+def latent_range(recipe: dict | None) -> float | None:
+    """The calibrated max |x| of the graph input (the latent, conv1's input) in an INT8
+    variant's record (its ranges.json, or the recipe its graph carries): the range an engine
+    of the variant guards (runtime.guard). None for a float graph or a record without it."""
+    value = (recipe or {}).get("amax", {}).get(INPUT_NAME)
+    return None if value is None else float(value)
+
+
 def model_facts(path: str | os.PathLike) -> tuple[int, int]:
     """(hop, sampling_rate) from an exported ONNX's metadata."""
     meta = file_metadata(path)

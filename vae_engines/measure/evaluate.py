@@ -23,7 +23,7 @@ from vae_engines.core.fileio import atomic_path, read_json, write_json
 from vae_engines.core.lazy import lazy_import
 from vae_engines.data.audio import write_wav
 from vae_engines.data.latentset import has_array, read_latent_set, read_manifest
-from vae_engines.graph.io import file_metadata, model_facts, variant_recipe
+from vae_engines.graph.io import file_metadata, latent_range, model_facts, variant_recipe
 from vae_engines.metrics import all_metrics, crest_factor_db
 from vae_engines.runtime.base import Decoder
 from vae_engines.runtime.onnx import GraphDecoder
@@ -80,7 +80,7 @@ def variant_decoder(plan: str | Path, onnx_path: str | Path, device: Any) -> tup
     PyTorch graph executor (in the graph's own types)."""
     status = not_measured(plan)
     if status is None:
-        return PlanDecoder(plan), "measured"
+        return PlanDecoder(plan, on_range="off"), "measured"  # quality is measured on any held-out latent
     return GraphDecoder(onnx_path, device), status
 
 
@@ -148,6 +148,7 @@ def evaluate_stage(variant: str, *, onnx_path: str | Path, plan: str | Path, hol
         "tensorrt": status,
         "references": read_json(Path(reference_dir) / "runtimes.json"),
         **{k: recipe.get(k) for k in ("calibrator", "percentile", "placement", "quantization", "kept_in_float")},
+        "input_range": latent_range(recipe),  # the calibrated latent range its engines guard (runtime.guard)
         "holdout_sha256": read_manifest(holdout_dir).get("sha256", {}).get("latents.npy"),
         **facts,
         "model": file_metadata(onnx_path).get("model", "unknown"),

@@ -4,10 +4,13 @@
 array, for convenience -- on any device and in any float type, and returns float32 audio
 [B, audio_channels, T * hop] as a torch tensor on the engine's device. A latent holding NaN
 or inf is refused with an error that says where (a diverged generation would otherwise come
-out as NaN audio and fail far from its cause); the check reads one flag back from the
-device, so on a GPU it waits for the latent to be computed: `check_finite=False` skips it. A latent already on
-that device is not copied through the host; on a GPU the work is queued on the caller's
-current CUDA stream. `stream(latent, window, overlap)` decodes in overlapping windows and
+out as NaN audio and fail far from its cause); an INT8 engine also refuses a latent beyond
+`range_guard` times its calibrated input range, where its int8 layers saturate (runtime.guard:
+`on_range="warn"` decodes it with a warning, `"off"` silently). Both tests read one tensor
+back from the device, so on a GPU the check waits for the latent to be computed:
+`check_finite=False` skips the finite test, and with no range to guard the readback. A
+latent already on that device is not copied through the host; on a GPU the work is queued
+on the caller's current CUDA stream. `stream(latent, window, overlap)` decodes in overlapping windows and
 yields the stitched audio as it becomes final (runtime.stream). `describe()` says what
 runs: the kind, the device, and the precision that actually executes.
 """
@@ -21,6 +24,7 @@ from typing import Any
 
 from vae_engines.core.errors import UserError
 from vae_engines.core.lazy import lazy_import
+from vae_engines.runtime.guard import OnRange, RangeGuard, check_latent
 from vae_engines.runtime.stream import stream_decode
 
 torch = lazy_import("torch")
@@ -46,25 +50,16 @@ class Shape:
                                 f"decode in windows (Decoder.stream) or rebuild with a wider profile")
 
 
-def finite_or_error(x: Any, what: str) -> None:
-    """A UserError naming the first NaN / inf of latent x [B, C, T], if it holds one."""
-    if bool(torch.isfinite(x).all()):
-        return
-    bad = (~torch.isfinite(x)).nonzero()
-    b, c, t = (int(v) for v in bad[0])
-    raise UserError(f"{what}: the latent holds {len(bad)} NaN/inf values (the first at batch {b}, channel {c}, "
-                    f"frame {t}): the generation that made it diverged; fix it upstream (decode(..., "
-                    "check_finite=False) skips this check)")
-
-
 class Decoder(ABC):
     """Base of every engine kind: subclasses set `kind`, `precision`, `device`, `shape`
-    and implement `_run(x)` on a float32 latent already on `device`."""
+    (an INT8 kind also `guard`, its calibrated input range) and implement `_run(x)` on a
+    float32 latent already on `device`."""
 
     kind: str = ""
     precision: str = ""
     device: Any = None
     shape: Shape
+    guard: RangeGuard = RangeGuard("engine")  # no range: no range check
 
     @abstractmethod
     def _run(self, x: Any) -> Any:
@@ -85,21 +80,26 @@ class Decoder(ABC):
         self.shape.check(tuple(x.shape), f"{self.kind} engine")
         return x
 
-    def decode(self, latent: Any, *, check_finite: bool = True) -> Any:
+    def check(self, x: Any, *, check_finite: bool = True, on_range: OnRange | str | None = None) -> None:
+        """The latent check of x (on this device): NaN / inf, and the INT8 range guard."""
+        check_latent(x, f"{self.kind} engine", self.guard, check_finite=check_finite, on_range=on_range)
+
+    def decode(self, latent: Any, *, check_finite: bool = True, on_range: OnRange | str | None = None) -> Any:
         """float32 audio [B, A, T * hop] on this engine's device (module docstring for
-        check_finite)."""
+        check_finite; on_range: this call's "error" / "warn" / "off", None: the engine's)."""
         x = self.prepare(latent)
-        if check_finite:
-            finite_or_error(x, f"{self.kind} engine")
+        self.check(x, check_finite=check_finite, on_range=on_range)
         return self._run(x)
 
-    def stream(self, latent: Any, window: int, overlap: int) -> Iterator[Any]:
+    def stream(self, latent: Any, window: int, overlap: int, *, check_finite: bool = True,
+               on_range: OnRange | str | None = None) -> Iterator[Any]:
         """The decode in windows of `window` frames overlapping by `overlap`, yielded in
-        order as each piece becomes final (see runtime.stream)."""
-        return stream_decode(self, latent, window, overlap)
+        order as each piece becomes final (see runtime.stream); the whole latent is checked
+        once, before the first window."""
+        return stream_decode(self, latent, window, overlap, check_finite=check_finite, on_range=on_range)
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "precision": self.precision, "device": str(self.device)}
+        return {"kind": self.kind, "precision": self.precision, "device": str(self.device), **self.guard.describe()}
 
     def close(self) -> None:
         """Release what the engine holds on its device (kinds that hold something override it)."""

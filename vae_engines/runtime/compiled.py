@@ -27,6 +27,7 @@ from vae_engines.core.errors import UserError
 from vae_engines.core.fileio import read_json, sha256_file
 from vae_engines.core.lazy import lazy_import
 from vae_engines.runtime.base import Decoder, Shape
+from vae_engines.runtime.guard import OnRange, RangeGuard
 
 torch = lazy_import("torch")
 fused_ops = lazy_import("vae_engines.kernels.op")  # fused engines hold its ops
@@ -58,17 +59,30 @@ def check_target(meta: dict, device: Any) -> None:
                         f"this device is {here.get('name', 'the CPU')}; rebuild it here (dvc repro)")
 
 
+def package_guard(path: Path, meta: dict, range_guard: float | None, on_range: OnRange | str | None) -> RangeGuard:
+    """An INT8 package's guard over the input range its record holds; a float package, or
+    an INT8 one built before the guard (warned of: rebuild it), has none."""
+    input_range = meta.get("input_range")
+    if input_range is None and str(meta.get("precision", "")).startswith("int8"):
+        log.warning("%s: its record holds no calibrated input range (built before the range guard); latents are "
+                    "not checked against it: rebuild it with `dvc repro`", path)
+    return RangeGuard.of(f"torch engine {path.name}", input_range, range_guard, on_range)
+
+
 class CompiledDecoder(Decoder):
-    """A compiled PyTorch package on the device it was built for (see the module docstring)."""
+    """A compiled PyTorch package on the device it was built for (see the module docstring);
+    an INT8 package guards its calibrated input range (range_guard, on_range: runtime.guard)."""
 
     kind = "torch"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, range_guard: float | None = None,
+                 on_range: OnRange | str | None = None) -> None:
         self.path = Path(path)
         self.meta = package_metadata(self.path)
         self.device = torch.device(self.meta["device"])
         check_target(self.meta, self.device)
         self.precision = self.meta["precision"]
+        self.guard = package_guard(self.path, self.meta, range_guard, on_range)
         self.shape = Shape(channels=self.meta["channels"], hop=self.meta["hop"],
                            sampling_rate=self.meta["sampling_rate"], frames=tuple(self.meta["frames"]),
                            batch=tuple(self.meta["batch"]))

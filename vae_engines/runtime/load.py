@@ -45,5 +45,8 @@ def engine_kind(path: str | Path) -> EngineKind:
 
 
 def load(path: str | Path, **options: Any) -> Decoder:
-    """The engine at `path`, ready to decode (options: `device` for plans, `threads` for ONNX)."""
+    """The engine at `path`, ready to decode. Options: `device` for plans, `threads` for
+    ONNX; for any kind, `range_guard` (the factor beyond an INT8 engine's calibrated input
+    range that a latent may not reach, default runtime.guard.DEFAULT_RANGE_GUARD) and
+    `on_range` ("error", "warn" or "off": what a decode does beyond it)."""
     return KINDS[engine_kind(path)](path, **options)

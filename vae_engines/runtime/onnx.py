@@ -17,8 +17,9 @@ from typing import Any
 from vae_engines.core import device as devices
 from vae_engines.core.lazy import lazy_import
 from vae_engines.graph.execute import GraphExecutor
-from vae_engines.graph.io import file_metadata, graph_precision, load_onnx, ort_session
+from vae_engines.graph.io import file_metadata, graph_precision, latent_range, load_onnx, ort_session, variant_recipe
 from vae_engines.runtime.base import Decoder, Shape
+from vae_engines.runtime.guard import OnRange, RangeGuard
 
 torch = lazy_import("torch")
 
@@ -30,23 +31,32 @@ ORT_EXECUTES = {
 }
 
 
+def graph_guard(path: Path, precision: str, range_guard: float | None, on_range: OnRange | str | None) -> RangeGuard:
+    """An INT8 graph's guard over the latent range its recipe was calibrated on (a float graph: none)."""
+    input_range = latent_range(variant_recipe(path)) if precision.startswith("int8") else None
+    return RangeGuard.of(f"onnx engine {path.name}", input_range, range_guard, on_range)
+
+
 def onnx_shape(path: str | Path, channels: int) -> Shape:
     meta = file_metadata(path)
     return Shape(channels=channels, hop=int(meta.get("hop", 1920)), sampling_rate=int(meta.get("sampling_rate", 48000)))
 
 
 class OnnxDecoder(Decoder):
-    """An ONNX graph on ONNX Runtime's CPU provider."""
+    """An ONNX graph on ONNX Runtime's CPU provider; an INT8 variant's graph guards the
+    latent range it was calibrated on (range_guard, on_range: runtime.guard)."""
 
     kind = "onnx"
 
-    def __init__(self, onnx_path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, onnx_path: str | Path, threads: int | None = None, *, range_guard: float | None = None,
+                 on_range: OnRange | str | None = None) -> None:
         self.path = Path(onnx_path)
         self.session = ort_session(self.path, threads)
         self.input = self.session.get_inputs()[0]
         self.numpy_type = "float16" if "float16" in self.input.type else "float32"
         self.threads = threads
         self.precision = graph_precision(self.path)
+        self.guard = graph_guard(self.path, self.precision, range_guard, on_range)
         self.device = torch.device("cpu")
         self.shape = onnx_shape(self.path, int(self.input.shape[1]))
 
@@ -61,7 +71,8 @@ class OnnxDecoder(Decoder):
 
 
 class GraphDecoder(Decoder):
-    """An ONNX graph run node by node in PyTorch, in the graph's own types, on `device`."""
+    """An ONNX graph run node by node in PyTorch, in the graph's own types, on `device`: the
+    pipeline's quality executor, which measures whatever latents it is given (no range guard)."""
 
     kind = "onnx"
 

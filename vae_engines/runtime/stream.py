@@ -58,16 +58,19 @@ def _ramp(width: int, like: Any) -> Any:
     return (0.5 - 0.5 * torch.cos(math.pi * t)).to(like.dtype)
 
 
-def stream_decode(decoder: Any, latent: Any, window: int, overlap: int) -> Iterator[Any]:
+def stream_decode(decoder: Any, latent: Any, window: int, overlap: int, *, check_finite: bool = True,
+                  on_range: Any = None) -> Iterator[Any]:
     """Yield the windowed decode of `latent` [B, C, T] by `decoder` (a runtime Decoder) in
-    order; each piece is final when yielded."""
+    order; each piece is final when yielded. The whole latent is checked once, before the
+    first window (decoder.check: one readback, not one per window)."""
     x = decoder.to_device(latent)
+    decoder.check(x, check_finite=check_finite, on_range=on_range)
     hop = decoder.shape.hop
     spans = windows(x.shape[-1], window, overlap)
     zones = crossfades(spans, overlap, hop)
     emitted, carry = 0, None
     for k, (start, stop) in enumerate(spans):
-        out = decoder.decode(x[..., start:stop])
+        out = decoder.decode(x[..., start:stop], check_finite=False, on_range="off")
         base = start * hop
         if k > 0:  # finish the crossfade with the previous window
             first, last = zones[k - 1]

@@ -15,6 +15,7 @@ from typing import Any
 from vae_engines.core.errors import UserError
 from vae_engines.core.lazy import lazy_import
 from vae_engines.runtime.base import Decoder, Shape
+from vae_engines.runtime.guard import OnRange, RangeGuard
 from vae_engines.trt.backend import resolve
 from vae_engines.trt.plan import plan_metadata, unavailable_reason
 
@@ -38,12 +39,16 @@ def plan_shape(meta: dict) -> Shape:
 
 
 class PlanDecoder(Decoder):
-    """A built plan on this machine's GPU (see the module docstring)."""
+    """A built plan on this machine's GPU (see the module docstring); an INT8 plan guards
+    the input range its record holds (range_guard, on_range: runtime.guard)."""
 
-    def __init__(self, plan_path: str | Path, device: Any = None) -> None:
+    def __init__(self, plan_path: str | Path, device: Any = None, *, range_guard: float | None = None,
+                 on_range: OnRange | str | None = None) -> None:
         self.path = Path(plan_path)
         self.meta = plan_metadata(self.path)
         self.kind = self.meta["backend"]
+        self.guard = RangeGuard.of(f"{self.kind} engine {self.path.name}", self.meta.get("input_range"), range_guard,
+                                   on_range)
         reason = unavailable_reason(self.kind)
         if reason is not None:
             raise UserError(f"{self.path} cannot run here: {reason}")

@@ -26,7 +26,7 @@ from vae_engines.core.choices import Quantization
 from vae_engines.core.errors import UserError
 from vae_engines.core.fileio import atomic_path, sha256_file, write_bytes, write_json
 from vae_engines.core.params import BuildParams, ProfileParams
-from vae_engines.graph.io import file_metadata, variant_recipe
+from vae_engines.graph.io import file_metadata, latent_range, variant_recipe
 from vae_engines.trt.backend import TensorRT
 from vae_engines.trt.implicit import apply_implicit_int8
 
@@ -183,6 +183,7 @@ def plan_record(backend: TensorRT, network: Any, onnx_path: Path, plan_path: Pat
         "precision": recipe["precision"] if recipe else "fp16",
         "quantization": recipe.get("quantization") if recipe else None,
         "int8_execution": int8_execution(backend, recipe),
+        "input_range": latent_range(recipe),  # the latent range the runtime guards (runtime.guard)
         "inputs": [io(network.get_input(i)) for i in range(network.num_inputs)],
         "outputs": [io(network.get_output(i)) for i in range(network.num_outputs)],
         "onnx": str(onnx_path), "onnx_sha256": sha256_file(onnx_path),
