@@ -29,6 +29,8 @@ from vae_engines.graph.io import load_onnx  # noqa: E402
 from vae_engines.quant.qdq import quantizable_layers  # noqa: E402
 from vae_engines.quant.quantize import quantize_variant  # noqa: E402
 from vae_engines.quant.stats import collect, quantizable_tensors, write_stats  # noqa: E402
+from vae_engines.report.engines import int8_engines_section  # noqa: E402
+from vae_engines.report.records import TorchRecords, VariantRecords  # noqa: E402
 from vae_engines.runtime import load  # noqa: E402
 from vae_engines.runtime.guard import DEFAULT_RANGE_GUARD, LatentRangeWarning, RangeGuard, check_latent  # noqa: E402
 
@@ -177,3 +179,17 @@ def test_a_stage_refusing_a_latent_prints_one_line_and_no_traceback(variant, tmp
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert "Traceback" not in done.stderr and len(lines) == 1 and lines[0].startswith("error: onnx engine minmax.onnx")
     assert "10.0x the engine's calibrated input range" in lines[0]
+
+
+def test_the_reports_int8_rows_state_the_calibrated_latent_range():
+    """The INT8 engine rows (bench_int8's record of the engine's describe()) and the variant
+    rows (evaluate's provenance) name the range; a record from before the guard says so."""
+    timing = {"series": "compiled int8 minmax", "batch": 1, "frames": 32, "median_ms": 9.0, "p10_ms": 9.0,
+              "p90_ms": 9.0}
+    record = {"variant": "minmax", "engine": "compiled int8 minmax", "timings": [timing],
+              "runtimes": {"compiled int8 minmax": {"calibrated_input_range": 10.4059, "range_guard": 2.0}}}
+    text = "\n".join(int8_engines_section([], TorchRecords({}, [record])))
+    row = next(line for line in text.splitlines() if line.startswith("| `compiled int8 minmax`"))
+    assert "| calibrated latent range |" in text and row.endswith("| n/a | latent |x| <= 10.4 |")
+    assert VariantRecords("minmax", {}, {"input_range": 7.789179}, {}, {}).range_label() == "latent |x| <= 7.79"
+    assert VariantRecords("minmax", {}, {}, {}, {}).range_label() == "latent range not recorded"

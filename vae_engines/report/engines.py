@@ -12,7 +12,7 @@ boundary (tests/test_kernels.py).
 
 from __future__ import annotations
 
-from vae_engines.report.records import FP16_ENGINE, TorchRecords, VariantRecords
+from vae_engines.report.records import FP16_ENGINE, TorchRecords, VariantRecords, range_label
 
 AGREE_DB = 0.5
 
@@ -24,7 +24,7 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 def int8_engines(variants: list[VariantRecords], torch: TorchRecords) -> list[dict]:
     """Each INT8 engine (its bench_int8 record): speed against the compiled fp16 engine timed in
     the same rounds at the longest bench frames, memory, its quality and its variant's
-    simulated quality."""
+    simulated quality, and the calibrated latent range it guards (runtime.guard)."""
     by_name = {v.name: v for v in variants}
     out = []
     for record in torch.int8:
@@ -41,6 +41,7 @@ def int8_engines(variants: list[VariantRecords], torch: TorchRecords) -> list[di
         out.append({"engine": name, "variant": variant, "frames": frames, "timing": timing, "fp16": fp16,
                     "ratio": torch.ratio(name, FP16_ENGINE, frames), "memory_gib": torch.memory_gib(name),
                     "engine_db": engine_db, "simulated_db": simulated,
+                    "input_range": torch.described(name).get("calibrated_input_range"),
                     "agree": None if engine_db is None or simulated is None else abs(engine_db - simulated) <= AGREE_DB})
     return out
 
@@ -54,18 +55,19 @@ def int8_engines_section(variants: list[VariantRecords], torch: TorchRecords) ->
            f"Each INT8 variant's own engine on {device.get('name', device.get('device'))}: int8 x int8 convolutions "
            f"with the variant's scales (its Q/DQ graph's), timed in the same rounds as `{FP16_ENGINE}` (stage "
            "bench_int8); its decode of the held-out latents beside the variant's simulated figure (the Q/DQ graph, "
-           f"evaluate). They agree within {AGREE_DB} dB or the row says so.", "",
+           f"evaluate). They agree within {AGREE_DB} dB or the row says so. Each refuses a latent beyond "
+           "`range_guard` times its calibrated latent range (README, \"Run an engine in your app\").", "",
            f"| engine | median ms (p10-p90) | vs `{FP16_ENGINE}`, same rounds | device memory (GiB) | engine PSNR vs "
-           "fp32 | simulated (Q/DQ graph) | agree |", "|---|---|---|---|---|---|---|"]
+           "fp32 | simulated (Q/DQ graph) | agree | calibrated latent range |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t, ratio = r["timing"], r["ratio"]
         speed = "n/a" if ratio is None else (f"{ratio['median_ratio']:.2f}x [{ratio['ci95'][0]:.2f}-"
                                              f"{ratio['ci95'][1]:.2f}] {ratio['verdict']}")
-        agree = {None: "n/a", True: "yes", False: f"**no**: {abs(r['engine_db'] - r['simulated_db']):.2f} dB apart"}[
-            r["agree"]]
+        agree = ("n/a" if r["agree"] is None else "yes" if r["agree"]
+                 else f"**no**: {abs(r['engine_db'] - r['simulated_db']):.2f} dB apart")
         out.append(f"| `{r['engine']}` | {t['median_ms']:.1f} ({t['p10_ms']:.1f}-{t['p90_ms']:.1f}) at "
                    f"{r['frames']} fr | {speed} | {r['memory_gib'] if r['memory_gib'] is not None else 'n/a'} | "
-                   f"{_fmt(r['engine_db'])} | {_fmt(r['simulated_db'])} | {agree} |")
+                   f"{_fmt(r['engine_db'])} | {_fmt(r['simulated_db'])} | {agree} | {range_label(r['input_range'])} |")
     if any(r["agree"] is False for r in rows):
         out += ["", "Where an engine and its graph disagree by more than the rounding both allow, the engine's "
                 "figure is the one to trust (it is what runs); the graph is what TensorRT would build. "

@@ -35,6 +35,15 @@ class VariantRecords:
         """What the variant's graph recorded (calibrator, placement, quantization, ...)."""
         return self.quality_provenance.get(key)
 
+    @property
+    def input_range(self) -> float | None:
+        """The calibrated max |x| of the latent, which the variant's engines guard
+        (runtime.guard); None for fp16, or a record from before the guard."""
+        return self.quality_provenance.get("input_range")
+
+    def range_label(self) -> str:
+        return range_label(self.input_range)
+
     def psnr(self, reference: str, set_name: str = "heldout", key: str = "peak_psnr_db") -> float | None:
         return self.quality.get(set_name, {}).get(f"vs_{reference}", {}).get(key)
 
@@ -46,6 +55,11 @@ class VariantRecords:
         if runtime_kind:
             rows = [r for r in rows if r["subject"].endswith(f"({runtime_kind})")]
         return rows
+
+
+def range_label(input_range: float | None) -> str:
+    """An INT8 row's calibrated latent range, in words."""
+    return "latent range not recorded" if input_range is None else f"latent |x| <= {input_range:.3g}"
 
 
 FP16_ENGINE = "compiled fp16"  # the engine every INT8 engine is timed against (measure.torch_engines)

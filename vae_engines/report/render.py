@@ -32,7 +32,8 @@ def _calibrator(v: VariantRecords) -> str:
     if not v.is_int8:
         return "-"
     percentile = v.label("percentile")
-    return f"{v.label('calibrator')}" + (f" {percentile}" if percentile else "") + f", {v.label('placement')}"
+    return (f"{v.label('calibrator')}" + (f" {percentile}" if percentile else "")
+            + f", {v.label('placement')}, {v.range_label()}")
 
 
 def data_sources(calibration_dir: Path, holdout_dir: Path) -> dict:
