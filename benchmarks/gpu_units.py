@@ -297,7 +297,7 @@ def decode(decoders: dict) -> dict:
     for name, t in timings.items():
         if name != "fp16 layers":
             out["ratios"].append(paired_ratio(t, base))
-        if name.endswith("units"):
+        if name.endswith("units") and name != "fp16 units":
             out["ratios"].append(paired_ratio(t, timings[name.replace("units", "layers")]))
     fp16_units = timings["fp16 units"]
     out["ratios"] += [paired_ratio(t, fp16_units) for n, t in timings.items() if n.startswith("int8") and
