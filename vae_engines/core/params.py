@@ -200,6 +200,11 @@ class Int8Variant:
     first) are kept in float until the model reaches this peak PSNR against
     `target_reference` (fp32, or fp16 computed in fp16) on the first `auto_latents`
     calibration latents; held-out quality is then measured by its evaluate stage.
+    equalize: fold per-channel scales through Snake into the fp32 graph before Q/DQ
+    (quant.equalize: cross-layer equalization, the same decode in float), so every engine
+    made from the variant gets it. equalize_migration: how much of each channel's range
+    moves into the weights, 0..1 (SmoothQuant's alpha); null = the candidate that decodes
+    the calibration latents best.
     """
 
     calibrator: Calibrator
@@ -217,9 +222,19 @@ class Int8Variant:
     target_psnr_db: float | None = None
     target_reference: Literal["fp32", "fp16"] = "fp32"
     auto_latents: int = 2
+    equalize: bool = False
+    equalize_migration: float | None = None
 
     def validate(self, where: str) -> None:
         self._validate_cache(where)
+        if self.equalize_migration is not None and not self.equalize:
+            raise UserError(f"{where}.equalize_migration: only used with equalize: true; remove it or set equalize")
+        if self.equalize_migration is not None and not 0 <= self.equalize_migration <= 1:
+            raise UserError(f"{where}.equalize_migration: {self.equalize_migration} is outside 0..1 (null: chosen on "
+                            "the calibration latents)")
+        if self.equalize and self.calibrator == Calibrator.TRT_CACHE:
+            raise UserError(f"{where}.equalize: a TensorRT cache holds the ranges of the graph it was made from, not "
+                            "of an equalized one; use a calibrator that reads this project's statistics")
         if self.calibrator == Calibrator.PERCENTILE:
             if self.percentile is None:
                 raise UserError(f"{where}.percentile: required for calibrator 'percentile', e.g. 99.99")

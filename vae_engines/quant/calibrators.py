@@ -123,5 +123,8 @@ def amax_from_histogram(calibrator: Calibrator | str, hist: np.ndarray, edges: n
 
 def calibrate(stats: ActivationStats, tensors: list[str], calibrator: Calibrator | str,
               percentile: float | None = None) -> dict[str, float]:
-    """amax of each of `tensors` from collected statistics."""
+    """amax of each of `tensors` from collected statistics (minmax reads only the maxima:
+    statistics derived without histograms, quant.equalize's, serve it too)."""
+    if Calibrator(calibrator) == Calibrator.MINMAX:  # what minmax_amax returns: the histogram's top edge
+        return {t: stats.max_of(t) if stats.max_of(t) > 0 else DEAD_AMAX for t in tensors}
     return {t: amax_from_histogram(calibrator, *stats.of(t), percentile=percentile) for t in tensors}

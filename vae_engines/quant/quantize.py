@@ -4,7 +4,9 @@ and its graph. The `quantize@<variant>` stage is `quantize_variant`.
 The steps, each a function: `plan_of` (the selected layers through the placement's table,
 quant.qdq.PLACEMENTS), `variant_ranges` (the calibrator's table, RANGES: the shared
 statistics, range search, or a TensorRT cache), `auto_plan` (quant.sensitivity.auto_keep,
-when the recipe has a target), `variant_graph` (explicit: the Q/DQ graph in the variant's
+when the recipe has a target), `equalized_inputs` (quant.equalize, when the recipe
+equalizes: the fp32 graph and its statistics with per-channel scales folded in, before
+anything else reads them), `variant_graph` (explicit: the Q/DQ graph in the variant's
 float type; implicit: the fp32 graph, whose ranges TensorRT 10 applies as dynamic ranges).
 The record of what was decided -- calibrator, placement, ranges, layers kept in float --
 goes into the ranges JSON and into the graph's own metadata (`vae_engines.recipe`), so the
@@ -33,6 +35,8 @@ from vae_engines.graph.execute import GraphExecutor
 from vae_engines.graph.float16 import float16_graph
 from vae_engines.graph.io import RECIPE_KEY, load_onnx, save_onnx, set_metadata
 from vae_engines.quant.calibrators import calibrate
+from vae_engines.quant.equalize import (MIGRATIONS, choose_migration, cross_validated_error, equalization_scales,
+                                        equalized_channel_amax, equalized_graph, scale_groups, scales_record)
 from vae_engines.quant.qdq import PLACEMENTS, Layer, QdqPlan, insert_qdq, quantizable_layers, select_layers
 from vae_engines.quant.search import range_search
 from vae_engines.quant.sensitivity import auto_keep, without
@@ -132,6 +136,38 @@ def variant_graph(model: Any, recipe: Int8Variant, plan: QdqPlan, amax: dict[str
     return qdq_graph(model, plan, amax, recipe.float_type, float32_io)
 
 
+def equalized_inputs(recipe: Int8Variant, inputs: Inputs, plan: QdqPlan) -> tuple[Inputs, dict]:
+    """The fp32 graph with the recipe's equalization folded in (quant.equalize) and the
+    statistics of that graph: for minmax exactly the collected per-channel maxima / s (Snake
+    is equivariant), for a histogram calibrator collected again on it. Returns the new
+    Inputs and the record of what was folded."""
+    groups = scale_groups(inputs.model)
+    channels = inputs.stats.channels()
+    migration, errors = recipe.equalize_migration, None
+    if migration is None:
+        latents = read_latent_set(inputs.calibration_dir)
+        if len(latents) < 2:
+            raise UserError("equalize chooses its migration by cross-validation over the calibration latents, which "
+                            "needs at least 2; raise calibration.count or set equalize_migration")
+        found = cross_validated_error(inputs.model, groups, plan, latents, inputs.device)
+        migration, errors = choose_migration(MIGRATIONS, found.__getitem__)
+    scales = equalization_scales(groups, channels, inputs.model, migration)
+    model = equalized_graph(inputs.model, groups, scales)
+    channel = equalized_channel_amax(groups, scales, channels)
+    tensors = list(inputs.stats.tensors)
+    if recipe.calibrator == Calibrator.MINMAX:
+        stats = ActivationStats(tensors, np.array([channel[t].max() for t in tensors]), None,
+                                [channel[t] for t in tensors])
+    else:
+        stats = collect(GraphExecutor(model, inputs.device), tensors, read_latent_set(inputs.calibration_dir))
+    record = {"migration": migration, "cross_validated_error": errors, "groups": len(scales),
+              "statistics": "derived (per-channel maxima / s)" if stats.hist is None else "collected again",
+              "scales": scales_record(groups, scales)}
+    log.info("equalization: migration %s over %d scale groups%s", migration, len(scales),
+             "" if errors is None else f" (cross-validated squared error by migration: {errors})")
+    return Inputs(model, stats, inputs.calibration_dir, inputs.device), record
+
+
 def variant_record(name: str, recipe: Int8Variant, layers: list[Layer], plan: QdqPlan, amax: dict[str, float],
                    tensors: list[str]) -> dict:
     quantized = {l.name for l in plan.layers}
@@ -164,16 +200,23 @@ def quantize_variant(name: str, recipe: Int8Variant, *, fp32_onnx: str | Path, s
     missing = [l.activation for l in layers if l.activation not in inputs.stats.tensors]
     if missing:
         raise UserError(f"{stats_npz} has no statistics for {missing[0]}; it belongs to another export: run dvc repro")
+    equalization = None
+    if recipe.equalize:
+        inputs, equalization = equalized_inputs(recipe, inputs, plan)
     amax, search = RANGES[recipe.calibrator](recipe, inputs, plan, tensors)
     auto = None
     if recipe.is_auto:
         plan, auto = auto_plan(recipe, inputs, plan, amax)
     record = {**variant_record(name, recipe, layers, plan, amax, tensors), "search": search, "auto": auto,
+              **({"equalization": equalization} if equalization is not None else {}),
               "statistics": {"file": str(stats_npz), "sha256": sha256_file(stats_npz)},
               "calibration_sha256": set_digest(calibration_dir), "fp32_onnx_sha256": sha256_file(fp32_onnx),
               "compute": devices.describe(device) if (search or auto) else None}
-    graph = set_metadata(variant_graph(model, recipe, plan, amax, float32_io), {RECIPE_KEY: json.dumps(
-        {k: v for k, v in record.items() if k not in ("search", "auto", "layers")}, sort_keys=True)})
+    recipe_meta = {k: v for k, v in record.items() if k not in ("search", "auto", "layers", "equalization")}
+    if equalization is not None:  # the scales stay in the ranges record; the graph already carries them folded
+        recipe_meta["equalization"] = {"migration": equalization["migration"], "groups": equalization["groups"]}
+    graph = set_metadata(variant_graph(inputs.model, recipe, plan, amax, float32_io), {RECIPE_KEY: json.dumps(
+        recipe_meta, sort_keys=True)})
     save_onnx(graph, out_onnx)
     write_json(ranges_json, record)
     log.info("%s: %d of %d convolution layers in int8, %d residual skips (%s, %s, rest %s)", name, len(plan.layers),

@@ -3,6 +3,8 @@ residual Add's skip input), collected once per calibration set.
 
 Every calibrator needs two things of each quantizable tensor: its largest |x| (minmax)
 and a histogram of |x| (entropy, percentile, mse, and the candidates of range search).
+The first sweep also keeps each channel's largest |x| (axis 1), at no extra pass: what
+equalization (quant.equalize) balances, and how far a tensor's channels spread.
 They are collected here once, with the PyTorch graph executor on the compute device, and
 each INT8 variant computes its ranges from them; no variant runs the model to calibrate.
 
@@ -43,19 +45,31 @@ CHUNK = 1 << 24  # elements binned at once
 
 @dataclass
 class ActivationStats:
-    """amax[t] and hist[t] (NUM_BINS int64 counts of |x| over [0, amax[t]]) per tensor t."""
+    """amax[t] and hist[t] (NUM_BINS int64 counts of |x| over [0, amax[t]]) per tensor t, and
+    channel_amax[t] (the largest |x| of each channel, axis 1; None in statistics written
+    before it was kept)."""
 
     tensors: list[str]
     amax: np.ndarray
-    hist: np.ndarray
+    hist: np.ndarray | None  # None: maxima only (quant.equalize derives them for minmax)
+    channel_amax: list[np.ndarray] | None = None
 
     def of(self, tensor: str) -> tuple[np.ndarray, np.ndarray]:
         """(counts, bin edges) of one tensor."""
+        if self.hist is None:
+            raise ValueError("these statistics have maxima only (derived for minmax); collect histograms")
         i = self.tensors.index(tensor)
         return self.hist[i], np.linspace(0.0, float(self.amax[i]), NUM_BINS + 1)
 
     def max_of(self, tensor: str) -> float:
         return float(self.amax[self.tensors.index(tensor)])
+
+    def channels(self) -> dict[str, np.ndarray]:
+        """tensor -> its per-channel |x| maxima; a UserError for statistics without them."""
+        if self.channel_amax is None:
+            raise UserError("the activation statistics predate per-channel ranges; run `dvc repro stats` (or "
+                            "`dvc repro`) to collect them again")
+        return dict(zip(self.tensors, self.channel_amax))
 
 
 def collect(executor: Any, tensors: list[str], latents: np.ndarray, progress: Any = None) -> ActivationStats:
@@ -65,11 +79,12 @@ def collect(executor: Any, tensors: list[str], latents: np.ndarray, progress: An
     tensors = list(dict.fromkeys(tensors))
     wanted = set(tensors)
     device = executor.device
-    amax = {t: torch.zeros((), dtype=torch.float64, device=device) for t in tensors}
+    channel: dict[str, Any] = {}
 
     def observe_max(name: str, x: Any) -> None:
         if name in wanted:
-            amax[name] = torch.maximum(amax[name], x.detach().abs().max().double())
+            m = x.detach().abs().amax(dim=[d for d in range(x.dim()) if d != 1]).double()
+            channel[name] = torch.maximum(channel[name], m) if name in channel else m
 
     groups = [latents[i:i + size] for i in range(0, len(latents), size)]
     total = 2 * len(groups)
@@ -77,7 +92,8 @@ def collect(executor: Any, tensors: list[str], latents: np.ndarray, progress: An
         executor.run(group, observe=observe_max)
         if progress:
             progress(i + 1, total)
-    top = {t: float(v) for t, v in amax.items()}
+    channel_amax = [channel[t].cpu().numpy() for t in tensors]
+    top = {t: float(c.max()) for t, c in zip(tensors, channel_amax)}
     counts = {t: torch.zeros(NUM_BINS, dtype=torch.int64, device=device) for t in tensors}
 
     def observe_hist(name: str, x: Any) -> None:
@@ -98,7 +114,7 @@ def collect(executor: Any, tensors: list[str], latents: np.ndarray, progress: An
         if progress:
             progress(len(groups) + i + 1, total)
     return ActivationStats(tensors, np.array([top[t] for t in tensors], dtype=np.float64),
-                           np.stack([counts[t].cpu().numpy() for t in tensors]))
+                           np.stack([counts[t].cpu().numpy() for t in tensors]), channel_amax)
 
 
 def write_stats(npz_path: str | Path, json_path: str | Path, stats: ActivationStats, layers: list[Layer],
@@ -111,7 +127,14 @@ def write_stats(npz_path: str | Path, json_path: str | Path, stats: ActivationSt
         counts = stats.hist[i]
         summary[t] = {"layer": role[t], "amax": float(f"{stats.amax[i]:.7g}"), "values": int(counts.sum()),
                       "share_in_top_bin": float(f"{counts[-1] / max(counts.sum(), 1):.3g}")}
-    write_npz(npz_path, {"tensors": np.array(stats.tensors), "amax": stats.amax, "hist": stats.hist})
+        if stats.channel_amax is not None:  # how far its channels spread: what equalization can even out
+            c = stats.channel_amax[i]
+            summary[t]["channel_max_over_median"] = float(f"{c.max() / max(np.median(c), 1e-30):.4g}")
+    arrays = {"tensors": np.array(stats.tensors), "amax": stats.amax, "hist": stats.hist}
+    if stats.channel_amax is not None:  # ragged: one flat array and each tensor's offset into it
+        arrays["channel_amax"] = np.concatenate(stats.channel_amax)
+        arrays["channel_offsets"] = np.cumsum([0] + [len(c) for c in stats.channel_amax])
+    write_npz(npz_path, arrays)
     write_json(json_path, {**record, "num_bins": NUM_BINS, "tensors": summary})
 
 
@@ -121,7 +144,11 @@ def read_stats(path: str | Path) -> ActivationStats:
         raise UserError(f"{path} does not exist; run `dvc repro` to collect the activation statistics")
     try:
         with np.load(path, allow_pickle=False) as data:
-            return ActivationStats([str(t) for t in data["tensors"]], data["amax"], data["hist"])
+            channel = None
+            if "channel_amax" in data:
+                flat, offsets = data["channel_amax"], data["channel_offsets"]
+                channel = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+            return ActivationStats([str(t) for t in data["tensors"]], data["amax"], data["hist"], channel)
     except (OSError, KeyError, ValueError) as exc:
         raise UserError(f"{path} is unreadable ({type(exc).__name__}); delete it and run `dvc repro`") from None
 

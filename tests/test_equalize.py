@@ -1,0 +1,149 @@
+"""Equalization through Snake (quant.equalize): the groups it finds, the same decode in
+float, ranges that follow the scales exactly, the torch-side fold equal to the graph's, and
+the quantize stage's recipe option."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import latents
+from vae_engines.core.errors import UserError
+from vae_engines.core.params import Int8Variant, from_mapping
+from vae_engines.data.latentset import write_latent_set
+from vae_engines.graph.execute import GraphExecutor
+from vae_engines.graph.io import RECIPE_KEY, load_onnx, metadata
+from vae_engines.quant import equalize as eq
+from vae_engines.quant.qdq import quantizable_layers
+from vae_engines.quant.quantize import quantize_variant
+from vae_engines.quant.stats import collect, quantizable_tensors, read_stats, write_stats
+
+
+def _uneven_scales(groups, seed=0):
+    """Scales spread over two decades, as an extreme equalization would choose."""
+    rng = np.random.default_rng(seed)
+    return {g.name: np.exp(rng.uniform(-2.3, 2.3, g.channels)) for g in groups}
+
+
+def test_groups_cover_every_snake_but_the_latent_and_the_audio(tiny_onnx):
+    model = load_onnx(tiny_onnx)
+    groups = eq.scale_groups(model)
+    snakes = eq.find_snakes(model)
+    # 5 blocks: the stream into each upsampler (5) and each unit's inner activation (15), plus the last
+    # block's stream into the final convolution: 1 + 5 streams + 15 inner = 21 groups; every Snake is in one
+    assert len(snakes) == 1 + 5 * 7
+    assert len(groups) == 21
+    assert {s.y for g in groups for s in g.snakes} == {s.y for s in snakes}
+    layers = {l.node: l for l in quantizable_layers(model)}
+    consumers = [c.node for g in groups for c, _ in g.consumers]
+    # every convolution but the first (it reads the latent, the graph's input) reads an equalized group
+    assert sorted(consumers) == sorted(n for n in layers if layers[n].name != "conv1")
+    stream = next(g for g in groups if len(g.producers) == 4 and "block.4" in g.producers[0].weight)
+    assert any(c.weight == "conv2.weight" for c, _ in stream.consumers)  # the last block's stream ends in conv2
+
+
+def test_equalized_graph_decodes_the_same_in_float(tiny_onnx):
+    """Done-when: max relative difference <= 1e-5 (scales spread over two decades)."""
+    model = load_onnx(tiny_onnx)
+    groups = eq.scale_groups(model)
+    x = latents(2, 16, seed=3)
+    before = GraphExecutor(model).decode(x)
+    after = GraphExecutor(eq.equalized_graph(model, groups, _uneven_scales(groups))).decode(x)
+    assert np.abs(after - before).max() / np.abs(before).max() <= 1e-5
+    changed = {i.name for i, j in zip(model.graph.initializer, eq.equalized_graph(model, groups, _uneven_scales(
+        groups)).graph.initializer) if i.raw_data != j.raw_data}
+    assert "conv1.weight" in changed and "conv2.weight" in changed  # producer of the first, consumer of the last
+
+
+def test_equalized_ranges_are_the_old_ones_over_s(tiny_onnx):
+    """Snake is equivariant: each channel's range in the equalized graph is exactly the old / s,
+    which is what the minmax path of an equalized variant uses without collecting again."""
+    model = load_onnx(tiny_onnx)
+    groups = eq.scale_groups(model)
+    layers = quantizable_layers(model)
+    tensors = quantizable_tensors(layers)
+    x = latents(2, 16, seed=4)
+    scales = _uneven_scales(groups, seed=1)
+    old = collect(GraphExecutor(model), tensors, x)
+    new = collect(GraphExecutor(eq.equalized_graph(model, groups, scales)), tensors, x)
+    derived = eq.equalized_channel_amax(groups, scales, dict(zip(old.tensors, old.channel_amax)))
+    for t, c in zip(new.tensors, new.channel_amax):
+        np.testing.assert_allclose(derived[t], c, rtol=1e-5)
+        assert new.amax[new.tensors.index(t)] == pytest.approx(c.max())
+
+
+def test_the_scales_record_folds_a_state_dict_as_the_graph(tiny_onnx):
+    """compiled.int8 builds from the model's own weights: apply_record must give it exactly
+    the graph's equalized initializers."""
+    from onnx import numpy_helper
+
+    model = load_onnx(tiny_onnx)
+    groups = eq.scale_groups(model)
+    scales = _uneven_scales(groups, seed=2)
+    record = json.loads(json.dumps(eq.scales_record(groups, scales)))  # through JSON, as the ranges file keeps it
+    arrays = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    folded = eq.apply_record(arrays, record)
+    graph = {i.name: numpy_helper.to_array(i) for i in eq.equalized_graph(model, groups, scales).graph.initializer}
+    assert folded
+    for name, value in folded.items():
+        np.testing.assert_array_equal(value, graph[name])
+
+
+def test_scales_keep_the_largest_range_and_even_the_rest():
+    group = eq.ScaleGroup("t", 3, ("t",), (), ((eq.Conv("n", "w", None, 1), "t"),), ())
+    weights = {"w": np.ones((4, 3, 1))}
+    s = eq.group_scales(group, {"t": np.array([4.0, 1.0, 0.5])}, weights, migration=1.0)
+    np.testing.assert_allclose(np.array([4.0, 1.0, 0.5]) / s, [4.0, 4.0, 4.0])
+    s = eq.group_scales(group, {"t": np.array([4.0, 1.0, 0.5])}, weights, migration=0.5)
+    assert max(np.array([4.0, 1.0, 0.5]) / s) == pytest.approx(4.0)
+
+
+def test_params_equalize_keys():
+    v = from_mapping(Int8Variant, {"calibrator": "minmax", "equalize": True, "equalize_migration": 0.5}, "int8.x")
+    assert v.equalize and v.equalize_migration == 0.5
+    with pytest.raises(UserError, match="only used with equalize"):
+        from_mapping(Int8Variant, {"calibrator": "minmax", "equalize_migration": 0.5}, "int8.x")
+    with pytest.raises(UserError, match="outside 0..1"):
+        from_mapping(Int8Variant, {"calibrator": "minmax", "equalize": True, "equalize_migration": 2}, "int8.x")
+    with pytest.raises(UserError, match="true or false"):
+        from_mapping(Int8Variant, {"calibrator": "minmax", "equalize": "yes"}, "int8.x")
+
+
+@pytest.fixture
+def calibrated(tmp_path, tiny_onnx):
+    model = load_onnx(tiny_onnx)
+    layers = quantizable_layers(model)
+    cal = latents(4, 16, seed=5)
+    write_latent_set(tmp_path / "cal", cal, {"source": "test"})
+    write_stats(tmp_path / "s.npz", tmp_path / "s.json", collect(GraphExecutor(model), quantizable_tensors(layers), cal),
+                layers, {})
+    return tmp_path
+
+
+def _quantize(folder, tiny_onnx, name, **recipe):
+    return quantize_variant(name, Int8Variant(calibrator="minmax", float_type="fp32", **recipe), fp32_onnx=tiny_onnx,
+                            stats_npz=folder / "s.npz", calibration_dir=folder / "cal", out_onnx=folder / f"{name}.onnx",
+                            ranges_json=folder / f"{name}.json", device="cpu")
+
+
+def test_an_equalized_variant_folds_scales_before_qdq(calibrated, tiny_onnx):
+    plain = _quantize(calibrated, tiny_onnx, "plain")
+    fixed = _quantize(calibrated, tiny_onnx, "fixed", equalize=True, equalize_migration=1.0)
+    assert "equalization" not in plain  # a variant without it: the record it always had
+    assert fixed["equalization"]["migration"] == 1.0 and fixed["equalization"]["groups"] == 21
+    assert fixed["equalization"]["statistics"].startswith("derived")
+    # the minmax ranges of an evened tensor: its largest channel kept, so at most the plain range
+    for t, a in fixed["amax"].items():
+        assert a <= plain["amax"][t] * (1 + 1e-6)
+    graph = load_onnx(calibrated / "fixed.onnx")
+    assert json.loads(metadata(graph)[RECIPE_KEY])["equalization"] == {"migration": 1.0, "groups": 21}
+    assert sum(n.op_type == "QuantizeLinear" for n in graph.graph.node) == len(quantizable_layers(load_onnx(tiny_onnx)))
+    assert read_stats(calibrated / "s.npz").channel_amax is not None
+
+
+def test_migration_is_chosen_by_cross_validation(calibrated, tiny_onnx):
+    record = _quantize(calibrated, tiny_onnx, "auto", equalize=True)
+    errors = record["equalization"]["cross_validated_error"]
+    assert set(errors) == {"none", "0.25", "0.5", "0.75", "1.0"}
+    chosen = record["equalization"]["migration"]
+    assert errors["none" if chosen is None else str(chosen)] == min(errors.values())
