@@ -137,12 +137,13 @@ class LatentSetParams:
 
     source: `audio` (a folder of audio files, encoded by the VAE's encoder), `latents` (a
     folder of .npy / .pt / .safetensors tensors [1, 64, T] or [64, T]), `synthetic` (seeded
-    normal latents with the per-channel mean and std of the latents in `path`). path: a
-    folder, tracked by DVC. frames: window length, null = the profile's opt_frames. seed:
-    synthetic only.
+    normal latents with the per-channel mean and std of the latents in `path`), `normal`
+    (seeded unit-normal latents: the scale a diffusion model hands the decoder; `path` is
+    not read). path: a folder, tracked by DVC. frames: window length, null = the profile's
+    opt_frames. seed: synthetic and normal only.
     """
 
-    source: Literal["audio", "latents", "synthetic"] = "audio"
+    source: Literal["audio", "latents", "synthetic", "normal"] = "audio"
     path: str = "data/corpus"
     count: int = 8
     frames: int | None = None
@@ -431,8 +432,8 @@ class Params:
             raise UserError(f"bench.batches: {list(b.batches)} is outside the profile's batch "
                             f"{p.min_batch}..{p.max_batch}; change bench.batches or the profile")
         c, h = self.calibration, self.holdout
-        if c.source == h.source == "synthetic" and c.seed == h.seed:
-            raise UserError("holdout.seed: synthetic held-out latents need another seed than calibration.seed")
+        if c.source in ("synthetic", "normal") and h.source in ("synthetic", "normal") and c.seed == h.seed:
+            raise UserError(f"holdout.seed: {h.source} held-out latents need another seed than calibration.seed")
         unknown = [name for name in self.compile.int8 if name not in self.int8]
         if unknown:
             raise UserError(f"compile.int8: {unknown[0]!r} is not an INT8 variant of this params.yaml; known: "

@@ -1,5 +1,6 @@
 """Calibration and held-out latent sets from a folder: audio, latent tensors, or synthetic
-latents shaped by real ones. One reader, one on-disk form (data.latentset).
+latents shaped by real ones; or seeded unit-normal latents, the scale a generator gives.
+One reader, one on-disk form (data.latentset).
 
 Held-out data is disjoint from calibration data by construction. When both name the same
 folder of the same kind, its files are split by file: ranked by the sha256 of their path
@@ -101,8 +102,11 @@ def choose_files(role: str, mine: LatentSetParams, other: OtherSet) -> Folder:
     """The files `role` ('calibration' or 'holdout') reads, with the split record."""
     key = f"{role}.path"
     kind = _stats_folder(mine.source)
-    files = list_files(mine.path, kind, key)
     root = Path(mine.path)
+    if mine.source == "normal":
+        return Folder(root, [], {"rule": "unit-normal latents: no folder is read",
+                                 "disjoint": f"different seeds ({role} seed {mine.seed})"})
+    files = list_files(mine.path, kind, key)
     same_folder = Path(other.path).resolve() == root.resolve() and _stats_folder(other.source) == kind
     if mine.source == "synthetic":
         return Folder(root, files, {"rule": "synthetic latents: the folder only gives per-channel statistics",
@@ -178,6 +182,13 @@ def latent_windows(folder: Folder, frames: int, count: int, channels: int) -> tu
     return _cut(folder, arrays, frames, count, "frames")
 
 
+def normal_latents(frames: int, count: int, channels: int, seed: int) -> tuple[np.ndarray, dict]:
+    """Seeded unit-normal latents N(0, 1): what a diffusion sampler ends near, the scale an
+    app hands the decoder (an encoder's posterior means can be far smaller)."""
+    x = np.random.default_rng(seed).standard_normal((count, channels, frames)).astype(np.float32)
+    return x, {"seed": seed, "distribution": "unit normal, independent per element"}
+
+
 def synthetic_latents(folder: Folder, frames: int, count: int, channels: int, seed: int) -> tuple[np.ndarray, dict]:
     """Seeded normal latents with the per-channel mean and std of the folder's latents."""
     arrays = [check_latent(read_latent_file(p), channels, str(p)) for p in folder.files]
@@ -250,7 +261,9 @@ def collect_set(role: str, mine: LatentSetParams, other: OtherSet, frames: int, 
     manifest: dict = {"role": role, "source": mine.source, "path": str(folder.root), "frames": frames,
                       "split": folder.split, "model": vae.description}
     channels = vae.latent_channels
-    if mine.source == "synthetic":
+    if mine.source == "normal":
+        latents, record = normal_latents(frames, mine.count, channels, mine.seed)
+    elif mine.source == "synthetic":
         latents, record = synthetic_latents(folder, frames, mine.count, channels, mine.seed)
     elif mine.source == "latents":
         latents, record = latent_windows(folder, frames, mine.count, channels)
