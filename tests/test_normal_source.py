@@ -28,3 +28,13 @@ def test_normal_sets_need_different_seeds():
                               "holdout": {"source": "normal", "seed": 0}}, "")
     from_mapping(Params, {"calibration": {"source": "normal", "seed": 0}, "holdout": {"source": "normal", "seed": 1}},
                  "")
+
+
+def test_a_folder_set_beside_a_normal_one_reads_every_file(tmp_path):
+    from vae_engines.data.corpus import write_corpus
+    from vae_engines.data.sources import choose_files
+
+    folder = write_corpus(tmp_path / "corpus", 3, 0.2, 48000, seed=0)
+    mine = SimpleNamespace(source="audio", path=str(folder), count=3, seed=1, fraction=0.25, frames=None)
+    chosen = choose_files("holdout", mine, OtherSet(str(folder), "normal", 0.25))
+    assert len(chosen.files) == 3 and "unit-normal" in chosen.split["rule"]

@@ -121,6 +121,9 @@ def choose_files(role: str, mine: LatentSetParams, other: OtherSet) -> Folder:
             "disjoint": "by construction (no file is in both sets)",
             "calibration_files": [p.relative_to(root).as_posix() for p in calibration],
             "holdout_files": [p.relative_to(root).as_posix() for p in holdout]})
+    if other.source == "normal":
+        return Folder(root, files, {"rule": "every file (the other set draws unit-normal latents)",
+                                    "disjoint": "by construction (the other set reads no file)"})
     theirs = list_files(other.path, _stats_folder(other.source), f"{'holdout' if role == 'calibration' else 'calibration'}.path")
     shared = _shared_files(files, theirs)
     if shared:
