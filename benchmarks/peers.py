@@ -16,7 +16,10 @@ Rows:
   per-channel weights, no bias quantization, no output quantization) with its three
   calibrators;
 - this project's calibrators on its Q/DQ placement (float_type fp32 here, for the same
-  comparison; the pipeline's default variants run their float parts in fp16).
+  comparison; the pipeline's default variants run their float parts in fp16), and minmax
+  with equalization through Snake (quant.equalize); range search with --search.
+AIMET-ONNX and NNCF need their own virtualenvs: PEERS_NOT_RUN holds what the team measured
+of them on the same graph, data and evaluator, shown labelled under the table.
 NVIDIA ModelOpt is not run: its 0.47 `[onnx]` extra pins onnxruntime-gpu ~1.24 and onnx
 ~1.21, which cannot share this project's virtualenv.
 """
@@ -34,6 +37,33 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+# Peers that need their own virtualenv, and what the team measured of them before on the same
+# graph, data and evaluator (FIELD_NOTES, 2026-12-06): shown labelled, never as this run's rows.
+PEERS_NOT_RUN = [
+    {"peer": "AIMET-ONNX 2.42 (CLE, AdaRound, SeqMSE)",
+     "reason": "it needs its own virtualenv with a CPU torch pinned first; not installed in this session (a 2-core "
+               "machine shared by five agents)",
+     "measured": "2026-12-06, same default model, data and peak_psnr, ONNX Runtime CPU",
+     "figures": "best 51.99 dB (SeqMSE); with CLE 51.97 (changed no weight: Snake stops it); AdaRound 51.95 (skips "
+                "Conv1d silently; run on a Conv2d rewrite)"},
+    {"peer": "NNCF 3.4 (bias correction, SmoothQuant)",
+     "reason": "same as AIMET-ONNX: its own virtualenv, not installed in this session",
+     "measured": "2026-12-06, same default model, data and peak_psnr, ONNX Runtime CPU",
+     "figures": "defaults 40.06 dB (mean-of-minmax ranges clip; also quantizes Snake's Mul/Add inputs); MinMax "
+                "ranges 52.14; best 53.08 with MinMax ranges, overflow fix off and SmoothQuant alpha 0.5"},
+]
+
+
+def commit() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def ort_quantized(fp32: Path, out: Path, latents: np.ndarray, *, defaults: bool, method: str) -> Path:
@@ -61,14 +91,18 @@ def ort_quantized(fp32: Path, out: Path, latents: np.ndarray, *, defaults: bool,
     return out
 
 
-def ours(fp32: Path, out: Path, stats_npz: Path, calibration: Path, calibrator: str, percentile: float | None) -> Path:
+def ours(fp32: Path, out: Path, stats_npz: Path, calibration: Path, calibrator: str, percentile: float | None,
+         equalize: bool = False) -> dict:
+    """This project's variant (float parts fp32); returns its ranges record."""
+    import torch
+
     from vae_engines.core.params import Int8Variant
     from vae_engines.quant.quantize import quantize_variant
 
-    recipe = Int8Variant(calibrator=calibrator, percentile=percentile, float_type="fp32")
-    quantize_variant(out.stem, recipe, fp32_onnx=fp32, stats_npz=stats_npz, calibration_dir=calibration,
-                     out_onnx=out, ranges_json=out.with_suffix(".json"), device="cpu", threads=2)
-    return out
+    torch.set_num_threads(2)
+    recipe = Int8Variant(calibrator=calibrator, percentile=percentile, float_type="fp32", equalize=equalize)
+    return quantize_variant(out.stem, recipe, fp32_onnx=fp32, stats_npz=stats_npz, calibration_dir=calibration,
+                            out_onnx=out, ranges_json=out.with_suffix(".json"), device=torch.device("cpu"))
 
 
 def measure(graph: Path, held: np.ndarray, reference: np.ndarray) -> dict:
@@ -130,6 +164,7 @@ def main() -> None:
     p.add_argument("--protocol", choices=["pipeline", "fieldnotes"], default="pipeline",
                    help="pipeline: the workspace's data/ sets; fieldnotes: the team's earlier protocol (8 "
                         "calibration latents from corpus seed 0, 4 held-out from seed 1, 32 frames, fixture encoder)")
+    p.add_argument("--search", action="store_true", help="also this project's range search (minutes on 2 cores)")
     args = p.parse_args()
 
     from vae_engines.core.entry import setup_logging
@@ -156,22 +191,31 @@ def main() -> None:
                  ("vae-engines: percentile 99.99", "ours", False, "percentile", 99.99),
                  ("vae-engines: percentile 99.999", "ours", False, "percentile", 99.999),
                  ("vae-engines: mse", "ours", False, "mse", None),
-                 ("vae-engines: search", "ours", False, "search", None)]
+                 ("vae-engines: minmax + equalization through Snake (equalize: true)", "ours+eq", False, "minmax",
+                  None)]
+        if args.search:
+            plans.append(("vae-engines: search", "ours", False, "search", None))
         for index, (label, who, defaults, method, percentile) in enumerate(plans):
             graph = tmp / f"g{index}.onnx"
             start = time.perf_counter()
+            note = None
             if who == "ort":
                 ort_quantized(fp32, graph, calibration, defaults=defaults, method=method)
             else:
-                ours(fp32, graph, Path(args.stats), Path(args.calibration), method, percentile)
+                record = ours(fp32, graph, Path(args.stats), Path(args.calibration), method, percentile,
+                              equalize=who == "ours+eq")
+                if record.get("equalization"):
+                    e = record["equalization"]
+                    note = {"migration": e["migration"], "cross_validated_error": e["cross_validated_error"]}
             seconds = round(time.perf_counter() - start, 1)
             row = {"method": label, **measure(graph, held, reference), **tensorrt_rtx(graph, tmp / "p.plan"),
-                   "quantize_seconds": seconds}
+                   "quantize_seconds": seconds, **({"equalization": note} if note else {})}
             print(json.dumps(row), file=sys.stderr)
             rows.append(row)
     provenance = {"model": file_metadata(fp32).get("model"), "calibration": read_manifest(args.calibration)["shape"],
                   "holdout": read_manifest(args.holdout)["shape"], "runtime": "onnxruntime CPU (fp32 float parts)",
-                  "protocol": args.protocol, "machine": fingerprint()}
+                  "protocol": args.protocol, "machine": fingerprint(), "commit": commit(),
+                  "peers_not_run": PEERS_NOT_RUN}
     scratch.cleanup()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -190,6 +234,14 @@ def main() -> None:
               "NVIDIA ModelOpt 0.47 was not run here (its `[onnx]` extra cannot share this virtualenv); the team "
               "measured it on the same default model on 2026-11-27: entropy 50.9 dB, max 49.3 dB, both built by "
               "TensorRT-RTX."]
+    for e in provenance["peers_not_run"]:
+        lines += ["", f"{e['peer']} was not run by this script: {e['reason']}. Earlier measurement ({e['measured']}, "
+                      f"not this run): {e['figures']}."]
+    eq = [r for r in rows if r.get("equalization")]
+    for r in eq:
+        lines += ["", f"Equalization: migration {r['equalization']['migration']} chosen by cross-validation on the "
+                      f"calibration latents (squared error by candidate: {r['equalization']['cross_validated_error']})."]
+    lines += ["", f"Commit {provenance['commit']}; versions {json.dumps(provenance['machine'].get('versions', {}))}."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
