@@ -147,3 +147,35 @@ def test_migration_is_chosen_by_cross_validation(calibrated, tiny_onnx):
     assert set(errors) == {"none", "0.25", "0.5", "0.75", "1.0"}
     chosen = record["equalization"]["migration"]
     assert errors["none" if chosen is None else str(chosen)] == min(errors.values())
+
+
+def test_a_folded_torch_decoder_takes_the_same_scales(tiny_checkpoint, tiny_onnx):
+    """The compiled INT8 engines build from the torch decoder: equalize_module gives it the
+    graph's equalized weights exactly, and it decodes as before."""
+    import torch
+    from onnx import numpy_helper
+
+    from vae_engines.model.oobleck import fold_decoder, load_checkpoint
+
+    model = load_onnx(tiny_onnx)
+    groups = eq.scale_groups(model)
+    scales = _uneven_scales(groups, seed=3)
+    decoder = fold_decoder(load_checkpoint(tiny_checkpoint).vae)
+    x = torch.from_numpy(latents(1, 16, seed=6))
+    with torch.no_grad():
+        before = decoder(x)
+        eq.equalize_module(decoder, json.loads(json.dumps(eq.scales_record(groups, scales))))
+        after = decoder(x)
+    assert float((after - before).abs().max() / before.abs().max()) <= 1e-5
+    graph = {i.name: numpy_helper.to_array(i) for i in eq.equalized_graph(model, groups, scales).graph.initializer}
+    state = decoder.state_dict()
+    for name in ("conv1.weight", "block.0.res_unit1.snake1.alpha", "block.4.res_unit3.conv2.bias", "conv2.weight"):
+        np.testing.assert_array_equal(state[name].numpy(), graph[name].reshape(state[name].shape))
+
+
+def test_compile_int8_refuses_an_equalized_variant_until_it_folds_the_scales():
+    from vae_engines.core.params import Params
+
+    with pytest.raises(UserError, match="equalizes"):
+        from_mapping(Params, {"int8": {"e": {"calibrator": "minmax", "equalize": True}},
+                              "compile": {"precisions": ["fp16"], "int8": ["e"]}}, "")

@@ -392,3 +392,18 @@ def cross_validated_error(model: Any, groups: list[ScaleGroup], plan: QdqPlan, l
             total += float(np.sum((quantized.decode(held, **overrides).astype(np.float64) - reference) ** 2))
         errors[migration] = total
     return errors
+
+
+def equalize_module(module: Any, record: list[dict] | None) -> Any:
+    """Fold a ranges record's equalization (`scales_record`) into a torch module whose
+    state-dict names are the graph's initializer names (model.oobleck.fold_decoder's
+    decoder), in place, with the arithmetic of equalized_graph; None or [] changes nothing.
+    For engines built from the model's own weights (compiled.int8)."""
+    if not record:
+        return module
+    state = module.state_dict()
+    arrays = {name: state[name].detach().cpu().numpy() for g in record for name, _ in g["divide"] + g["multiply"]}
+    with torch.no_grad():
+        for name, value in apply_record(arrays, record).items():
+            state[name].copy_(torch.from_numpy(value))
+    return module
