@@ -22,7 +22,7 @@ from conftest import ROOT, latents  # noqa: E402
 from vae_engines.compiled.build import compile_int8_engine  # noqa: E402
 from vae_engines.core.errors import UserError  # noqa: E402
 from vae_engines.core.fileio import read_json  # noqa: E402
-from vae_engines.core.params import Int8Variant, ModelParams, ProfileParams  # noqa: E402
+from vae_engines.core.params import BuildParams, Int8Variant, ModelParams, ProfileParams  # noqa: E402
 from vae_engines.data.latentset import write_latent_set  # noqa: E402
 from vae_engines.graph.execute import GraphExecutor  # noqa: E402
 from vae_engines.graph.io import load_onnx  # noqa: E402
@@ -33,6 +33,8 @@ from vae_engines.report.engines import int8_engines_section  # noqa: E402
 from vae_engines.report.records import TorchRecords, VariantRecords  # noqa: E402
 from vae_engines.runtime import load  # noqa: E402
 from vae_engines.runtime.guard import DEFAULT_RANGE_GUARD, LatentRangeWarning, RangeGuard, check_latent  # noqa: E402
+from vae_engines.trt.backend import resolve  # noqa: E402
+from vae_engines.trt.build import build_plan  # noqa: E402
 
 CALIBRATION = latents(2, 8, seed=0)  # N(0, 1): max |x| about 3.6
 
@@ -114,7 +116,7 @@ def test_the_warning_switch_warns_and_decodes(engine_path):
     with pytest.warns(LatentRangeWarning, match=r"10\.0x"):
         assert torch.equal(warned.decode(x), expected)
     with pytest.warns(LatentRangeWarning):
-        assert torch.cat(list(warned.stream(x, window=4, overlap=2)), dim=-1).shape == expected.shape
+        assert torch.equal(torch.cat(list(warned.stream(x, window=8, overlap=4)), dim=-1), expected)
     with pytest.raises(UserError, match=r"on_range='warning'; use one of 'error', 'warn', 'off'"):
         load(engine_path, on_range="warning")
     with pytest.raises(UserError, match="range_guard=0; give a factor > 0"):
@@ -193,3 +195,15 @@ def test_the_reports_int8_rows_state_the_calibrated_latent_range():
     assert "| calibrated latent range |" in text and row.endswith("| n/a | latent |x| <= 10.4 |")
     assert VariantRecords("minmax", {}, {"input_range": 7.789179}, {}, {}).range_label() == "latent |x| <= 7.79"
     assert VariantRecords("minmax", {}, {}, {}, {}).range_label() == "latent range not recorded"
+
+
+def test_an_int8_plan_records_the_range_and_would_guard_it(variant, tmp_path):
+    """TensorRT-RTX builds on the CPU: the INT8 plan's record holds the variant's latent range
+    (what PlanDecoder guards where a GPU runs it)."""
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX not installed: pip install 'vae-engines[tensorrt-rtx]'")
+    meta = build_plan(resolve("tensorrt_rtx"), variant / "minmax.onnx", tmp_path / "minmax.plan",
+                      profile=ProfileParams(min_frames=2, opt_frames=4, max_frames=8), build=BuildParams())
+    assert meta["input_range"] == pytest.approx(read_json(variant / "minmax.ranges.json")["amax"]["latent"])
+    guard = RangeGuard.of("tensorrt_rtx engine minmax.plan", meta["input_range"])
+    with pytest.raises(UserError, match=r"tensorrt_rtx engine minmax.plan: .* is 10\.0x"):
+        check_latent(scaled(10.0, meta["input_range"]), "tensorrt_rtx engine", guard)
