@@ -179,3 +179,24 @@ def test_compile_int8_refuses_an_equalized_variant_until_it_folds_the_scales():
     with pytest.raises(UserError, match="equalizes"):
         from_mapping(Params, {"int8": {"e": {"calibrator": "minmax", "equalize": True}},
                               "compile": {"precisions": ["fp16"], "int8": ["e"]}}, "")
+
+
+def test_snake_constants_the_exporter_shared_are_made_private(tmp_path):
+    """A seeded decoder's Snakes all have alpha = inv_beta = 1, which the exporter stores as one
+    shared initializer: equalization copies it per Snake rather than skip every group."""
+    from conftest import TINY
+
+    from vae_engines.model.export import onnx_from_decoder
+    from vae_engines.model.oobleck import build_vae, fold_decoder
+
+    path = onnx_from_decoder(fold_decoder(build_vae(TINY, seed=0)), tmp_path / "seeded.onnx", opset=19)
+    model = load_onnx(path)
+    snakes = eq.find_snakes(model)
+    assert len({s.alpha for s in snakes} | {s.inv_beta for s in snakes}) < len(snakes)  # shared by the exporter
+    groups = eq.scale_groups(model)
+    assert len(groups) == 21
+    x = latents(1, 16, seed=7)
+    before = GraphExecutor(model).decode(x)
+    graph = eq.equalized_graph(model, groups, _uneven_scales(groups, seed=4))
+    assert np.abs(GraphExecutor(graph).decode(x) - before).max() / np.abs(before).max() <= 1e-5
+    assert len({s.alpha for s in eq.find_snakes(graph)} | {s.inv_beta for s in eq.find_snakes(graph)}) == 2 * len(snakes)

@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from vae_engines.core.errors import UserError
 from vae_engines.core.lazy import lazy_import
 from vae_engines.graph.execute import GraphExecutor
 from vae_engines.quant.fakequant import FakeQuant
@@ -171,9 +172,50 @@ def find_snakes(model: Any) -> list[Snake]:
     return snakes
 
 
+def private_snake_constants(model: Any) -> Any:
+    """`model`, or a copy of it in which every Snake has its own alpha and inv_beta. The
+    exporter deduplicates equal initializers: in a seeded decoder every Snake's constants are
+    1, so all Snakes share one initializer (alpha and inv_beta alike), which a per-channel
+    scale must not change for all of them. A shared one is copied per use, named
+    `<initializer>@<node>`."""
+    inits = _inits(model)
+    snakes = find_snakes(model)
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            if i in inits:
+                uses[i] = uses.get(i, 0) + 1
+    shared = {name for s in snakes for name in (s.alpha, s.inv_beta) if uses[name] > 1}
+    if not shared:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = _inits(out)
+    mul_nodes = {name for s in snakes for name in (s.nodes[0], s.nodes[3])}
+    added = []
+    for node in out.graph.node:
+        if node.name not in mul_nodes:
+            continue
+        for index, name in enumerate(node.input):
+            if name in shared:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[name])
+                copy.name = f"{name}@{node.name}"
+                added.append(copy)
+                node.input[index] = copy.name
+    out.graph.initializer.extend(added)
+    used = {i for n in out.graph.node for i in n.input}
+    kept = [i for i in out.graph.initializer if i.name in used]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(kept)
+    return out
+
+
 def scale_groups(model: Any) -> list[ScaleGroup]:
     """The graph's scale groups (module docstring), in graph order; groups that reach the
-    graph's input or output or any other node are left out."""
+    graph's input or output or any other node are left out. Snake constants shared between
+    Snakes are taken as private_snake_constants makes them (equalized_graph does the same)."""
+    model = private_snake_constants(model)
     inits = _inits(model)
     snakes = find_snakes(model)
     snake_nodes = {name for s in snakes for name in s.nodes}
@@ -292,7 +334,7 @@ def equalized_graph(model: Any, groups: list[ScaleGroup], scales: dict[str, np.n
     biases / s, Snakes' alpha * s and inv_beta / s, consumers' input channels * s. The same
     function in float (to rounding)."""
     out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out.CopyFrom(private_snake_constants(model))
     inits = _inits(out)
     record = scales_record(groups, scales)
     names = {name for g in record for name, _ in g["divide"] + g["multiply"]}
@@ -402,6 +444,11 @@ def equalize_module(module: Any, record: list[dict] | None) -> Any:
     if not record:
         return module
     state = module.state_dict()
+    unknown = [name for g in record for name, _ in g["divide"] + g["multiply"] if name not in state]
+    if unknown:
+        raise UserError(f"the equalization names {unknown[0]!r}, which this module lacks (the exporter shared one "
+                        "Snake constant between Snakes, or the record belongs to another model); re-run the quantize "
+                        "stage of this model")
     arrays = {name: state[name].detach().cpu().numpy() for g in record for name, _ in g["divide"] + g["multiply"]}
     with torch.no_grad():
         for name, value in apply_record(arrays, record).items():
