@@ -119,11 +119,10 @@ def tensorrt_rtx(graph: Path, plan: Path) -> dict:
     from vae_engines.core.errors import UserError
     from vae_engines.core.params import BuildParams, ProfileParams
     from vae_engines.trt.backend import resolve
-    from vae_engines.trt.build import engine_from_onnx
+    from vae_engines.trt.build import build_plan
 
     try:
-        meta = engine_from_onnx(resolve("tensorrt_rtx"), graph, plan, profile=ProfileParams(), build=BuildParams(),
-                                hop=1920)
+        meta = build_plan(resolve("tensorrt_rtx"), graph, plan, profile=ProfileParams(), build=BuildParams())
     except UserError as exc:
         return {"tensorrt_rtx": f"no: {str(exc)[:120]}", "plan_mb": None}
     return {"tensorrt_rtx": "yes", "plan_mb": round(meta["plan_bytes"] / 1e6, 2),
