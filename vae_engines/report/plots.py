@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402  (after use())
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from vae_engines.core.fileio import atomic_path
 from vae_engines.report.records import TorchRecords, VariantRecords
@@ -22,6 +24,13 @@ from vae_engines.report.records import TorchRecords, VariantRecords
 
 def _kind(series: str) -> str:
     return series.rsplit("(", 1)[1].rstrip(")") if "(" in series else "torch"
+
+
+def _log_tick(value: float, _: int) -> str:
+    """A log axis's tick as a plain number (2000, not 2 x 10^3), labelled at 1, 2 and 5 of each decade."""
+    if value <= 0:
+        return ""
+    return f"{value:g}" if round(value / 10 ** math.floor(math.log10(value))) in (1, 2, 5) else ""
 
 
 def latency_rows(variants: list[VariantRecords], torch: TorchRecords) -> list[dict]:
@@ -51,6 +60,8 @@ def render_plots(variants: list[VariantRecords], torch: TorchRecords, sensitivit
                 ax.set_title(f"{kind}: median per call, 10th-90th percentile bars", fontsize=10)
                 ax.set_xlabel("latent frames (25 per second)")
                 ax.set_yscale("log")
+                for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+                    axis(FuncFormatter(_log_tick))
                 ax.set_ylabel("milliseconds, batch 1 (log scale)")
                 ax.grid(alpha=0.3, which="both")
                 ax.legend(fontsize=8)
