@@ -200,3 +200,18 @@ def test_snake_constants_the_exporter_shared_are_made_private(tmp_path):
     graph = eq.equalized_graph(model, groups, _uneven_scales(groups, seed=4))
     assert np.abs(GraphExecutor(graph).decode(x) - before).max() / np.abs(before).max() <= 1e-5
     assert len({s.alpha for s in eq.find_snakes(graph)} | {s.inv_beta for s in eq.find_snakes(graph)}) == 2 * len(snakes)
+
+
+def test_a_variant_without_equalization_is_the_graph_it_was(calibrated, tiny_onnx):
+    """Per-channel maxima in the statistics change nothing for a variant that does not equalize:
+    the same graph, byte for byte, as from statistics written without them."""
+    data = dict(np.load(calibrated / "s.npz"))
+    assert "channel_amax" in data
+    np.savez(calibrated / "old.npz", tensors=data["tensors"], amax=data["amax"], hist=data["hist"])
+    for stats, name in (("s.npz", "new"), ("old.npz", "old")):
+        quantize_variant(name, Int8Variant(calibrator="entropy"), fp32_onnx=tiny_onnx, stats_npz=calibrated / stats,
+                         calibration_dir=calibrated / "cal", out_onnx=calibrated / f"{name}.onnx",
+                         ranges_json=calibrated / f"{name}.json", device="cpu")
+    new, old = load_onnx(calibrated / "new.onnx"), load_onnx(calibrated / "old.onnx")
+    assert [i.raw_data for i in new.graph.initializer] == [i.raw_data for i in old.graph.initializer]
+    assert json.loads((calibrated / "new.json").read_text())["amax"] == json.loads((calibrated / "old.json").read_text())["amax"]
