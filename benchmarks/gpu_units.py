@@ -23,7 +23,9 @@ Phases, each writing DIR/results.json as it ends (a call cut short keeps what fi
 6. sweep: milliseconds per second of audio from 250 to 1500 frames, each engine;
 7. quality: peak PSNR against eager fp32 (TF32 off) on seeded latents at unit scale and at the
    seeded encoder's scale (std 0.027, the 60 s configuration's held-out windows), and units
-   against layers (the same arithmetic: they should agree to fp16 rounding).
+   against layers (the same arithmetic: they should agree to fp16 rounding);
+8. (--package) the fp16 and the first INT8 engine as the pipeline ships them (build_package,
+   reduce-overhead), loaded with runtime.load: each against its module, and their 60 s decode.
 --smoke runs it on the CPU (the shipped small model, Triton's interpreter, a few frames): its
 figures mean nothing; it checks the script before device time is spent on it.
 """
@@ -352,6 +354,53 @@ def quality(decoder, decoders: dict) -> dict:
     return out
 
 
+def package(decoder, quants: dict, tuned: dict, out: Path) -> dict:
+    """The engines as the pipeline ships them: compiled.build.build_package with the tuned tiles
+    (units included) in compile mode reduce-overhead (CUDA graphs), loaded with runtime.load;
+    each decode against its module's, and the 60 s decode in rounds taking turns."""
+    from vae_engines.compiled.build import build_package
+    from vae_engines.core.params import ProfileParams
+    from vae_engines.runtime import load
+    from vae_engines.runtime.base import Shape
+
+    shape = Shape(channels=64, hop=1920, sampling_rate=48000)
+    profile = ProfileParams(min_frames=125 if CFG.device.type == "cuda" else 2, opt_frames=CFG.frames,
+                            max_frames=CFG.frames)
+    mode = "reduce-overhead" if CFG.device.type == "cuda" else "default"
+    result, engines = {}, {}
+    for name, quant in {"fp16": None, **dict(list(quants.items())[:1])}.items():
+        tiles = tiles_for(tuned, set(quant or {}))
+        path = out / f"{name.replace(' ', '_')}.pt2"
+        began = time.perf_counter()
+        record = build_package(decoder, shape, precision="fp16", mode=mode, device=CFG.device, profile=profile,
+                               path=path, model="seeded acestep-1.5 (seed 0)", kernels="fused", quant=quant,
+                               variant=name if quant else None, tiles=tiles)
+        engine = load(path, on_range="off") if quant else load(path)
+        module = FusedDecoder(decoder, quant, tiles).to(CFG.device).eval()
+        x = seeded(CFG.frames, 30, 0.027)
+        with torch.inference_mode():
+            agree = peak_psnr(module(x).float().cpu().numpy(), engine.decode(x, check_finite=False).float().cpu().numpy())
+        engines[f"{name} package"] = engine
+        result[name] = {"build_s": round(time.perf_counter() - began, 1), "fused_units": record.get("fused_units"),
+                        "executed": record.get("executed"), "package_vs_module_db": round(float(agree), 2)}
+        module = None
+    x = seeded(CFG.frames, 0)
+    timings = {n: Timing(n, 1, CFG.frames) for n in engines}
+    for e in engines.values():
+        for _ in range(3):
+            e.decode(x, check_finite=False)
+    for r in range(CFG.rounds):
+        names = list(engines)[r % len(engines):] + list(engines)[: r % len(engines)]
+        for n in names:
+            timings[n].ms.append(event_ms(lambda n=n: engines[n].decode(x, check_finite=False), repeats=1))
+    result["timings"] = {n: t.summary() for n, t in timings.items()}
+    names = list(timings)
+    result["ratio"] = paired_ratio(timings[names[-1]], timings[names[0]]) if len(names) > 1 else None
+    for p in out.glob("*.pt2*"):
+        p.unlink()
+    return result
+
+
 class Run:
     def __init__(self, out: Path) -> None:
         self.out = out
@@ -381,6 +430,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--skip", nargs="*", default=[], help="phases to leave out (sweep, quality, ...)")
     p.add_argument("--explore", action="store_true", help="time EXPLORE's tiles first")
+    p.add_argument("--package", action="store_true", help="build, load and time the shipped packages last")
     p.add_argument("--smoke", action="store_true", help="a CPU check of the script (figures mean nothing)")
     args = p.parse_args()
     if args.smoke:
@@ -410,6 +460,9 @@ def main() -> None:
             run.phase(name, fn, decoders)
     if "quality" not in args.skip:
         run.phase("quality", quality, decoder, decoders)
+    decoders = None
+    if args.package:
+        run.phase("package", package, decoder, quants, tuned, args.out)
     log.info("done")
 
 

@@ -49,21 +49,13 @@ def _snake(v, alpha_ptr, inv_beta_ptr, ch, FAST_SIN: tl.constexpr):
     return (h + inv_beta[None, :] * (sn * sn)).to(tl.float16).to(tl.float32)
 
 
-@triton.jit(do_not_specialize=["M", "DIL"])
-def residual_unit_kernel(
-        x_desc, w1_desc, w2_desc, y_desc, s_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr,
-        w2_scale_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr,
-        M, DIL, x_scale, inv_mid_scale, mid_scale, inv_s_scale, res_scale,
-        C: tl.constexpr, TAPS: tl.constexpr, INT8_1: tl.constexpr, INT8_2: tl.constexpr, HAS_B1: tl.constexpr,
-        HAS_B2: tl.constexpr, RES_QUANT: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
-        FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr):
-    pid_m = tl.program_id(0)
-    b = tl.program_id(1)
-    m0 = pid_m * BM
-    row0 = m0 - (TAPS // 2) * DIL
+@triton.jit
+def _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, b, row0, DIL, x_scale,
+                 inv_mid_scale, C: tl.constexpr, TAPS: tl.constexpr, INT8_1: tl.constexpr, INT8_2: tl.constexpr,
+                 HAS_B1: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr):
+    """The k=7 layer on chip: its [BM, C] output through Snake2, as the k=1 layer's operand
+    (fp16, or int8 quantized with that layer's input scale)."""
     ch = tl.arange(0, C)
-
-    # conv1 (k taps, dilated): [BM, C] on chip
     if INT8_1:
         acc = tl.zeros((BM, C), dtype=tl.int32)
     else:
@@ -84,30 +76,43 @@ def residual_unit_kernel(
     if HAS_B1:
         v += tl.load(b1_ptr + ch)[None, :]
     s1 = _snake(v, alpha1_ptr, inv_beta1_ptr, ch, FAST_SIN)
-    if INT8_2:
+    if INT8_2:  # one return: Triton types every return of a function alike, constexpr branches included
         mid = _quantize(s1, inv_mid_scale).to(tl.int8)
     else:
         mid = s1.to(tl.float16)
+    return mid
 
-    # conv2 (k=1) from the tile, BN2 columns at a time, each with the residual epilogue
+
+@triton.jit(do_not_specialize=["M", "DIL"])
+def residual_unit_kernel(
+        x_desc, w1_desc, w2_desc, y_desc, s_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr,
+        w2_scale_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr,
+        M, DIL, x_scale, inv_mid_scale, mid_scale, inv_s_scale, res_scale,
+        C: tl.constexpr, TAPS: tl.constexpr, INT8_1: tl.constexpr, INT8_2: tl.constexpr, HAS_B1: tl.constexpr,
+        HAS_B2: tl.constexpr, RES_QUANT: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
+        FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr):
+    b = tl.program_id(1)
+    m0 = tl.program_id(0) * BM
+    mid = _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, b, m0 - (TAPS // 2) * DIL,
+                       DIL, x_scale, inv_mid_scale, C, TAPS, INT8_1, INT8_2, HAS_B1, FAST_SIN, BM, BK)
+    # the k=1 layer from the tile, BN2 columns at a time, each with the residual epilogue
     for n0 in tl.static_range(0, C, BN2):
         w2 = w2_desc.load([n0, 0])
-        if INT8_2:
-            v2 = tl.dot(mid, w2.T, out_dtype=tl.int32).to(tl.float32)
-        else:
-            v2 = tl.dot(mid, w2.T)
         cols = n0 + tl.arange(0, BN2)
         if INT8_2:
-            v2 = v2 * (tl.load(w2_scale_ptr + cols) * mid_scale)[None, :]
+            v = tl.dot(mid, w2.T, out_dtype=tl.int32).to(tl.float32)
+            v = v * (tl.load(w2_scale_ptr + cols) * mid_scale)[None, :]
+        else:
+            v = tl.dot(mid, w2.T)
         if HAS_B2:
-            v2 += tl.load(b2_ptr + cols)[None, :]
+            v += tl.load(b2_ptr + cols)[None, :]
         r = y_desc.load([b, m0, n0]).reshape(BM, BN2).to(tl.float32)
         if RES_QUANT:  # the skip input's Q/DQ of the fused placement
             r = (_quantize(r, 1.0 / res_scale) * res_scale).to(tl.float16).to(tl.float32)
-        v2 += r
-        y_desc.store([b, m0, n0], v2.to(tl.float16).reshape(1, BM, BN2))
+        v += r
+        y_desc.store([b, m0, n0], v.to(tl.float16).reshape(1, BM, BN2))
         if STORE_S:
-            s = _snake(v2, alpha2_ptr, inv_beta2_ptr, cols, FAST_SIN)
+            s = _snake(v, alpha2_ptr, inv_beta2_ptr, cols, FAST_SIN)
             if S_INT8:
                 s_desc.store([b, m0, n0], _quantize(s, inv_s_scale).to(tl.int8).reshape(1, BM, BN2))
             else:

@@ -1,0 +1,88 @@
+"""The residual-unit kernel compiled for sm_90 (the lent H100 / H200) on a machine with no GPU:
+registers, spills and shared memory of every tile the tuner tries, before device time is spent.
+
+    python benchmarks/sm90_unit.py [--out FILE.json]
+
+Triton compiles for a target it is given (GPUTarget("cuda", 90, 128)) without a driver; the
+cubin's resource use comes from the cuobjdump Triton ships. For each unit tile of
+compiled.tune.UNIT_CANDIDATES, both widths of ACE-Step's fused units (128 and 256 channels)
+and both kinds (fp16, int8 on int8 operands with an int8 consumer): REG (per thread), LOCAL
+(bytes of local memory per thread: spills), SHARED (static, bytes) and Triton's dynamic shared
+memory. A kernel that needs more than the 227 KiB a Hopper block may use fails on the GPU;
+the tuner then records it as failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vae_engines.compiled.tune import UNIT_CANDIDATES  # noqa: E402
+from vae_engines.kernels.triton_unit import residual_unit_kernel  # noqa: E402
+
+CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+POINTERS = ("w1_scale_ptr", "b1_ptr", "alpha1_ptr", "inv_beta1_ptr", "w2_scale_ptr", "b2_ptr", "alpha2_ptr",
+            "inv_beta2_ptr")
+
+
+def signature(channels: int, tile: tuple[int, ...], int8: bool) -> tuple[dict, dict]:
+    """The kernel's signature and constants for one unit width, tile and kind (as op.fused_unit_ launches it)."""
+    bm, bk, bn2, *_ = tile
+    t = "i8" if int8 else "fp16"
+    sig = {"x_desc": f"tensordesc<{t}[1, {bm}, {bk}]>", "w1_desc": f"tensordesc<{t}[{channels}, {bk}]>",
+           "w2_desc": f"tensordesc<{t}[{bn2}, {channels}]>", "y_desc": f"tensordesc<fp16[1, {bm}, {bn2}]>",
+           "s_desc": f"tensordesc<{t}[1, {bm}, {bn2}]>", **{name: "*fp32" for name in POINTERS},
+           "M": "i32", "DIL": "i32", "x_scale": "fp32", "inv_mid_scale": "fp32", "mid_scale": "fp32",
+           "inv_s_scale": "fp32", "res_scale": "fp32"}
+    const = dict(C=channels, TAPS=7, INT8_1=int8, INT8_2=int8, HAS_B1=True, HAS_B2=True, RES_QUANT=False,
+                 STORE_S=True, S_INT8=int8, FAST_SIN=True, BM=bm, BK=bk, BN2=bn2)
+    return {**sig, **{name: "constexpr" for name in const}}, const
+
+
+def resources(channels: int, tile: tuple[int, ...], int8: bool) -> dict:
+    bm, bk, bn2, warps, stages = tile
+    sig, const = signature(channels, (bm, min(bk, channels), min(bn2, channels)), int8)
+    try:
+        compiled = triton.compile(ASTSource(residual_unit_kernel, sig, const), target=GPUTarget("cuda", 90, 128),
+                                  options={"num_warps": warps, "num_stages": stages})
+    except Exception as exc:  # noqa: BLE001  (a tile that does not compile is a row of the table)
+        return {"error": str(exc).splitlines()[0][:200]}
+    cubin = Path("/tmp") / f"unit_{channels}_{'x'.join(map(str, tile))}_{int(int8)}.cubin"
+    cubin.write_bytes(compiled.asm["cubin"])
+    usage = subprocess.run([str(CUOBJDUMP), "--dump-resource-usage", str(cubin)], capture_output=True, text=True,
+                           check=True).stdout
+    cubin.unlink()
+    fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", usage))
+    return {"registers": int(fields["REG"]), "local_bytes": int(fields["LOCAL"]), "stack_bytes": int(fields["STACK"]),
+            "dynamic_shared_bytes": compiled.metadata.shared}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=None, help="also write the rows as JSON here")
+    args = p.parse_args()
+    rows = []
+    for kind, tiles in UNIT_CANDIDATES.items():
+        for channels in (128, 256):
+            for tile in tiles:
+                row = {"kind": kind, "channels": channels, "tile": "x".join(map(str, tile)),
+                       **resources(channels, tile, kind == "int8")}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"triton": triton.__version__, "target": "cuda sm_90",
+                                              "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
