@@ -81,16 +81,22 @@ def test_the_ci_workflow_is_valid_and_its_script_runs(built, tmp_path, isolated_
     summary = tmp_path / "summary.md"
     env = {**isolated_env, "GITHUB_STEP_SUMMARY": str(summary), "BASE_REF": "main"}
 
-    def pr_check() -> tuple[int, str]:
+    def pr_check() -> tuple[int, str, str]:
         summary.write_text("")
         result = subprocess.run(["bash", ".ci/pr-check"], cwd=work, env=env, capture_output=True, text=True)
-        return result.returncode, summary.read_text()
+        return result.returncode, summary.read_text(), result.stdout
 
-    code, text = pr_check()  # nothing changed: the gate passes
+    code, text, _ = pr_check()  # nothing changed: the gate passes
     assert code == 0 and "## Metric gate against main: OK" in text, text
     edit_params(work, lambda p: p["int8"]["minmax"].update(calibrator="percentile", percentile=99.9))
     git(work, isolated_env, "commit", "-qam", "percentile for minmax")
-    code, text = pr_check()
+    # a one-variant change re-runs only its variant's stages (test_pipeline's DVC behaviour,
+    # asserted on this run so the suite reproduces the change once)
+    stale = set(json.loads(dvc(work, isolated_env, "status", "--json").stdout or "{}")) - {CHECK_STAGE}
+    assert stale == {"quantize@minmax", "report"}  # the rest follows its new graph
+    code, text, out = pr_check()
+    assert ran_stages(out) == {"check", "quantize@minmax", "build@minmax", "evaluate@minmax", "bench@minmax",
+                               "report"}, out[-3000:]
     assert "int8.minmax.calibrator" in text and "percentile" in text  # dvc params diff --md
     assert "reports/variants/minmax/quality.json" in text  # dvc metrics diff --md
     gate = "OK" if "## Metric gate against main: OK" in text else "FAILED"
