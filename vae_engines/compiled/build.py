@@ -41,6 +41,7 @@ from vae_engines.metrics import peak_psnr
 from vae_engines.model.channels_last import ChannelsLastDecoder
 from vae_engines.model.fused import FusedDecoder, LayerQuant, layer_specs
 from vae_engines.model.oobleck import fold_decoder, load_vae
+from vae_engines.quant.equalize import equalize_module
 from vae_engines.runtime.base import Shape
 from vae_engines.runtime.compiled import CACHE_FILE, CompiledDecoder
 from vae_engines.runtime.eager import EagerDecoder, torch_dtype
@@ -325,7 +326,8 @@ def compile_int8_engine(model: ModelParams, variant: str, ranges_json: str | Pat
                         "dvc repro")
     tuned = read_tiles(tiles_json, device)
     loaded = load_vae(model)
-    decoder = fold_decoder(loaded.vae)
+    # an equalized variant's graph carries its per-channel scales folded in: fold the same into the weights
+    decoder = equalize_module(fold_decoder(loaded.vae), (record.get("equalization") or {}).get("scales"))
     quant = layer_quant(decoder, record)
     shape = Shape(channels=loaded.latent_channels, hop=loaded.hop, sampling_rate=loaded.sampling_rate)
     return build_package(decoder, shape, precision=Precision.FP16, mode=mode, device=device, profile=profile,

@@ -438,10 +438,6 @@ class Params:
         if unknown:
             raise UserError(f"compile.int8: {unknown[0]!r} is not an INT8 variant of this params.yaml; known: "
                             f"{', '.join(self.int8) or 'none'}")
-        equalized = [name for name in self.compile.int8 if self.int8[name].equalize]
-        if equalized:  # compiled.int8 builds from the model's own weights: it must fold the scales first
-            raise UserError(f"compile.int8: {equalized[0]!r} equalizes (equalize: true), which the compiled INT8 "
-                            "engines do not fold in yet; compile a variant without it, or drop it from compile.int8")
         if self.compile.int8 and Precision.FP16 not in self.compile.precisions:
             raise UserError(f"compile.int8: {list(self.compile.int8)} needs fp16 in compile.precisions: an INT8 "
                             "engine is timed against the compiled fp16 engine it has to beat; add it "
