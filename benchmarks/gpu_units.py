@@ -104,9 +104,10 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def event_ms(fn, repeats: int = 5) -> float:
-    """Median ms of fn() (CUDA events; the wall clock on a CPU)."""
-    fn()
+def event_ms(fn, repeats: int = 5, warm: bool = True) -> float:
+    """Median ms of fn() (CUDA events; the wall clock on a CPU), after one untimed call where `warm`."""
+    if warm:
+        fn()
     times = []
     for _ in range(repeats):
         if CFG.device.type == "cuda":
@@ -396,9 +397,27 @@ def package(decoder, quants: dict, tuned: dict, out: Path) -> dict:
     result["timings"] = {n: t.summary() for n, t in timings.items()}
     names = list(timings)
     result["ratio"] = paired_ratio(timings[names[-1]], timings[names[0]]) if len(names) > 1 else None
+    result["sweep"] = package_sweep(engines)
     for p in out.glob("*.pt2*"):
         p.unlink()
     return result
+
+
+def package_sweep(engines: dict) -> dict:
+    """Each package at every sweep length: its first call there (a reduce-overhead engine
+    records a CUDA graph on its second), then the median of 5 calls, as ms per second of audio."""
+    out: dict = {n: {"first_call_ms": {}, "ms_per_audio_second": {}} for n in engines}
+    for frames in CFG.sweep:
+        x = seeded(frames, 1)
+        for n, e in engines.items():
+            out[n]["first_call_ms"][frames] = round(event_ms(lambda: e.decode(x, check_finite=False), 1, warm=False), 3)
+            ms = event_ms(lambda: e.decode(x, check_finite=False), repeats=5)
+            out[n]["ms_per_audio_second"][frames] = round(ms / (frames * CFG.hop_s), 4)
+    for n, rec in out.items():
+        per_s = rec["ms_per_audio_second"]
+        worst = max(per_s, key=per_s.get)
+        rec["worst_vs_best"] = {"frames": worst, "x_best": round(per_s[worst] / min(per_s.values()), 3)}
+    return out
 
 
 class Run:
