@@ -192,8 +192,8 @@ def test_the_reports_int8_rows_state_the_calibrated_latent_range():
               "runtimes": {"compiled int8 minmax": {"calibrated_input_range": 10.4059, "range_guard": 2.0}}}
     text = "\n".join(int8_engines_section([], TorchRecords({}, [record])))
     row = next(line for line in text.splitlines() if line.startswith("| `compiled int8 minmax`"))
-    assert "| calibrated latent range |" in text and row.endswith("| n/a | latent |x| <= 10.4 |")
-    assert VariantRecords("minmax", {}, {"input_range": 7.789179}, {}, {}).range_label() == "latent |x| <= 7.79"
+    assert "| calibrated latent range |" in text and row.endswith("| n/a | latent max abs <= 10.4 |")
+    assert VariantRecords("minmax", {}, {"input_range": 7.789179}, {}, {}).range_label() == "latent max abs <= 7.79"
     assert VariantRecords("minmax", {}, {}, {}, {}).range_label() == "latent range not recorded"
 
 

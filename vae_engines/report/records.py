@@ -59,7 +59,7 @@ class VariantRecords:
 
 def range_label(input_range: float | None) -> str:
     """An INT8 row's calibrated latent range, in words."""
-    return "latent range not recorded" if input_range is None else f"latent |x| <= {input_range:.3g}"
+    return "latent range not recorded" if input_range is None else f"latent max abs <= {input_range:.3g}"
 
 
 FP16_ENGINE = "compiled fp16"  # the engine every INT8 engine is timed against (measure.torch_engines)
