@@ -211,13 +211,11 @@ def private_snake_constants(model: Any) -> Any:
     return out
 
 
-def scale_groups(model: Any) -> list[ScaleGroup]:
-    """The graph's scale groups (module docstring), in graph order; groups that reach the
-    graph's input or output or any other node are left out. Snake constants shared between
-    Snakes are taken as private_snake_constants makes them (equalized_graph does the same)."""
-    model = private_snake_constants(model)
-    inits = _inits(model)
-    snakes = find_snakes(model)
+def _connect(model: Any, inits: dict, snakes: list) -> tuple[dict[str, list[str]], set[str], dict[str, Conv],
+                                                              list[tuple[Conv, str]]]:
+    """Tensors joined into sets by Snakes (x and y) and Adds, with the convolutions that produce
+    and read them: (each set's tensors by its root, the tensors any other node reads or writes --
+    blocked --, producer convolution by output tensor, (reading convolution, its input))."""
     snake_nodes = {name for s in snakes for name in s.nodes}
     snake_of_add = {s.nodes[-1]: s for s in snakes}
     parent: dict[str, str] = {}
@@ -234,11 +232,6 @@ def scale_groups(model: Any) -> list[ScaleGroup]:
     blocked: set[str] = {i.name for i in model.graph.input} | {o.name for o in model.graph.output}
     producers: dict[str, Conv] = {}
     consumers: list[tuple[Conv, str]] = []
-    owned_inits: dict[str, int] = {}
-    for node in model.graph.node:
-        for i in node.input:
-            if i in inits:
-                owned_inits[i] = owned_inits.get(i, 0) + 1
     for node in model.graph.node:
         if node.name in snake_nodes:
             if node.name in snake_of_add:
@@ -260,17 +253,32 @@ def scale_groups(model: Any) -> list[ScaleGroup]:
             continue
         blocked.update(i for i in node.input if i not in inits)  # anything else pins its tensors
         blocked.update(node.output)
-    # a weight or Snake constant shared with another node cannot be scaled for one group alone
-    shared = {name for name, n in owned_inits.items() if n > 1}
     members: dict[str, list[str]] = {}
     for t in list(parent):
         members.setdefault(find(t), []).append(t)
-    order = {}
+    return members, blocked, producers, consumers
+
+
+def scale_groups(model: Any) -> list[ScaleGroup]:
+    """The graph's scale groups (module docstring), in graph order; groups that reach the
+    graph's input or output or any other node are left out. Snake constants shared between
+    Snakes are taken as private_snake_constants makes them (equalized_graph does the same)."""
+    model = private_snake_constants(model)
+    inits = _inits(model)
+    snakes = find_snakes(model)
+    members, blocked, producers, consumers = _connect(model, inits, snakes)
+    owned_inits: dict[str, int] = {}
+    order: dict[str, int] = {}
     for i, node in enumerate(model.graph.node):
+        for name in node.input:
+            if name in inits:
+                owned_inits[name] = owned_inits.get(name, 0) + 1
         for t in (*node.input, *node.output):
             order.setdefault(t, i)
+    # a weight or Snake constant shared with another node cannot be scaled for one group alone
+    shared = {name for name, n in owned_inits.items() if n > 1}
     groups = []
-    for root, tensors in members.items():
+    for tensors in members.values():
         tensors = sorted(tensors, key=lambda t: order.get(t, -1))
         if any(t in blocked for t in tensors):
             continue
