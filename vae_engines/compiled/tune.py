@@ -128,6 +128,23 @@ def time_layer(layer: Any, rows: int, device: Any, generator: Any) -> float:
     return round(time_call(lambda: layer(x, residual), device), 4)
 
 
+def _time_each(tiles: list[list[int]], use: Any, call: Any, device: Any, timings: dict[str, list[float]],
+               failed: dict[str, str]) -> None:
+    """For each tile not failed yet: use(tile), then time call() into timings; a tile this GPU
+    cannot run (shared memory, registers) is recorded in `failed` with why -- except the torch
+    implementation ([]), whose failure is a defect, raised."""
+    for tile in tiles:
+        if label(tile) in failed:
+            continue
+        use(tile)
+        try:
+            timings[label(tile)].append(round(time_call(call, device), 4))
+        except Exception as exc:
+            if not tile:
+                raise
+            failed[label(tile)] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+
+
 def choose_tiles(module: Any, device: Any, frames: list[int]) -> dict[str, dict]:
     """Set each layer's tile on `module` (a FusedDecoder on `device`) to the fastest
     candidate summed over `frames`; returns layer name -> {chosen, ms: {candidate: [ms per
@@ -143,16 +160,8 @@ def choose_tiles(module: Any, device: Any, frames: list[int]) -> dict[str, dict]
             failed: dict[str, str] = {}
             for f in frames:
                 x, residual = layer_inputs(layer, rows[f][i], device, generator)
-                for tile in tiles:
-                    if label(tile) in failed:
-                        continue
-                    layer.tile = tile
-                    try:
-                        timings[label(tile)].append(round(time_call(lambda: layer(x, residual), device), 4))
-                    except Exception as exc:  # a tile this GPU cannot run (shared memory, registers): no candidate
-                        if not tile:
-                            raise
-                        failed[label(tile)] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                _time_each(tiles, lambda t: setattr(layer, "tile", t), lambda: layer(x, residual), device, timings,
+                           failed)
                 x = residual = None  # free this length's inputs before the next length's are drawn
             timings = {k: v for k, v in timings.items() if k not in failed}
             best = min(timings, key=lambda name: sum(timings[name]))
@@ -206,14 +215,8 @@ def choose_units(module: Any, device: Any, frames: list[int], layers: dict[str, 
                 x, _ = layer_inputs(layer, rows[f][i], device, generator)
                 stream = torch.randn(1, rows[f][i], layer.weight.shape[0], generator=generator, device=device,
                                      dtype=torch.float16)
-                for tile in tiles:
-                    if label(tile) in failed:
-                        continue
-                    module.unit_tiles[i] = tile
-                    try:
-                        timings[label(tile)].append(round(time_call(lambda: module._unit(i, x, stream), device), 4))
-                    except Exception as exc:  # a tile this GPU cannot run (shared memory, registers)
-                        failed[label(tile)] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                _time_each(tiles, lambda t: module.unit_tiles.__setitem__(i, t), lambda: module._unit(i, x, stream),
+                           device, timings, failed)
                 x = stream = None
             timings = {k: v for k, v in timings.items() if k not in failed}
             timings[LAYERS] = _separate_ms(layers, unit)
