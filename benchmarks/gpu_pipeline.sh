@@ -46,7 +46,7 @@ export PYTHONPATH=/tmp/site:/tmp/proj
 records() {  # the records of the run so far, as one file
   tar -czf "$OUT_DIR/records.tgz" dvc.lock engines/torch/*.json engines/torch_int8/*.json reports/torch reports/report.md \
     reports/variants/*/quality.json reports/variants/*/bench.json engines/onnx/*.ranges.json \
-    data/stats/stats.json kernels full.md heldout_audio/variants/*/quality.json heldout_audio/holdout/manifest.json \
+    data/stats/stats.json reports/stage_memory.json kernels full.md heldout_audio/variants/*/quality.json heldout_audio/holdout/manifest.json \
     2>/dev/null || true
 }
 

@@ -472,6 +472,10 @@ def test_an_int8_engine_is_timed_beside_the_fp16_engine(tmp_path):
     assert set(doc["quality"]) == set(doc["streaming"]) == set(doc["sweep"]["engines"]) == {"compiled int8 m"}
     assert doc["quality"]["compiled int8 m"]["peak_psnr_db"] > 20
     assert {r["series"] for r in json.loads((tmp_path / "m.latency.json").read_text())} == {"compiled int8 m"}
+    # where the stage's time went, phase by phase (the GPU record reads it)
+    assert list(doc["phase_seconds"]) == ["loading both packages", "memory (each subject's first call)",
+                                          "latency rounds", "held-out quality", "streaming", "length sweep"]
+    assert all(s >= 0 for s in doc["phase_seconds"].values())
 
 
 def test_the_tune_record_gives_each_engine_its_layers_tiles(tmp_path, monkeypatch):

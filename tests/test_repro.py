@@ -108,7 +108,7 @@ def test_a_stage_out_of_gpu_memory_beside_others_runs_again_alone(sleepers, isol
     (sleepers / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     done = _repro(sleepers, isolated_env, "--jobs", "2", "--record", "record.json")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "g ran out of GPU memory beside other stages: it runs again, alone" in done.stderr
+    assert "g ran out of GPU memory beside other stages: it runs again, alone" in done.stderr  # no figure: alone
     assert _interval(sleepers, "g")[0] >= _interval(sleepers, "b")[1]  # the second time, after b ended
     record = {s["stage"]: s for s in json.loads((sleepers / "record.json").read_text())["stages"]}
     assert record["g"]["outcome"] == "ran" and record["g"]["alone"] == "ran out of GPU memory beside other stages"
@@ -117,3 +117,38 @@ def test_a_stage_out_of_gpu_memory_beside_others_runs_again_alone(sleepers, isol
     (sleepers / "g.txt").unlink()
     alone = _repro(sleepers, isolated_env, "--jobs", "1")
     assert alone.returncode == 1 and alone.stderr.strip().splitlines()[-1].startswith("error: stage g failed")
+
+
+def test_a_bench_with_nothing_to_time_here_runs_beside_others(sleepers, isolated_env):
+    """`meta: {alone: ..., times: plans}` (the bench@ stages): on a machine no TensorRT plan can
+    run on (this one: no GPU) and no ONNX Runtime timing asked for, the stage times nothing and
+    runs beside the others (an H100 from scratch spent 27 s on eight such stages one by one);
+    where it times something (bench.runtimes with onnxruntime), alone as before."""
+    import shutil
+
+    import yaml
+
+    from vae_engines.core.params import BenchParams
+    from vae_engines.measure.plans import nothing_to_time
+
+    assert "cannot run here" in nothing_to_time(BenchParams(runtimes=("tensorrt", "torch")), "auto")
+    assert nothing_to_time(BenchParams(runtimes=("tensorrt", "onnxruntime")), "tensorrt_rtx") is None
+    stages = {"b": DVC_YAML["stages"]["b"],
+              "t": {"cmd": STAGE.format(name="t", sleep=2), "outs": ["t.txt"],
+                    "meta": {"alone": "it times the plans", "times": "plans"}}}
+    (sleepers / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", sleepers / "params.yaml")
+    done = _repro(sleepers, isolated_env, "--jobs", "2", "--record", "record.json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "t runs beside other stages: its plans cannot run here" in done.stderr
+    (b0, b1), (t0, t1) = _interval(sleepers, "b"), _interval(sleepers, "t")
+    assert t0 < b1 and b0 < t1  # side by side
+    params = yaml.safe_load((sleepers / "params.yaml").read_text())
+    params["bench"]["runtimes"] = ["tensorrt", "onnxruntime"]
+    (sleepers / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for name in "bt":
+        (sleepers / f"{name}.txt").unlink()
+    done = _repro(sleepers, isolated_env, "--jobs", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (b0, b1), (t0, t1) = _interval(sleepers, "b"), _interval(sleepers, "t")
+    assert t0 >= b1 or b0 >= t1  # alone: it times ONNX Runtime here

@@ -44,6 +44,23 @@ def test_no_record_or_no_gpu_schedules_as_before():
     assert _next(timed, set(), {"x"}, {"x"}, 2, Budget("g", 10 * GIB), {"t": 0}) == []
 
 
+def test_a_foreach_stage_with_no_figure_takes_its_siblings_largest():
+    """evaluate@mse never ran on this GPU, evaluate@minmax did: the same code on like inputs,
+    so its figure stands in (an H100 run from scratch: five evaluate@* ran out beside the 30 GB
+    quantize searches); a stage of no family with no figure starts as before."""
+    from vae_engines.core.gpu_memory import peak_of
+
+    peaks = {"evaluate@minmax": 6 * GIB, "evaluate@entropy": 5 * GIB, "quantize@auto": 5 * GIB, "x": 1}
+    assert peak_of("evaluate@mse", peaks) == 6 * GIB and peak_of("evaluate@minmax", peaks) == 6 * GIB
+    assert peak_of("evaluate_fp16@fp16", peaks) is None and peak_of("y", peaks) is None
+    stages = _stages("evaluate@mse", "y", "quantize@auto", "x")
+    budget = Budget("fake GPU", 10 * GIB)
+    # beside quantize@auto (5) the sibling figure (6) does not fit; y (unknown) starts as before
+    started = {"quantize@auto", "x"}
+    assert _next(stages, set(), {"quantize@auto"}, started, 2, budget, peaks) == ["y"]
+    assert _next(stages, set(), {"x"}, started, 2, budget, peaks) == ["evaluate@mse", "y"]
+
+
 def test_peaks_are_kept_per_gpu_model(tmp_path):
     record = tmp_path / "stage_memory.json"
     assert read_peaks(record, "H100") == {}

@@ -22,9 +22,15 @@ nothing starts until it ends. Stages side by side share the GPU (each is its own
 its own CUDA context and cached memory: eight full-size stages overfilled an 80 GB H100): each
 stage reports its peak GPU memory when it ends, the driver keeps it from the stage's last run
 (core/gpu_memory.py), and a stage starts only when its figure and those of the stages running
-fit the GPU's memory less a margin. What a stage never run here needs is known only once it
-runs, so the driver does not guess it: such a stage starts as before, and if it runs out of GPU
-memory beside other stages it runs again once, alone. Any other failure stops the run:
+fit the GPU's memory less a margin; a foreach stage never run here takes its siblings' largest
+figure. What a stage with neither needs is known only once it runs, so the driver does not
+guess it: such a stage starts as before, and if it runs out of GPU memory beside other stages
+it runs again -- beside others as soon as a sibling's figure says it fits, alone where there is
+none (a run from scratch on a new GPU: five `evaluate@*` started together beside the
+30 GB quantize searches on an H100 and ran out; alone at the end they cost 38 s). A stage
+that times what this machine cannot run (`meta: {times: plans}` -- the TensorRT benches on a
+GPU no TensorRT here accepts, measure.plans.nothing_to_time) has nothing to keep quiet for and
+runs beside others. Any other failure stops the run:
 nothing new starts, the stages running finish, and the command exits 1 naming it (its output
 above says why).
 """
@@ -47,7 +53,7 @@ from typing import Any
 
 from vae_engines.core.errors import UserError
 from vae_engines.core.fileio import read_json, write_json
-from vae_engines.core.gpu_memory import MEMORY_RECORD_ENV, Budget, device_budget, read_peaks, record_peak
+from vae_engines.core.gpu_memory import MEMORY_RECORD_ENV, Budget, device_budget, peak_of, read_peaks, record_peak
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,7 @@ class Stage:
     name: str  # DVC's address of the stage: "quantize@minmax", "check/dvc.yaml:check"
     needs: set[str]  # the stages it depends on
     alone: str | None = None  # why it runs alone (meta.alone), None: it may run beside others
+    times: str | None = None  # what it times (meta.times: "plans"), where the driver can tell it times nothing
     always: bool = False  # always_changed: DVC runs it every time
     users: set[str] = field(default_factory=set)  # the stages that depend on it, directly or not
     priority: int = 0  # len(users): the stage more depend on starts first
@@ -86,7 +93,7 @@ def pipeline_stages(root: str | Path = ".") -> dict[str, Stage]:
         meta = stage.meta if isinstance(getattr(stage, "meta", None), dict) else {}
         stages[stage.addressing] = Stage(stage.addressing, {dep.addressing for dep in graph.successors(stage)},
                                          str(meta["alone"]) if meta.get("alone") else None,
-                                         bool(stage.always_changed))
+                                         meta.get("times"), bool(stage.always_changed))
     users: dict[str, set[str]] = {name: set() for name in stages}
     for name, stage in stages.items():
         for dep in stage.needs:
@@ -133,6 +140,7 @@ def _next(stages: dict[str, Stage], done: set[str], running: set[str], started: 
 # How a stage says it ran out of GPU memory: the entry points' one line (core/entry.py), or
 # PyTorch's own messages where the error escaped them.
 OUT_OF_GPU_MEMORY = ("error: out of GPU memory", "CUDA out of memory", "CUDA error: out of memory")
+OUT_OF_MEMORY_ALONE = "ran out of GPU memory beside other stages"
 
 
 def _out_of_gpu_memory(lines: list[str]) -> bool:
@@ -168,11 +176,13 @@ class Driver:
         self.started: set[str] = set()
         self.failed: list[str] = []
         self.crowded: set[str] = set()  # stages that had another stage running beside them
-        self.retried: set[str] = set()  # stages run again alone after running out of GPU memory
+        self.retried: dict[str, int] = {}  # stage -> times it ran out of GPU memory beside others (at most 2)
+        self.oom: set[str] = set()  # stages out of memory once, not started again yet (settle)
         self.candidates: set[str] | None = None  # what may have changed: known once the always-changed stages ran
         self.events: queue.Queue = queue.Queue()
         self.procs: dict[str, subprocess.Popen] = {}
         self.scratch = Path(tempfile.mkdtemp(prefix="vae-engines-repro-"))  # the stages' peak reports
+        self.nothing: dict[str, str | None] = {}  # meta.times -> why nothing is timed here (None: something is)
         self.launches = 0
         self.begin = time.perf_counter()
 
@@ -210,7 +220,28 @@ class Driver:
                 self.results[name].outcome = "unchanged"
         return True
 
+    def settle(self) -> None:
+        """Who runs alone now: a stage that ran out of GPU memory beside others, until a sibling's
+        figure says where it fits; a stage with nothing to time here (meta.times), never."""
+        for name in self.oom:
+            self.stages[name].alone = None if peak_of(name, self.peaks) is not None else OUT_OF_MEMORY_ALONE
+        for stage in self.stages.values():
+            if stage.times and stage.alone and self.nothing_to_time(stage.times):
+                log.info("%s runs beside other stages: %s", stage.name, self.nothing_to_time(stage.times))
+                stage.alone = None
+
+    def nothing_to_time(self, times: str) -> str | None:
+        """Why a stage that times `times` would time nothing on this machine (None: it times something)."""
+        if times not in self.nothing:
+            from vae_engines.core import params
+            from vae_engines.measure.plans import nothing_to_time
+
+            p = params.load(self.root / "params.yaml")
+            self.nothing[times] = nothing_to_time(p.bench, p.build.backend) if times == "plans" else None
+        return self.nothing[times]
+
     def start_ready(self) -> None:
+        self.settle()
         slots = self.jobs - len(self.running)
         if self.candidates is None:  # only the always-changed stages until `dvc status` has spoken
             allowed = _next(self.stages, self.done, self.running, self.started, len(self.stages), self.budget,
@@ -218,6 +249,7 @@ class Driver:
             allowed = [n for n in allowed if self.stages[n].always][:slots]
         else:
             allowed = _next(self.stages, self.done, self.running, self.started, slots, self.budget, self.peaks)
+        self.oom -= set(allowed)
         for name in allowed:
             if self.running:
                 self.crowded.update(self.running | {name})
@@ -249,13 +281,8 @@ class Driver:
         result = self.results[name]
         self.running.discard(name)
         result.seconds = round(time.perf_counter() - self.begin - result.started_s, 2)
-        if code and name in self.crowded and name not in self.retried and _out_of_gpu_memory(result.lines):
-            log.warning("%s ran out of GPU memory beside other stages: it runs again, alone", name)
-            self.retried.add(name)
-            self.stages[name].alone = "ran out of GPU memory beside other stages"
-            self.started.discard(name)
-            self.crowded.discard(name)
-            result.outcome, result.lines = "pending", []
+        if code and name in self.crowded and _out_of_gpu_memory(result.lines) and self.retried.get(name, 0) < 2:
+            self.requeue(name)
         elif code:
             result.outcome = "failed"
             self.failed.append(name)
@@ -264,6 +291,22 @@ class Driver:
             self.done.add(name)
             self.keep_peak(name, report)
         self.write_record()
+
+    def requeue(self, name: str) -> None:
+        """A stage that ran out of GPU memory beside others runs again: the first time beside
+        others once a sibling's figure says it fits (settle; alone while there is none), the
+        second time alone."""
+        self.retried[name] = self.retried.get(name, 0) + 1
+        if self.retried[name] == 1:
+            self.oom.add(name)
+            how = ("beside others where its siblings' figure fits" if peak_of(name, self.peaks) is not None
+                   else "alone unless a sibling's figure comes first")
+        else:
+            self.stages[name].alone, how = OUT_OF_MEMORY_ALONE, "alone"
+        log.warning("%s ran out of GPU memory beside other stages: it runs again, %s", name, how)
+        self.started.discard(name)
+        self.crowded.discard(name)
+        self.results[name].outcome, self.results[name].lines = "pending", []
 
     def keep_peak(self, name: str, report: Path) -> None:
         """The stage's own peak report, where it ran and wrote one (DVC may have skipped it)."""

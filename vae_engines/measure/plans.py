@@ -25,6 +25,7 @@ from vae_engines.core.env import fingerprint
 from vae_engines.core.fileio import write_json
 from vae_engines.core.lazy import lazy_import
 from vae_engines.core.params import BenchParams
+from vae_engines.trt.backend import installed
 from vae_engines.trt.plan import plan_metadata, unavailable_reason
 
 # what times the plans loads only where something is timed: a stage with nothing to time
@@ -46,6 +47,20 @@ def time_group(group: dict[str, Any], bench: BenchParams, channels: int) -> tupl
             timings += [t.summary() for t in point.values()]
             ratios += [timing.paired_ratio(point[names[0]], point[reference]) for reference in names[1:]]
     return timings, ratios
+
+
+def nothing_to_time(bench: BenchParams, backend: str) -> str | None:
+    """Why a bench@ stage would time nothing on this machine, or None where it times something
+    (ONNX Runtime in bench.runtimes, or a TensorRT that can run plans here). build.backend `auto`
+    is TensorRT where it is installed, else TensorRT-RTX (trt.backend.resolve's order, found
+    without importing either)."""
+    if Runtime.ONNXRUNTIME in bench.runtimes:
+        return None
+    if Runtime.TENSORRT not in bench.runtimes:
+        return "neither tensorrt nor onnxruntime is in bench.runtimes"
+    name = str(backend) if backend != "auto" else "tensorrt" if installed("tensorrt") else "tensorrt_rtx"
+    reason = unavailable_reason(name)
+    return None if reason is None else f"its plans cannot run here ({reason})"
 
 
 def variant_groups(variant: str, bench: BenchParams, threads: int, *, onnx: dict[str, Path],

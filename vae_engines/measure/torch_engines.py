@@ -23,6 +23,7 @@ decoders share the device while they are compared.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -165,30 +166,48 @@ def length_sweep(decoders: dict[str, Decoder], frames: list[int], channels: int,
             "engines": out}
 
 
+class Phases:
+    """Wall seconds of each phase of a bench, for its record and its log: where a stage's time goes."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.seconds[name] = round(time.perf_counter() - start, 2)
+        log.info("bench torch: %s took %.2f s", name, self.seconds[name])
+        return out
+
+
 def measure(decoders: dict[str, Decoder], bench: BenchParams, device: Any, holdout_dir: str | Path,
             reference_dir: str | Path, subjects: list[str] | None = None,
-            paired_frames: tuple[int, ...] | None = None) -> dict:
+            paired_frames: tuple[int, ...] | None = None, phases: Phases | None = None) -> dict:
     """Every measurement of `decoders`: latency and the ratios of decoders timed in the same
     rounds (at `paired_frames` only, where given; speed()), and for `subjects` only (default:
     every decoder) device memory, held-out quality, streaming and the length sweep (the
-    sweep's default: swept())."""
+    sweep's default: swept()). Each phase's wall seconds land in `phases`."""
+    phases = phases or Phases()
     channels = next(iter(decoders.values())).shape.channels
     chosen = {name: d for name, d in decoders.items() if subjects is None or name in subjects}
     longest = seeded_latent(1, channels, max(bench.frames))
-    memory = {name: decode_memory_gib(d, d.prepare(longest)) for name, d in chosen.items()}
-    timings, ratios = speed(decoders, bench, channels, subjects, paired_frames)
+    memory = phases.run("memory (each subject's first call)", lambda: {
+        name: decode_memory_gib(d, d.prepare(longest)) for name, d in chosen.items()})
+    timings, ratios = phases.run("latency rounds", speed, decoders, bench, channels, subjects, paired_frames)
+    quality = phases.run("held-out quality", heldout_quality, chosen, Path(holdout_dir), Path(reference_dir))
+    stream = phases.run("streaming", lambda: {
+        name: streaming(d, channels, bench.stream_frames, bench.stream_window, bench.stream_overlap,
+                        warmup=bench.warmup) for name, d in chosen.items()})
+    sweep = phases.run("length sweep", length_sweep, chosen if subjects is not None else swept(decoders),
+                       sweep_frames(min(bench.frames), max(bench.frames), bench.sweep), channels,
+                       bench.warmup) if bench.sweep else None
     return dict(
         timings=timings, ratios=ratios, device=devices.describe(device),
         memory={"frames": max(bench.frames), "device_memory_gib": memory,
                 "method": "PyTorch's peak allocation during the decode beyond what was allocated before, plus "
                           "the decoder's weights" if device.type == "cuda" else "not measured: no GPU"},
-        quality=heldout_quality(chosen, Path(holdout_dir), Path(reference_dir)),
-        streaming={name: streaming(d, channels, bench.stream_frames, bench.stream_window, bench.stream_overlap,
-                                   warmup=bench.warmup) for name, d in chosen.items()},
-        sweep=length_sweep(chosen if subjects is not None else swept(decoders),
-                           sweep_frames(min(bench.frames), max(bench.frames), bench.sweep),
-                           channels, bench.warmup) if bench.sweep else None,
-        runtimes={name: d.describe() for name, d in decoders.items()})
+        quality=quality, streaming=stream, sweep=sweep,
+        runtimes={name: d.describe() for name, d in decoders.items()}, phase_seconds=phases.seconds)
 
 
 def _not_in_runtimes(doc: dict, out_json: str | Path, plot_json: str | Path) -> dict:
@@ -205,8 +224,10 @@ def bench_torch(model: ModelParams, bench: BenchParams, precisions: tuple[Precis
     doc: dict = {"machine": fingerprint(), "bench": bench_params(bench), "compiled": [str(p) for p in precisions]}
     if Runtime.TORCH not in bench.runtimes:
         return _not_in_runtimes(doc, out_json, plot_json)
-    decoders, notes = torch_decoders(model, bench, precisions, Path(engines_dir), device)
-    doc.update(measure(decoders, bench, device, holdout_dir, reference_dir), not_measured=notes)
+    phases = Phases()
+    decoders, notes = phases.run("loading the model and packages", torch_decoders, model, bench, precisions,
+                                 Path(engines_dir), device)
+    doc.update(measure(decoders, bench, device, holdout_dir, reference_dir, phases=phases), not_measured=notes)
     write_json(out_json, doc)
     write_json(plot_json, latency_rows(doc["timings"]))
     return doc
@@ -229,9 +250,12 @@ def bench_int8(variant: str, bench: BenchParams, *, device: Any, engine: str | P
     if Runtime.TORCH not in bench.runtimes:
         return _not_in_runtimes(doc, out_json, plot_json)
     # the seeded normal latent it is timed on may lie beyond the INT8 engine's range: no guard
-    decoders = {name: CompiledDecoder(engine, on_range="off"), FP16_SERIES: CompiledDecoder(fp16_engine)}
+    phases = Phases()
+    decoders = phases.run("loading both packages", lambda: {name: CompiledDecoder(engine, on_range="off"),
+                                                            FP16_SERIES: CompiledDecoder(fp16_engine)})
     verdict = (max(bench.frames),)
-    doc.update(measure(decoders, bench, device, holdout_dir, reference_dir, subjects=[name], paired_frames=verdict),
+    doc.update(measure(decoders, bench, device, holdout_dir, reference_dir, subjects=[name], paired_frames=verdict,
+                       phases=phases),
                not_measured={}, same_rounds={"frames": list(verdict), "with": FP16_SERIES,
                                              "elsewhere": "the INT8 engine alone; the fp16 engine's figures are "
                                                           "bench_torch's (reports/torch/bench.json)"})
