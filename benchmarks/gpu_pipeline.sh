@@ -12,6 +12,7 @@
 #   3. one INT8 variant's recipe changed, the pipeline again (what re-runs, and how long);
 #   4. a no-op `dvc repro` beside `dvc status`.
 #   5. (issue 31) each layer's rate from the tune record, and kernel options not tuned yet.
+# RESUME=1 (a later call while the machine is warm) starts at 1b / 3 in the last call's /tmp/proj.
 # EXTRAS=0 skips 1b, 2 and 5 (recorded in h100_b962957) so that one 600 s call has time for 1, 3 and 4.
 # Results go to $OUT (at most 8 files come back from the lent machine): full.json, report.md,
 # agreement.json / agreement.md, variant.json, noop.txt, log.txt and records.tgz (full.md,
@@ -33,6 +34,22 @@ mkdir -p "$OUT_DIR" /tmp/site
 # everything this prints, also in $OUT as it comes (less PyTorch's per-shape CUDA-graph and
 # archive-name warnings): a call that ends at its time limit returns no output of its own
 exec > >(grep --line-buffered -v "cudagraph_utils.py\|Expect archive file\|dvc push" | tee -a "$OUT_DIR/log.txt") 2>&1
+records() {  # the records of the run so far, as one file
+  tar -czf "$OUT_DIR/records.tgz" dvc.lock engines/torch/*.json engines/torch_int8/*.json reports/torch reports/report.md \
+    reports/variants/*/quality.json reports/variants/*/bench.json engines/onnx/*.ranges.json \
+    data/stats/stats.json reports/stage_memory.json kernels full.md heldout_audio/variants/*/quality.json heldout_audio/holdout/manifest.json \
+    2>/dev/null || true
+}
+if [ "${RESUME:-0}" = 1 ]; then  # a later call on the same warm machine: the last call's packages and project
+  export PYTHONPATH=/tmp/site:/tmp/proj PATH=/tmp/site/bin:$PATH DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
+  cd /tmp/proj
+  # the from-scratch run's rest, where the last call ended inside it (else a no-op repro)
+  python3 benchmarks/stage_times.py --jobs "$JOBS" --out "$OUT_DIR/rest" \
+    --label "the rest of the from-scratch run, after the call that began it ended" \
+    || echo "rest repro failed" >> "$OUT_DIR/noop.txt"
+  cp reports/report.md "$OUT_DIR/report.md" || true
+  records
+else
 cat "$STASH"/rtx.tar.xz.* | tar -xJ -C /tmp/site
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$STASH"/*.whl
 export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
@@ -43,12 +60,6 @@ tar -C "$SRC" --exclude=./.whl --exclude=./.stash --exclude=./.venv --exclude=./
 cd /tmp/proj
 dvc config --local core.no_scm true
 export PYTHONPATH=/tmp/site:/tmp/proj
-records() {  # the records of the run so far, as one file
-  tar -czf "$OUT_DIR/records.tgz" dvc.lock engines/torch/*.json engines/torch_int8/*.json reports/torch reports/report.md \
-    reports/variants/*/quality.json reports/variants/*/bench.json engines/onnx/*.ranges.json \
-    data/stats/stats.json reports/stage_memory.json kernels full.md heldout_audio/variants/*/quality.json heldout_audio/holdout/manifest.json \
-    2>/dev/null || true
-}
 
 mkdir -p kernels
 python3 benchmarks/stage_times.py --jobs "$JOBS" --out "$OUT_DIR/full" \
@@ -66,6 +77,7 @@ python3 benchmarks/stage_times.py --jobs "$JOBS" --out "$OUT_DIR/full" \
 cp reports/report.md "$OUT_DIR/report.md" || true
 mv "$OUT_DIR/full.md" full.md || true
 records
+fi
 
 if [ "$EXTRAS" = 1 ]; then
 # 1b. held-out windows of the other kind: the corpus encoded by the seeded encoder, each variant's graph
