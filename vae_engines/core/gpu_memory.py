@@ -6,10 +6,12 @@ to the file the driver named in the environment (MEMORY_RECORD_ENV). The driver 
 last figure of every stage, per GPU model, in one JSON file (`--memory-record`, default
 reports/stage_memory.json: commit it, and a fresh clone on the same GPU model starts with
 the figures). It starts a stage only when the figures of the stages running and its own fit
-the GPU's memory less a margin. A stage with no figure of its own takes its foreach family's
-largest (`evaluate@mse` that of `evaluate@minmax`: the same code on like inputs); one with
-neither starts as before, and one that runs out of GPU memory beside others runs again
-(core/repro.py). What the figure leaves
+the GPU's memory less a margin. A stage with no figure yet starts as before; one that runs out
+of GPU memory beside others runs again (core/repro.py), and then its foreach family's largest
+figure (peak_of: `evaluate@mse` takes `evaluate@minmax`'s) says where it fits. Only then: the
+figures are peaks of a moment, and a sum of them is pessimistic -- on an H100 from scratch, a
+run that fitted every stage without a figure of its own to its siblings' ran the seven
+compile_int8 stages in waves (174 s) where side by side they had taken 60 s and fitted. What the figure leaves
 out: memory a library allocates outside PyTorch's allocator (a TensorRT builder's workspace);
 such a stage that runs out of memory is caught by the same fallback.
 """
@@ -56,12 +58,11 @@ class Budget:
     usable_bytes: int | None
 
     def fits(self, stage: str, running: set[str], peaks: dict[str, int]) -> bool:
-        """Whether `stage` may start beside `running`, by peak_of. A stage with no figure may
-        (its running out of memory is the fallback), and so may any stage when nothing runs."""
-        own = peak_of(stage, peaks)
-        if self.usable_bytes is None or own is None or not running:
+        """Whether `stage` may start beside `running`. A stage with no recorded peak may (its
+        running out of memory is the fallback), and so may any stage when nothing runs."""
+        if self.usable_bytes is None or stage not in peaks or not running:
             return True
-        return sum(peak_of(name, peaks) or 0 for name in running) + own <= self.usable_bytes
+        return sum(peaks.get(name, 0) for name in running) + peaks[stage] <= self.usable_bytes
 
 
 def family(stage: str) -> str:

@@ -22,12 +22,12 @@ nothing starts until it ends. Stages side by side share the GPU (each is its own
 its own CUDA context and cached memory: eight full-size stages overfilled an 80 GB H100): each
 stage reports its peak GPU memory when it ends, the driver keeps it from the stage's last run
 (core/gpu_memory.py), and a stage starts only when its figure and those of the stages running
-fit the GPU's memory less a margin; a foreach stage never run here takes its siblings' largest
-figure. What a stage with neither needs is known only once it runs, so the driver does not
-guess it: such a stage starts as before, and if it runs out of GPU memory beside other stages
-it runs again -- beside others as soon as a sibling's figure says it fits, alone where there is
-none (a run from scratch on a new GPU: five `evaluate@*` started together beside the
-30 GB quantize searches on an H100 and ran out; alone at the end they cost 38 s). A stage
+fit the GPU's memory less a margin. What a stage never run here needs is known only once it
+runs, so the driver does not guess it: such a stage starts as before, and if it runs out of GPU
+memory beside other stages it runs again -- beside others as soon as a foreach sibling's figure
+says it fits, alone where there is none (a run from scratch on an H100: five `evaluate@*`
+started together beside the 30 GB quantize searches and ran out; alone at the end they cost
+38 s). A stage
 that times what this machine cannot run (`meta: {times: plans}` -- the TensorRT benches on a
 GPU no TensorRT here accepts, measure.plans.nothing_to_time) has nothing to keep quiet for and
 runs beside others. Any other failure stops the run:
@@ -230,6 +230,12 @@ class Driver:
                 log.info("%s runs beside other stages: %s", stage.name, self.nothing_to_time(stage.times))
                 stage.alone = None
 
+    def fitted(self) -> dict[str, int]:
+        """The figures stages are fitted by: each one's own, and for a stage that ran out of GPU
+        memory without one, its foreach siblings' largest (gpu_memory.peak_of)."""
+        kin = {name: peak_of(name, self.peaks) for name in self.oom - set(self.peaks)}
+        return {**self.peaks, **{name: peak for name, peak in kin.items() if peak is not None}}
+
     def nothing_to_time(self, times: str) -> str | None:
         """Why a stage that times `times` would time nothing on this machine (None: it times something)."""
         if times not in self.nothing:
@@ -248,7 +254,7 @@ class Driver:
                             self.peaks)
             allowed = [n for n in allowed if self.stages[n].always][:slots]
         else:
-            allowed = _next(self.stages, self.done, self.running, self.started, slots, self.budget, self.peaks)
+            allowed = _next(self.stages, self.done, self.running, self.started, slots, self.budget, self.fitted())
         self.oom -= set(allowed)
         for name in allowed:
             if self.running:
