@@ -92,16 +92,16 @@ def ort_quantized(fp32: Path, out: Path, latents: np.ndarray, *, defaults: bool,
 
 
 def ours(fp32: Path, out: Path, stats_npz: Path, calibration: Path, calibrator: str, percentile: float | None,
-         equalize: bool = False) -> dict:
-    """This project's variant (float parts fp32); returns its ranges record."""
+         **recipe) -> dict:
+    """This project's variant (float parts fp32; `recipe`: further Int8Variant keys); returns its ranges record."""
     import torch
 
     from vae_engines.core.params import Int8Variant
     from vae_engines.quant.quantize import quantize_variant
 
     torch.set_num_threads(2)
-    recipe = Int8Variant(calibrator=calibrator, percentile=percentile, float_type="fp32", equalize=equalize)
-    return quantize_variant(out.stem, recipe, fp32_onnx=fp32, stats_npz=stats_npz, calibration_dir=calibration,
+    variant = Int8Variant(calibrator=calibrator, percentile=percentile, float_type="fp32", **recipe)
+    return quantize_variant(out.stem, variant, fp32_onnx=fp32, stats_npz=stats_npz, calibration_dir=calibration,
                             out_onnx=out, ranges_json=out.with_suffix(".json"), device=torch.device("cpu"))
 
 
@@ -190,11 +190,13 @@ def main() -> None:
                  ("vae-engines: percentile 99.99", "ours", False, "percentile", 99.99),
                  ("vae-engines: percentile 99.999", "ours", False, "percentile", 99.999),
                  ("vae-engines: mse", "ours", False, "mse", None),
-                 ("vae-engines: minmax + equalization through Snake (equalize: true)", "ours+eq", False, "minmax",
-                  None)]
+                 ("vae-engines: minmax + equalization through Snake (equalize: true)", "ours", False, "minmax",
+                  None, {"equalize": True}),
+                 ("vae-engines: minmax + range margin (range_margin: auto)", "ours", False, "minmax", None,
+                  {"range_margin": "auto"})]
         if args.search:
             plans.append(("vae-engines: search", "ours", False, "search", None))
-        for index, (label, who, defaults, method, percentile) in enumerate(plans):
+        for index, (label, who, defaults, method, percentile, *extra) in enumerate(plans):
             graph = tmp / f"g{index}.onnx"
             start = time.perf_counter()
             note = None
@@ -202,13 +204,16 @@ def main() -> None:
                 ort_quantized(fp32, graph, calibration, defaults=defaults, method=method)
             else:
                 record = ours(fp32, graph, Path(args.stats), Path(args.calibration), method, percentile,
-                              equalize=who == "ours+eq")
+                              **(extra[0] if extra else {}))
                 if record.get("equalization"):
                     e = record["equalization"]
-                    note = {"migration": e["migration"], "cross_validated_error": e["cross_validated_error"]}
+                    note = {"equalization": {"migration": e["migration"],
+                                             "cross_validated_error": e["cross_validated_error"]}}
+                if record.get("range_margin"):
+                    note = {"range_margin": record["range_margin"]}
             seconds = round(time.perf_counter() - start, 1)
             row = {"method": label, **measure(graph, held, reference), **tensorrt_rtx(graph, tmp / "p.plan"),
-                   "quantize_seconds": seconds, **({"equalization": note} if note else {})}
+                   "quantize_seconds": seconds, **(note or {})}
             print(json.dumps(row), file=sys.stderr)
             rows.append(row)
     provenance = {"model": file_metadata(fp32).get("model"), "calibration": read_manifest(args.calibration)["shape"],
@@ -240,6 +245,9 @@ def main() -> None:
     for r in eq:
         lines += ["", f"Equalization: migration {r['equalization']['migration']} chosen by cross-validation on the "
                       f"calibration latents (squared error by candidate: {r['equalization']['cross_validated_error']})."]
+    for r in (r for r in rows if r.get("range_margin")):
+        lines += ["", f"Range margin: x{r['range_margin']['margin']} chosen by cross-validation on the calibration "
+                      f"latents' halves (squared error by candidate: {r['range_margin']['cross_validated_error']})."]
     lines += ["", f"Commit {provenance['commit']}; versions {json.dumps(provenance['machine'].get('versions', {}))}."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -176,6 +176,36 @@ def _stage_server() -> _StageServer:
     return _SERVER
 
 
+# -- INT8 variants of the tiny graph -------------------------------------------------------------
+@pytest.fixture
+def calibrated(tmp_path, tiny_onnx) -> Path:
+    """A folder with 4 calibration latents of the tiny graph (cal/) and their statistics (s.npz)."""
+    from vae_engines.data.latentset import write_latent_set
+    from vae_engines.graph.execute import GraphExecutor
+    from vae_engines.graph.io import load_onnx
+    from vae_engines.quant.qdq import quantizable_layers
+    from vae_engines.quant.stats import collect, quantizable_tensors, write_stats
+
+    model = load_onnx(tiny_onnx)
+    layers = quantizable_layers(model)
+    cal = latents(4, 16, seed=5)
+    write_latent_set(tmp_path / "cal", cal, {"source": "test"})
+    write_stats(tmp_path / "s.npz", tmp_path / "s.json", collect(GraphExecutor(model), quantizable_tensors(layers), cal),
+                layers, {})
+    return tmp_path
+
+
+def quantize_minmax(folder: Path, tiny_onnx: Path, name: str, **recipe) -> dict:
+    """quantize_variant of a minmax recipe (fp32 float parts) on `calibrated`'s folder."""
+    from vae_engines.core.params import Int8Variant
+    from vae_engines.quant.quantize import quantize_variant
+
+    return quantize_variant(name, Int8Variant(calibrator=recipe.pop("calibrator", "minmax"), float_type="fp32",
+                                              **recipe), fp32_onnx=tiny_onnx, stats_npz=folder / "s.npz",
+                            calibration_dir=folder / "cal", out_onnx=folder / f"{name}.onnx",
+                            ranges_json=folder / f"{name}.json", device="cpu")
+
+
 # -- DVC-level scratch project --------------------------------------------------------------
 def small_params(checkpoint: Path) -> dict:
     """The shipped params.yaml at a size a test runs in about a minute."""

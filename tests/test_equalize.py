@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import latents
+from conftest import latents, quantize_minmax
 from vae_engines.core.errors import UserError
 from vae_engines.core.params import Int8Variant, from_mapping
 from vae_engines.data.latentset import write_latent_set
@@ -109,21 +109,8 @@ def test_params_equalize_keys():
         from_mapping(Int8Variant, {"calibrator": "minmax", "equalize": "yes"}, "int8.x")
 
 
-@pytest.fixture
-def calibrated(tmp_path, tiny_onnx):
-    model = load_onnx(tiny_onnx)
-    layers = quantizable_layers(model)
-    cal = latents(4, 16, seed=5)
-    write_latent_set(tmp_path / "cal", cal, {"source": "test"})
-    write_stats(tmp_path / "s.npz", tmp_path / "s.json", collect(GraphExecutor(model), quantizable_tensors(layers), cal),
-                layers, {})
-    return tmp_path
-
-
 def _quantize(folder, tiny_onnx, name, **recipe):
-    return quantize_variant(name, Int8Variant(calibrator="minmax", float_type="fp32", **recipe), fp32_onnx=tiny_onnx,
-                            stats_npz=folder / "s.npz", calibration_dir=folder / "cal", out_onnx=folder / f"{name}.onnx",
-                            ranges_json=folder / f"{name}.json", device="cpu")
+    return quantize_minmax(folder, tiny_onnx, name, **recipe)
 
 
 def test_an_equalized_variant_folds_scales_before_qdq(calibrated, tiny_onnx):

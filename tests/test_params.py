@@ -23,7 +23,9 @@ def test_params_yaml_is_the_code_defaults():
 
 def test_shipped_variants():
     p = config.load(ROOT / "params.yaml")
-    assert {"entropy", "minmax", "minmax_fused", "percentile", "mse", "auto_40db", "speed_40db"} == set(p.int8)
+    assert {"entropy", "minmax", "minmax_fused", "percentile", "mse", "minmax_margin", "auto_40db",
+            "speed_40db"} == set(p.int8)
+    assert p.int8["minmax_margin"].range_margin == "auto"
     assert all(v.float_type == "fp16" for v in p.int8.values())
     assert p.int8["speed_40db"].placement == "fused" and p.int8["speed_40db"].is_auto
     assert p.variant_names()[0] == "fp16" and p.variant("fp16") is None

@@ -206,6 +206,9 @@ class Int8Variant:
     made from the variant gets it. equalize_migration: how much of each channel's range
     moves into the weights, 0..1 (SmoothQuant's alpha); null = the candidate that decodes
     the calibration latents best.
+    range_margin: every range times this factor (>= 1), room for peaks the calibration
+    latents did not show; `auto` = the factor that decodes each half of the calibration
+    latents best from the other half's ranges (quant.margin).
     """
 
     calibrator: Calibrator
@@ -225,9 +228,17 @@ class Int8Variant:
     auto_latents: int = 2
     equalize: bool = False
     equalize_migration: float | None = None
+    range_margin: float | Literal["auto"] = 1.0
 
     def validate(self, where: str) -> None:
         self._validate_cache(where)
+        if self.range_margin != "auto" and not 1 <= self.range_margin <= 4:
+            raise UserError(f"{where}.range_margin: {self.range_margin} is outside 1..4 (a factor on the calibrated "
+                            "ranges; to clip more, use calibrator percentile or mse) or `auto`")
+        if self.range_margin == "auto" and self.calibrator in (Calibrator.SEARCH, Calibrator.TRT_CACHE):
+            raise UserError(f"{where}.range_margin: auto cross-validates ranges made from the statistics of half the "
+                            f"calibration latents, which calibrator {self.calibrator} does not use; give range_margin "
+                            "a number")
         if self.equalize_migration is not None and not self.equalize:
             raise UserError(f"{where}.equalize_migration: only used with equalize: true; remove it or set equalize")
         if self.equalize_migration is not None and not 0 <= self.equalize_migration <= 1:

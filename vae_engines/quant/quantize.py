@@ -37,6 +37,7 @@ from vae_engines.graph.io import RECIPE_KEY, load_onnx, save_onnx, set_metadata
 from vae_engines.quant.calibrators import calibrate
 from vae_engines.quant.equalize import (MIGRATIONS, choose_migration, cross_validated_error, equalization_scales,
                                         equalized_channel_amax, equalized_graph, scale_groups, scales_record)
+from vae_engines.quant.margin import apply_margin
 from vae_engines.quant.qdq import PLACEMENTS, Layer, QdqPlan, insert_qdq, quantizable_layers, select_layers
 from vae_engines.quant.search import range_search
 from vae_engines.quant.sensitivity import auto_keep, without
@@ -204,15 +205,23 @@ def quantize_variant(name: str, recipe: Int8Variant, *, fp32_onnx: str | Path, s
     if recipe.equalize:
         inputs, equalization = equalized_inputs(recipe, inputs, plan)
     amax, search = RANGES[recipe.calibrator](recipe, inputs, plan, tensors)
+    margin = None
+    if recipe.range_margin != 1.0:
+        amax, margin = apply_margin(recipe.range_margin, amax, inputs.executor, plan, tensors,
+                                    read_latent_set(inputs.calibration_dir), recipe.calibrator, recipe.percentile)
     auto = None
     if recipe.is_auto:
         plan, auto = auto_plan(recipe, inputs, plan, amax)
     record = {**variant_record(name, recipe, layers, plan, amax, tensors), "search": search, "auto": auto,
               **({"equalization": equalization} if equalization is not None else {}),
+              **({"range_margin": margin} if margin is not None else {}),
               "statistics": {"file": str(stats_npz), "sha256": sha256_file(stats_npz)},
               "calibration_sha256": set_digest(calibration_dir), "fp32_onnx_sha256": sha256_file(fp32_onnx),
               "compute": devices.describe(device) if (search or auto) else None}
-    recipe_meta = {k: v for k, v in record.items() if k not in ("search", "auto", "layers", "equalization")}
+    recipe_meta = {k: v for k, v in record.items() if k not in ("search", "auto", "layers", "equalization",
+                                                                   "range_margin")}
+    if margin is not None:
+        recipe_meta["range_margin"] = margin["margin"]
     if equalization is not None:  # the scales stay in the ranges record; the graph already carries them folded
         recipe_meta["equalization"] = {"migration": equalization["migration"], "groups": equalization["groups"]}
     graph = set_metadata(variant_graph(inputs.model, recipe, plan, amax, float32_io), {RECIPE_KEY: json.dumps(

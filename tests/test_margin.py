@@ -1,0 +1,49 @@
+"""A margin on the calibrated ranges (quant.margin, recipe key range_margin): a fixed factor
+widens every range by it; `auto` picks the candidate that decodes each half of the calibration
+latents best from the other half's ranges, and says so in the record; a variant without the
+key keeps the ranges it had; bad settings are one-line errors."""
+
+import json
+
+import pytest
+
+from conftest import quantize_minmax
+from vae_engines.core.errors import UserError
+from vae_engines.core.params import Int8Variant, from_mapping
+from vae_engines.graph.io import RECIPE_KEY, load_onnx, metadata
+from vae_engines.quant.margin import MARGINS
+
+
+def test_a_fixed_margin_widens_every_range(calibrated, tiny_onnx):
+    plain = quantize_minmax(calibrated, tiny_onnx, "plain")
+    wide = quantize_minmax(calibrated, tiny_onnx, "wide", range_margin=1.2)
+    assert "range_margin" not in plain  # a variant without it: the record it always had
+    assert wide["range_margin"] == {"margin": 1.2, "chosen": "range_margin"}
+    for tensor, amax in plain["amax"].items():
+        assert wide["amax"][tensor] == pytest.approx(amax * 1.2, rel=1e-6)
+    assert json.loads(metadata(load_onnx(calibrated / "wide.onnx"))[RECIPE_KEY])["range_margin"] == 1.2
+
+
+def test_auto_chooses_the_margin_by_cross_validation(calibrated, tiny_onnx):
+    plain = quantize_minmax(calibrated, tiny_onnx, "plain")
+    auto = quantize_minmax(calibrated, tiny_onnx, "auto", range_margin="auto")
+    record = auto["range_margin"]
+    errors = record["cross_validated_error"]
+    assert set(errors) == {str(m) for m in MARGINS} and all(e > 0 for e in errors.values())
+    assert errors[str(record["margin"])] == min(errors.values())
+    assert "calibration latents' halves" in record["chosen"]
+    for tensor, amax in plain["amax"].items():
+        assert auto["amax"][tensor] == pytest.approx(amax * record["margin"], rel=1e-6)
+    # a histogram calibrator is cross-validated the same way (its ranges from each half's histograms)
+    entropy = quantize_minmax(calibrated, tiny_onnx, "e", calibrator="entropy", range_margin="auto")
+    assert entropy["range_margin"]["margin"] in MARGINS
+
+
+def test_bad_margins_are_one_line_errors():
+    assert from_mapping(Int8Variant, {"calibrator": "minmax", "range_margin": "auto"}, "int8.x").range_margin == "auto"
+    for bad, message in ((0.9, "outside 1..4"), (5, "outside 1..4"), ("wide", "is not")):
+        with pytest.raises(UserError, match=message):
+            from_mapping(Int8Variant, {"calibrator": "minmax", "range_margin": bad}, "int8.x")
+    for recipe in ({"calibrator": "search"}, {"calibrator": "trt_cache", "cache": "data/trt_caches/c"}):
+        with pytest.raises(UserError, match="give range_margin a number"):
+            from_mapping(Int8Variant, {**recipe, "range_margin": "auto"}, "int8.x")
