@@ -27,10 +27,9 @@ runs, so the driver does not guess it: such a stage starts as before, and if it 
 memory beside other stages it runs again -- beside others as soon as a foreach sibling's figure
 says it fits, alone where there is none (a run from scratch on an H100: five `evaluate@*`
 started together beside the 30 GB quantize searches and ran out; alone at the end they cost
-38 s). A stage
-that times what this machine cannot run (`meta: {times: plans}` -- the TensorRT benches on a
-GPU no TensorRT here accepts, measure.plans.nothing_to_time) has nothing to keep quiet for and
-runs beside others. Any other failure stops the run:
+38 s). A stage that times what this machine cannot run (`meta: {times: plans}` -- the
+TensorRT benches on a GPU no TensorRT here accepts, measure.plans.nothing_to_time) has
+nothing to keep quiet for and runs beside others. Any other failure stops the run:
 nothing new starts, the stages running finish, and the command exits 1 naming it (its output
 above says why).
 """
