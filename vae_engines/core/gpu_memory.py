@@ -11,8 +11,8 @@ of GPU memory beside others runs again (core/repro.py), and then its foreach fam
 figure (peak_of: `evaluate@mse` takes `evaluate@minmax`'s) says where it fits. Only then: the
 figures are peaks of a moment, and a sum of them is pessimistic -- on an H100 from scratch, a
 run that fitted every stage without a figure of its own to its siblings' ran the seven
-compile_int8 stages in waves (174 s) where side by side they had taken 60 s and fitted. What the figure leaves
-out: memory a library allocates outside PyTorch's allocator (a TensorRT builder's workspace);
+compile_int8 stages in waves (174 s) where side by side they had taken 60 s and fitted.
+What the figure leaves out: memory a library allocates outside PyTorch's allocator (a TensorRT builder's workspace);
 such a stage that runs out of memory is caught by the same fallback.
 """
 

@@ -35,7 +35,7 @@ grows, so fp16 parts keep their headroom), with s bounded to MAX_SPREAD. migrati
 the activations' ranges, 0 the weights' columns, between them (SmoothQuant's alpha) both.
 
 Which migration, if any, is chosen by cross-validation on the calibration latents
-(`choose_migration`): per-channel maxima from a few windows underestimate the channels'
+(quant.crossval.least_error): per-channel maxima from a few windows underestimate the channels'
 true peaks (on the embedded default, held-out maxima exceed calibration's by up to 2x in
 one channel), and an equalized channel sits at the edge of its tensor's range, where such
 a peak clips. So each candidate is fitted on one half of the latents (statistics and
@@ -46,7 +46,6 @@ candidate, so a variant that equalizes is never worse than its plain twin on tha
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +54,7 @@ import numpy as np
 from vae_engines.core.errors import UserError
 from vae_engines.core.lazy import lazy_import
 from vae_engines.graph.execute import GraphExecutor
+from vae_engines.quant.crossval import halves
 from vae_engines.quant.fakequant import FakeQuant
 from vae_engines.quant.qdq import QdqPlan
 
@@ -63,7 +63,7 @@ torch = lazy_import("torch")
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = (None, 0.25, 0.5, 0.75, 1.0)  # choose_migration's candidates; None: no equalization
+MIGRATIONS = (None, 0.25, 0.5, 0.75, 1.0)  # the migration candidates; None: no equalization
 MAX_SPREAD = 1e3  # largest s_i / smallest s_i in one group
 FLOOR = 1e-4  # relative range below which a channel counts as dead (its s is floored)
 
@@ -396,14 +396,6 @@ def apply_record(arrays: dict[str, np.ndarray], record: list[dict]) -> dict[str,
     return {name: value.astype(np.asarray(arrays[name]).dtype) for name, value in changed.items()}
 
 
-def choose_migration(candidates: tuple[float | None, ...], error: Callable[[float | None], float]
-                     ) -> tuple[float | None, dict]:
-    """The candidate of least `error` (ties: the earlier one), and each candidate's error."""
-    errors = {m: float(error(m)) for m in candidates}
-    best = min(candidates, key=lambda m: errors[m])
-    return best, {("none" if m is None else str(m)): v for m, v in errors.items()}
-
-
 def channel_maxima(executor: GraphExecutor, tensors: list[str], latents: np.ndarray) -> dict[str, np.ndarray]:
     """Per-channel |x| maxima of `tensors` over `latents`, one latent at a time."""
     wanted, out = set(tensors), {}
@@ -427,13 +419,13 @@ def cross_validated_error(model: Any, groups: list[ScaleGroup], plan: QdqPlan, l
     (minmax ranges) on each half of `latents` when scales and ranges come from the other
     half, summed over both halves, against the fp32 decode."""
     executor = GraphExecutor(model, device)
-    halves = [latents[: len(latents) // 2], latents[len(latents) // 2:]]
-    fitted = [channel_maxima(executor, plan.tensors(), h) for h in halves]
-    references = [executor.decode(h) for h in halves]
+    parts = halves(latents)
+    fitted = [channel_maxima(executor, plan.tensors(), h) for h in parts]
+    references = [executor.decode(h) for h in parts]
     errors = {}
     for migration in candidates:
         total = 0.0
-        for fit, (held, reference) in zip(fitted, zip(halves[::-1], references[::-1])):
+        for fit, (held, reference) in zip(fitted, zip(parts[::-1], references[::-1])):
             scales = equalization_scales(groups, fit, model, migration)
             graph = equalized_graph(model, groups, scales)
             quantized = GraphExecutor(graph, device)

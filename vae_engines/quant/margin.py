@@ -22,6 +22,7 @@ from vae_engines.core.choices import Calibrator
 from vae_engines.core.errors import UserError
 from vae_engines.graph.execute import GraphExecutor
 from vae_engines.quant.calibrators import calibrate
+from vae_engines.quant.crossval import halves, least_error
 from vae_engines.quant.fakequant import FakeQuant
 from vae_engines.quant.qdq import QdqPlan
 from vae_engines.quant.stats import collect
@@ -29,8 +30,6 @@ from vae_engines.quant.stats import collect
 log = logging.getLogger(__name__)
 
 MARGINS = (1.0, 1.05, 1.1, 1.15, 1.2, 1.3)  # `auto`'s candidates
-# Range sources that a half of the calibration latents can reproduce: the histogram calibrators
-STATISTICAL = (Calibrator.MINMAX, Calibrator.ENTROPY, Calibrator.PERCENTILE, Calibrator.MSE)
 
 
 def widened(amax: dict[str, float], margin: float) -> dict[str, float]:
@@ -42,27 +41,24 @@ def cross_validated_margin(executor: GraphExecutor, plan: QdqPlan, tensors: list
                            calibrator: Calibrator, percentile: float | None,
                            candidates: tuple[float, ...] = MARGINS) -> tuple[float, dict[str, float]]:
     """(the chosen margin, the squared error of each candidate): ranges by `calibrator` from
-    each half of `latents`, widened, scored on the other half against the fp32 decode."""
-    if Calibrator(calibrator) not in STATISTICAL:
-        raise UserError(f"range_margin: auto needs ranges a half of the calibration latents can reproduce "
-                        f"(calibrator {', '.join(STATISTICAL)}), not {calibrator}; give range_margin a number")
+    each half of `latents`, widened, scored on the other half against the fp32 decode. The
+    calibrator is one of the statistics' (params.Int8Variant.validate refuses search and
+    trt_cache with `auto`)."""
     if len(latents) < 2:
         raise UserError("range_margin: auto chooses the margin by cross-validation over the calibration latents, which "
                         "needs at least 2; raise calibration.count or give range_margin a number")
-    half = len(latents) // 2
-    halves = [latents[:half], latents[half:]]
+    parts = halves(latents)
     fake = FakeQuant(executor, plan.layers)
-    errors = dict.fromkeys(candidates, 0.0)
-    for fit, held in (halves, halves[::-1]):
+    totals = dict.fromkeys(candidates, 0.0)
+    for fit, held in (parts, parts[::-1]):
         amax = calibrate(collect(executor, tensors, fit), tensors, calibrator, percentile)
         reference = executor.decode(held).astype(np.float64)
         for margin in candidates:
             decoded = executor.decode(held, **fake.plan_overrides(plan, widened(amax, margin)))
-            errors[margin] += float(np.sum((decoded.astype(np.float64) - reference) ** 2))
-    best = min(candidates, key=lambda m: (errors[m], m))
-    log.info("range margin: x%s (cross-validated squared error by margin: %s)", best,
-             {m: round(e, 6) for m, e in errors.items()})
-    return best, {str(m): e for m, e in errors.items()}
+            totals[margin] += float(np.sum((decoded.astype(np.float64) - reference) ** 2))
+    best, errors = least_error(candidates, totals.__getitem__)  # candidates ascend: a tie takes the smaller
+    log.info("range margin: x%s (cross-validated squared error by margin: %s)", best, errors)
+    return best, errors
 
 
 def apply_margin(setting: float | str, amax: dict[str, float], executor: GraphExecutor, plan: QdqPlan,

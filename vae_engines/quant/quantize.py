@@ -35,7 +35,8 @@ from vae_engines.graph.execute import GraphExecutor
 from vae_engines.graph.float16 import float16_graph
 from vae_engines.graph.io import RECIPE_KEY, load_onnx, save_onnx, set_metadata
 from vae_engines.quant.calibrators import calibrate
-from vae_engines.quant.equalize import (MIGRATIONS, choose_migration, cross_validated_error, equalization_scales,
+from vae_engines.quant.crossval import least_error
+from vae_engines.quant.equalize import (MIGRATIONS, cross_validated_error, equalization_scales,
                                         equalized_channel_amax, equalized_graph, scale_groups, scales_record)
 from vae_engines.quant.margin import apply_margin
 from vae_engines.quant.qdq import PLACEMENTS, Layer, QdqPlan, insert_qdq, quantizable_layers, select_layers
@@ -151,7 +152,7 @@ def equalized_inputs(recipe: Int8Variant, inputs: Inputs, plan: QdqPlan) -> tupl
             raise UserError("equalize chooses its migration by cross-validation over the calibration latents, which "
                             "needs at least 2; raise calibration.count or set equalize_migration")
         found = cross_validated_error(inputs.model, groups, plan, latents, inputs.device)
-        migration, errors = choose_migration(MIGRATIONS, found.__getitem__)
+        migration, errors = least_error(MIGRATIONS, found.__getitem__)
     scales = equalization_scales(groups, channels, inputs.model, migration)
     model = equalized_graph(inputs.model, groups, scales)
     channel = equalized_channel_amax(groups, scales, channels)
