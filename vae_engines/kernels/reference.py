@@ -13,7 +13,10 @@ where conv is a k-tap dilated convolution with zero padding, or Oobleck's ConvTr
 and int8 weights with their per-output-channel scales; a quantized residual (the fused
 placement's skip input) is rounded to int8 and back first. Rounding follows ONNX's
 QuantizeLinear: round half to even, saturate to [-128, 127], zero point 0 -- the Q/DQ graphs'
-own arithmetic (graph.execute), so an engine and its variant's graph quantize alike.
+own arithmetic (graph.execute), so an engine and its variant's graph quantize alike. FP8
+(float8 e4m3fn: ONNX's FLOAT8E4M3FN, Hopper's e4m3) is quantized the same way with its own
+saturation (+-448) and rounding to the nearest e4m3 value, ties to even (QuantizeLinear's
+saturate=1).
 
 On the CPU the arithmetic is fp32 on the stored (fp16 / int8) values; on a GPU the
 convolution runs in fp16 on cuDNN (channels-last 2-D, fp32 accumulation).
@@ -50,9 +53,20 @@ def phase_weight(weight: Any, stride: int) -> Any:
     return torch.stack(taps, dim=2).reshape(stride * out_channels, 2 * channels).contiguous()
 
 
-def quantize(x: Any, scale: float) -> Any:
-    """ONNX QuantizeLinear (int8, zero point 0) in fp32 arithmetic, as int8."""
+FP8_MAX = 448.0  # the largest finite float8 e4m3fn
+
+
+def quantize(x: Any, scale: float, dtype: Any = None) -> Any:
+    """ONNX QuantizeLinear (zero point 0) in fp32 arithmetic: to int8 (the default), or to
+    float8 e4m3fn where dtype is torch.float8_e4m3fn (saturating)."""
+    if dtype is not None and dtype != torch.int8:
+        return (x.float() / scale).clamp_(-FP8_MAX, FP8_MAX).to(dtype)
     return torch.round(x.float() / scale).clamp_(-128, 127).to(torch.int8)
+
+
+def is_quantized(t: Any) -> bool:
+    """int8 or float8: a tensor that carries a scale beside it."""
+    return t.dtype in (torch.int8, torch.float8_e4m3fn)
 
 
 def _conv(a: Any, w: Any, *, taps: int, dilation: int, padding: int, stride: int) -> Any:
@@ -73,8 +87,8 @@ def layer_output(x: Any, weight: Any, w_scale: Any, bias: Any, residual: Any, *,
                  padding: int, stride: int, x_scale: float, res_scale: float) -> Any:
     """v: the layer's float32 output [B, T_out, C_out] (module docstring)."""
     compute = torch.float16 if x.is_cuda else torch.float32
-    a = x.float() * x_scale if not x.is_floating_point() else x
-    w = weight.float() * w_scale[:, None] if not weight.is_floating_point() else weight
+    a = x.float() * x_scale if is_quantized(x) else x
+    w = weight.float() * w_scale[:, None] if is_quantized(weight) else weight
     v = _conv(a.to(compute), w.to(compute), taps=taps, dilation=dilation, padding=padding, stride=stride).float()
     batch, frames, n = v.shape
     if stride:
@@ -89,9 +103,10 @@ def layer_output(x: Any, weight: Any, w_scale: Any, bias: Any, residual: Any, *,
     return v
 
 
-def snake_input(v: Any, alpha: Any, inv_beta: Any, s_scale: float) -> Any:
-    """The next layer's input: Snake of the stored fp16 value, in fp16 or quantized to int8."""
+def snake_input(v: Any, alpha: Any, inv_beta: Any, s_scale: float, s_dtype: Any = None) -> Any:
+    """The next layer's input: Snake of the stored fp16 value, in fp16 or quantized (int8,
+    or s_dtype) with s_scale."""
     h = v.half().float()
     sn = torch.sin(alpha * h)
     s = h + inv_beta * (sn * sn)
-    return quantize(s.half().float(), s_scale) if s_scale > 0 else s.half()
+    return quantize(s.half().float(), s_scale, s_dtype) if s_scale > 0 else s.half()

@@ -58,6 +58,22 @@ def _quantize(x, inv_scale):
 
 
 @triton.jit
+def _quantize_fp8(x, inv_scale):
+    """ONNX QuantizeLinear to float8 e4m3fn (saturate=1): x / scale clamped to +-448 and
+    rounded to the nearest e4m3 value, ties to even, as float8. The rounding is done here in
+    fp32 (the value's binade from its exponent bits, 3 mantissa bits kept by adding and
+    subtracting 1.5 * 2^23 at that step; subnormals at 2^-9) so that the conversion that
+    follows is exact: Triton's interpreter converts fp32 -> e4m3 wrongly where rounding
+    carries into the next binade (1.98 -> 1.0), which this test-visible path avoids; on
+    sm_90 the same arithmetic costs a few instructions of an epilogue."""
+    t = tl.minimum(tl.maximum(x * inv_scale, -448.0), 448.0)
+    exponent = ((t.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+    step = ((tl.maximum(exponent, -6) - 3 + 127) << 23).to(tl.float32, bitcast=True)
+    r = ((t / step + 12582912.0) - 12582912.0) * step
+    return r.to(tl.float8e4nv)
+
+
+@triton.jit
 def _sin(x, FAST: tl.constexpr):
     """sin(x). FAST (a GPU): one reduction to [-pi, pi] in fp32 (2*pi split in two parts, exact
     for |x| < 2^13) and the hardware's sin.approx (absolute error ~2^-21 there). tl.sin is
@@ -76,8 +92,9 @@ def _sin(x, FAST: tl.constexpr):
 @triton.jit
 def _tile(tile_id, b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alpha_ptr, inv_beta_ptr,
           N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale,
-          INT8_IN: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, RES_QUANT: tl.constexpr,
-          STORE_Y: tl.constexpr, AUDIO: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
+          INT8_IN: tl.constexpr, FP8_IN: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr,
+          RES_QUANT: tl.constexpr, STORE_Y: tl.constexpr, AUDIO: tl.constexpr, STORE_S: tl.constexpr,
+          S_INT8: tl.constexpr, S_FP8: tl.constexpr,
           TRANSPOSED: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
           WS: tl.constexpr):
     """One [BM, BN] output tile (`tile_id` counts column blocks fastest) of batch item b."""
@@ -108,7 +125,7 @@ def _tile(tile_id, b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alp
     offs_n = n0 + tl.arange(0, BN)
     n_mask = offs_n < N
     v = acc.to(tl.float32)
-    if INT8_IN:
+    if INT8_IN or FP8_IN:
         w_scale = tl.load(w_scale_ptr + offs_n, mask=n_mask, other=0.0)
         v = v * (w_scale * x_scale)[None, :]
     if TRANSPOSED:
@@ -136,6 +153,8 @@ def _tile(tile_id, b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alp
         if S_INT8:
             q = _quantize(s.to(tl.float16).to(tl.float32), inv_s_scale)
             s_desc.store([b, m0, n0], q.to(tl.int8).reshape(1, BM, BN))
+        elif S_FP8:
+            s_desc.store([b, m0, n0], _quantize_fp8(s.to(tl.float16).to(tl.float32), inv_s_scale).reshape(1, BM, BN))
         else:
             s_desc.store([b, m0, n0], s.to(tl.float16).reshape(1, BM, BN))
 
@@ -144,8 +163,9 @@ def _tile(tile_id, b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alp
 def fused_conv_kernel(
         x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alpha_ptr, inv_beta_ptr,
         M, N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale,
-        INT8_IN: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, RES_QUANT: tl.constexpr,
-        STORE_Y: tl.constexpr, AUDIO: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
+        INT8_IN: tl.constexpr, FP8_IN: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr,
+        RES_QUANT: tl.constexpr, STORE_Y: tl.constexpr, AUDIO: tl.constexpr, STORE_S: tl.constexpr,
+        S_INT8: tl.constexpr, S_FP8: tl.constexpr,
         TRANSPOSED: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
         PERSISTENT: tl.constexpr, WS: tl.constexpr):
     b = tl.program_id(1)
@@ -153,12 +173,14 @@ def fused_conv_kernel(
         num_tiles = tl.cdiv(M, BM) * tl.cdiv(N, BN)
         for tile_id in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0)):
             _tile(tile_id, b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alpha_ptr, inv_beta_ptr,
-                  N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale, INT8_IN, HAS_BIAS,
-                  RESIDUAL, RES_QUANT, STORE_Y, AUDIO, STORE_S, S_INT8, TRANSPOSED, FAST_SIN, BM, BN, BK, WS)
+                  N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale, INT8_IN, FP8_IN,
+                  HAS_BIAS, RESIDUAL, RES_QUANT, STORE_Y, AUDIO, STORE_S, S_INT8, S_FP8, TRANSPOSED, FAST_SIN, BM, BN,
+                  BK, WS)
     else:
         _tile(tl.program_id(0), b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alpha_ptr, inv_beta_ptr,
-              N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale, INT8_IN, HAS_BIAS,
-              RESIDUAL, RES_QUANT, STORE_Y, AUDIO, STORE_S, S_INT8, TRANSPOSED, FAST_SIN, BM, BN, BK, WS)
+              N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale, INT8_IN, FP8_IN,
+              HAS_BIAS, RESIDUAL, RES_QUANT, STORE_Y, AUDIO, STORE_S, S_INT8, S_FP8, TRANSPOSED, FAST_SIN, BM, BN, BK,
+              WS)
 
 
 def _desc(t: Any, block: list[int]) -> Any:
@@ -168,9 +190,11 @@ def _desc(t: Any, block: list[int]) -> Any:
 def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: Any, y: Any, s: Any, *,
            taps: int, dilation: int, padding: int, stride: int, x_scale: float, s_scale: float, res_scale: float,
            residual: bool, audio: bool, tile: tuple[int, ...]) -> None:
-    """Run the kernel. x: [B, M, C] contiguous, fp16 or int8; weight [N, taps * C] K-major,
-    contiguous; y: [B, M, N] (the residual stream when `residual`), or when `audio` the
-    float32 output [B, N, M]; s: [B, M, N]; y and s contiguous, None where not stored; tile
+    """Run the kernel. x: [B, M, C] contiguous, fp16, int8 or float8 e4m3fn (then the weight's
+    type too); weight [N, taps * C] K-major, contiguous; y: [B, M, N] (the residual stream
+    when `residual`), or when `audio` the float32 output [B, N, M]; s: [B, M, N], fp16, or
+    quantized with s_scale to its type (int8, float8 e4m3fn); y and s contiguous, None where
+    not stored; tile
     (BM, BN, BK, warps, stages[, persistent[, warp-specialized]]): persistent > 0 launches
     that many programs per multiprocessor, which walk the tiles; warp-specialized 1 splits
     the K loop's loads and multiplies between warp groups (Triton's warp_specialize)."""
@@ -194,9 +218,10 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: A
         inv_beta if inv_beta is not None else weight,
         rows, n, channels, taps, dilation, padding, n // 2, n // stride if stride else n,
         float(x_scale), 1.0 / s_scale if s_scale > 0 else 0.0, float(res_scale),
-        INT8_IN=not x.dtype.is_floating_point, HAS_BIAS=bias is not None, RESIDUAL=residual,
-        RES_QUANT=res_scale > 0, STORE_Y=y is not None, AUDIO=audio, STORE_S=s is not None,
-        S_INT8=s is not None and s_scale > 0, TRANSPOSED=stride > 0, FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk,
+        INT8_IN=x.dtype == torch.int8, FP8_IN=x.dtype == torch.float8_e4m3fn, HAS_BIAS=bias is not None,
+        RESIDUAL=residual, RES_QUANT=res_scale > 0, STORE_Y=y is not None, AUDIO=audio, STORE_S=s is not None,
+        S_INT8=s is not None and s.dtype == torch.int8, S_FP8=s is not None and s.dtype == torch.float8_e4m3fn,
+        TRANSPOSED=stride > 0, FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk,
         PERSISTENT=bool(persistent), WS=bool(ws), num_warps=warps, num_stages=stages)
 
 
