@@ -94,7 +94,7 @@ def _tile(tile_id, b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alp
           N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale,
           INT8_IN: tl.constexpr, FP8_IN: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr,
           RES_QUANT: tl.constexpr, STORE_Y: tl.constexpr, AUDIO: tl.constexpr, STORE_S: tl.constexpr,
-          S_INT8: tl.constexpr, S_FP8: tl.constexpr,
+          S_INT8: tl.constexpr, S_FP8: tl.constexpr, FP8_ACC: tl.constexpr,
           TRANSPOSED: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
           WS: tl.constexpr):
     """One [BM, BN] output tile (`tile_id` counts column blocks fastest) of batch item b."""
@@ -117,6 +117,8 @@ def _tile(tile_id, b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alp
         w = w_desc.load([n0, tap * C_IN + c0])
         if INT8_IN:
             acc = tl.dot(a, w.T, acc, out_dtype=tl.int32)
+        elif FP8_IN and FP8_ACC > 0:  # Hopper's fp8 MMA adds in reduced precision: promote every FP8_ACC
+            acc = tl.dot(a, w.T, acc, max_num_imprecise_acc=FP8_ACC)
         else:
             acc = tl.dot(a, w.T, acc)
 
@@ -165,7 +167,7 @@ def fused_conv_kernel(
         M, N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale,
         INT8_IN: tl.constexpr, FP8_IN: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr,
         RES_QUANT: tl.constexpr, STORE_Y: tl.constexpr, AUDIO: tl.constexpr, STORE_S: tl.constexpr,
-        S_INT8: tl.constexpr, S_FP8: tl.constexpr,
+        S_INT8: tl.constexpr, S_FP8: tl.constexpr, FP8_ACC: tl.constexpr,
         TRANSPOSED: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
         PERSISTENT: tl.constexpr, WS: tl.constexpr):
     b = tl.program_id(1)
@@ -174,13 +176,13 @@ def fused_conv_kernel(
         for tile_id in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0)):
             _tile(tile_id, b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alpha_ptr, inv_beta_ptr,
                   N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale, INT8_IN, FP8_IN,
-                  HAS_BIAS, RESIDUAL, RES_QUANT, STORE_Y, AUDIO, STORE_S, S_INT8, S_FP8, TRANSPOSED, FAST_SIN, BM, BN,
-                  BK, WS)
+                  HAS_BIAS, RESIDUAL, RES_QUANT, STORE_Y, AUDIO, STORE_S, S_INT8, S_FP8, FP8_ACC, TRANSPOSED, FAST_SIN,
+                  BM, BN, BK, WS)
     else:
         _tile(tl.program_id(0), b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alpha_ptr, inv_beta_ptr,
               N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale, INT8_IN, FP8_IN,
-              HAS_BIAS, RESIDUAL, RES_QUANT, STORE_Y, AUDIO, STORE_S, S_INT8, S_FP8, TRANSPOSED, FAST_SIN, BM, BN, BK,
-              WS)
+              HAS_BIAS, RESIDUAL, RES_QUANT, STORE_Y, AUDIO, STORE_S, S_INT8, S_FP8, FP8_ACC, TRANSPOSED, FAST_SIN, BM,
+              BN, BK, WS)
 
 
 def _desc(t: Any, block: list[int]) -> Any:
@@ -189,7 +191,7 @@ def _desc(t: Any, block: list[int]) -> Any:
 
 def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: Any, y: Any, s: Any, *,
            taps: int, dilation: int, padding: int, stride: int, x_scale: float, s_scale: float, res_scale: float,
-           residual: bool, audio: bool, tile: tuple[int, ...]) -> None:
+           residual: bool, audio: bool, tile: tuple[int, ...], fp8_acc: int | None = None) -> None:
     """Run the kernel. x: [B, M, C] contiguous, fp16, int8 or float8 e4m3fn (then the weight's
     type too); weight [N, taps * C] K-major, contiguous; y: [B, M, N] (the residual stream
     when `residual`), or when `audio` the float32 output [B, N, M]; s: [B, M, N], fp16, or
@@ -197,7 +199,10 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: A
     not stored; tile
     (BM, BN, BK, warps, stages[, persistent[, warp-specialized]]): persistent > 0 launches
     that many programs per multiprocessor, which walk the tiles; warp-specialized 1 splits
-    the K loop's loads and multiplies between warp groups (Triton's warp_specialize)."""
+    the K loop's loads and multiplies between warp groups (Triton's warp_specialize). fp8_acc
+    (fp8 operands): how many products Hopper's tensor cores may add in their reduced-precision
+    accumulator before the sum is promoted to the fp32 one -- None: every BK (one load's
+    channels), 0: Triton's sm_90 default (never: faster, and measured steps off on the GPU)."""
     batch, rows, channels = x.shape
     n, k = weight.shape
     bm, bn, bk, warps, stages, *flags = tile
@@ -221,8 +226,8 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: A
         INT8_IN=x.dtype == torch.int8, FP8_IN=x.dtype == torch.float8_e4m3fn, HAS_BIAS=bias is not None,
         RESIDUAL=residual, RES_QUANT=res_scale > 0, STORE_Y=y is not None, AUDIO=audio, STORE_S=s is not None,
         S_INT8=s is not None and s.dtype == torch.int8, S_FP8=s is not None and s.dtype == torch.float8_e4m3fn,
-        TRANSPOSED=stride > 0, FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk,
-        PERSISTENT=bool(persistent), WS=bool(ws), num_warps=warps, num_stages=stages)
+        FP8_ACC=(bk if fp8_acc is None else fp8_acc) if x.dtype == torch.float8_e4m3fn else 0, TRANSPOSED=stride > 0,
+        FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk, PERSISTENT=bool(persistent), WS=bool(ws), num_warps=warps, num_stages=stages)
 
 
 def _multiprocessors(x: Any) -> int:
