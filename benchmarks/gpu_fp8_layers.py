@@ -121,7 +121,10 @@ def codes(t: torch.Tensor) -> torch.Tensor:
 def check(layer, rows: int, kind: str, device, gen) -> dict:
     """The kernel against the reference (on the CPU, fp32) on the same operands: the share of
     next-input elements that differ, and by how many representable steps at most
-    (TOLERANCES['int8']: 1 step, in <= 1%), the largest such value among them."""
+    (TOLERANCES['int8']: 1 step, in <= 1%), the largest such value among them; and the layer's
+    fp16 output y against the reference's (TOLERANCES['fp16']). Snake between the two can turn
+    one fp16 step of y into several steps of the next input where its slope is steep, so y
+    is where an accumulation's precision shows."""
     ops = operands(layer, rows, kind, device, gen)
     stream = None if ops["y"] is None or not ops["kw"]["residual"] else ops["y"].clone()
     kw = {k: v for k, v in ops["kw"].items() if k in ("taps", "dilation", "padding", "stride", "x_scale", "res_scale")}
@@ -129,7 +132,11 @@ def check(layer, rows: int, kind: str, device, gen) -> dict:
                                None if ops["bias"] is None else ops["bias"].cpu(),
                                None if stream is None else stream.cpu(), **kw)
     want = reference.snake_input(v, ops["alpha"].cpu(), ops["inv_beta"].cpu(), ops["kw"]["s_scale"], KINDS[kind])
+    if ops["y"] is None:  # store the layer's output too: the accumulation itself, before Snake amplifies it
+        ops["y"] = torch.empty(ops["s"].shape, dtype=torch.float16, device=device)
     run(ops, tiles_for(layer, kind)[0])
+    y_err = (ops["y"].cpu().float() - v.half().float()).abs()
+    bound = TOLERANCES["fp16"]["rtol"] * v.half().float().abs() + TOLERANCES["fp16"]["atol"]
     got = ops["s"].cpu()
     steps = (codes(got) - codes(want)).abs()
     off = steps > 0
@@ -137,6 +144,8 @@ def check(layer, rows: int, kind: str, device, gen) -> dict:
     worst = int(steps.max())
     return {"layer": layer.spec.name, "kind": kind, "rows": rows, "share_off": round(share, 5), "max_steps": worst,
             "largest_value_off": float(want.float().abs()[off].max()) if bool(off.any()) else 0.0,
+            "y_share_beyond_fp16_tolerance": round(float((y_err > bound).float().mean()), 6),
+            "y_max_error_over_max_abs": float(y_err.max() / v.abs().max()),
             "ok": worst <= TOLERANCES["int8"]["max_step"] and share <= TOLERANCES["int8"]["max_share"]}
 
 
