@@ -83,7 +83,7 @@ def main() -> None:
             w_scale, w, xs, x = None, weight.half(), 0.0, x.half()
         wt = triton_outconv.arranged_weight(w, taps)
         y = torch.empty(1, n, rows, device=device)
-        check_rows = min(rows, 1 << 16)
+        check_rows = min(rows, 1 << 16)  # the reference sees these rows only: compare all but the last `pad`
         want = reference.layer_output(x[:, :check_rows].cpu(), w.cpu(), None if w_scale is None else w_scale.cpu(),
                                       None if bias is None else bias.cpu(), None, taps=taps, dilation=1, padding=pad, stride=0, x_scale=xs,
                                       res_scale=0.0).transpose(1, 2)
@@ -102,7 +102,7 @@ def main() -> None:
             entry["layer_kernel"]["x".join(map(str, tile))] = round(time_call(lambda: layer_call(tile), device,
                                                                               repeats=20, warmup=3), 4)
         layer_call(tile)
-        entry["layer_kernel_max_err"] = float((y[:, :, :check_rows].cpu() - want).abs().max())
+        entry["layer_kernel_max_err"] = float((y[:, :, :check_rows - pad].cpu() - want[:, :, :-pad]).abs().max())
         for tile in new_tiles:
             try:
                 entry["outconv"]["x".join(map(str, tile))] = round(time_call(lambda: new_call(tile), device,
@@ -112,7 +112,7 @@ def main() -> None:
         ok = {t: ms for t, ms in entry["outconv"].items() if isinstance(ms, float)}
         best = min(ok, key=ok.get)
         new_call(tuple(int(v) for v in best.split("x")))
-        entry["outconv_max_err"] = float((y[:, :, :check_rows].cpu() - want).abs().max())
+        entry["outconv_max_err"] = float((y[:, :, :check_rows - pad].cpu() - want[:, :, :-pad]).abs().max())
         entry["reference_max_abs"] = float(want.abs().max())
         floor_bytes = x.numel() * x.element_size() + y.numel() * 4
         entry["floor_ms"] = floor_bytes / result["copy_bytes_per_s"] * 1e3 if result["copy_bytes_per_s"] else None

@@ -11,6 +11,8 @@ compiled engines' graph mode runs; no host work in the timed region):
   int8 <variant> layers/units  a calibrated INT8 variant of the 60 s configuration (its
                                ranges.json: every int8 layer's calibrated input range), or,
                                without --ranges, minmax over two seeded latents
+  ... units, conv2 layer kernel  where the tuner chose kernels.triton_outconv for the output
+                               convolution: the same engine with its fastest layer-kernel tile
 
 Phases, each writing DIR/results.json as it ends (a call cut short keeps what finished):
 0. (--explore) tiles beyond the tuner's candidates on the units and layers that dominate;
@@ -53,10 +55,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from layer_table import roofline_rows, table_md  # noqa: E402
 
 from vae_engines.compiled.int8 import layer_quant, observed_quant  # noqa: E402
-from vae_engines.compiled.tune import tiles_for, tune_tiles  # noqa: E402
+from vae_engines.compiled.tune import tile_of, tiles_for, tune_tiles  # noqa: E402
 from vae_engines.core import device as devices  # noqa: E402
 from vae_engines.core.env import fingerprint  # noqa: E402
 from vae_engines.core.params import ModelParams  # noqa: E402
+from vae_engines.kernels.op import is_outconv  # noqa: E402
 from vae_engines.measure.timing import Timing, paired_ratio  # noqa: E402
 from vae_engines.metrics import peak_psnr  # noqa: E402
 from vae_engines.model.fused import FusedDecoder, unit_of  # noqa: E402
@@ -256,7 +259,18 @@ def engines(decoder, quants: dict, tuned: dict) -> dict:
         out[f"{name} layers"] = FusedDecoder(decoder, quant, layers_only).to(CFG.device).eval()
         out[f"{name} units"] = FusedDecoder(decoder, quant, tiles).to(CFG.device).eval()
         log.info("%s: units fused %s", name, out[f"{name} units"].fused_units)
+        old_conv2 = layer_kernel_tile(tuned["int8" if quant else "fp16"].get("conv2", {}))
+        if is_outconv(tiles.get("conv2", [])) and old_conv2:  # the same engine, its output conv as before
+            out[f"{name} units, conv2 layer kernel"] = FusedDecoder(
+                decoder, quant, {**tiles, "conv2": old_conv2}).to(CFG.device).eval()
     return out
+
+
+def layer_kernel_tile(record: dict) -> list[int] | None:
+    """The fastest layer-kernel tile (not torch, not kernels.triton_outconv's) a layer's tune record timed."""
+    timed = {label: sum(ms) for label, ms in record.get("ms", {}).items() if isinstance(ms, list) and ms}
+    layer = {label: total for label, total in timed.items() if tile_of(label) and not is_outconv(tile_of(label))}
+    return tile_of(min(layer, key=layer.get)) if layer else None
 
 
 def graph(module, latent):
@@ -302,6 +316,8 @@ def decode(decoders: dict) -> dict:
             out["ratios"].append(paired_ratio(t, base))
         if name.endswith("units") and name != "fp16 units":
             out["ratios"].append(paired_ratio(t, timings[name.replace("units", "layers")]))
+        if name.endswith("conv2 layer kernel"):  # the output-conv kernel's gain, same engine otherwise
+            out["ratios"].append(paired_ratio(timings[name.replace(", conv2 layer kernel", "")], t))
     fp16_units = timings["fp16 units"]
     out["ratios"] += [paired_ratio(t, fp16_units) for n, t in timings.items() if n.startswith("int8") and
                       n.endswith("units")]

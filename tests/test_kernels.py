@@ -180,6 +180,29 @@ def test_the_triton_kernel_takes_fp8_operands(taps, dilation, residual):
     assert bool(((got - want).abs() <= want.abs() / 8 + 2.0 ** -9)[off].all())  # one e4m3 step at most
 
 
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_the_output_convolution_kernel_computes_the_reference(precision):
+    """The audio layer in kernels.triton_outconv's tile (BN 0: its input read once, partials
+    per tap, a shifted sum), against the reference -- across tile edges, where a tile's rows
+    need its neighbours' -- and the tuner offers that kernel for the audio layer only."""
+    from vae_engines.compiled.tune import candidates, layer_frames, layer_inputs
+
+    decoder = fold_decoder(make_vae(WIDE))
+    module = FusedDecoder(decoder, int8_quant(decoder) if precision == "int8" else None)
+    layer = module.layers[-1]
+    assert layer.spec.audio
+    offered = {tuple(t) for l in module.layers for t in candidates(l) if len(t) == 6 and t[1] == 0}
+    assert offered and {tuple(t) for t in candidates(layer) if len(t) == 6} == offered
+    rows = layer_frames([l.spec for l in module.layers], 2)[-1]
+    x, _ = layer_inputs(layer, rows, torch.device("cpu"), torch.Generator().manual_seed(0))
+    layer.tile = []
+    expected = _outputs(layer, x, None)
+    layer.tile = [64, 0, 64, 4, 2, 1]  # 58 output rows a tile: several tiles, each program walking several
+    got = _outputs(layer.to(DEVICE), x.to(DEVICE), None)
+    assert len(got) == 1 and got[0].shape == expected[0].shape and got[0].dtype == torch.float32
+    torch.testing.assert_close(got[0].cpu(), expected[0], rtol=1e-5, atol=1e-5)
+
+
 UNITS = ("block.0.res_unit1", "block.4.res_unit2", "block.4.res_unit3")  # dilations 1, 3, 9
 
 

@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from vae_engines.core.lazy import lazy_import
-from vae_engines.kernels.op import unit_fits
+from vae_engines.kernels.op import outconv_fits, unit_fits
 from vae_engines.model.fused import FusedDecoder, LayerQuant, layer_specs, unit_call, unit_of
 
 torch = lazy_import("torch")
@@ -47,6 +47,9 @@ UNIT_CANDIDATES = {  # (BM, BK, BN2, warps, stages); read offline for sm_90: 117
     "int8": ((128, 128, 128, 8, 3), (128, 128, 64, 8, 3), (64, 128, 128, 4, 3), (64, 128, 128, 8, 2),
              (128, 128, 128, 8, 2)),
 }
+# (BM, BK, warps, stages, programs per multiprocessor) of the output convolution's kernel: the
+# fastest of 36 on the H100 for both kinds, within 3% (benchmarks/results/README.md)
+OUTCONV_CANDIDATES = ((128, 128, 4, 3, 4), (128, 128, 4, 2, 8), (256, 128, 8, 2, 8), (128, 64, 4, 3, 8))
 TORCH = "torch"  # the label of the torch implementation (cuDNN's convolution on a GPU)
 LAYERS = "layers"  # a unit's label for its two convolutions run as separate layers
 
@@ -74,6 +77,11 @@ def candidates(layer: Any) -> list[list[int]]:
         tile = [bm, bn, bk, warps, stages]
         if tile not in out:
             out.append(tile)
+    if layer.spec.audio:  # the output convolution: also its own kernel (kernels.triton_outconv), BN 0
+        for bm, bk, warps, stages, per_sm in OUTCONV_CANDIDATES:
+            bk = min(bk, channels)
+            if outconv_fits(n, layer.spec.taps, layer.spec.padding, layer.spec.dilation, channels, bk) is None:
+                out.append([bm, 0, bk, warps, stages, per_sm])
     return out
 
 

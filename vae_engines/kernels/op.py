@@ -12,8 +12,10 @@ packages see one op per decoder layer.
 
 `tile` chooses the implementation: (BM, BN, BK, warps, stages) runs the Triton kernel
 (kernels.triton_conv) -- on a GPU, or on the CPU under Triton's interpreter
-(TRITON_INTERPRET=1); an empty tile runs kernels.reference (the CPU implementation, and
-cuDNN on a GPU). The engine build picks one per layer by timing both (compiled.tune).
+(TRITON_INTERPRET=1); for the audio layer, (BM, 0, BK, warps, stages, programs per
+multiprocessor) -- BN 0 -- runs kernels.triton_outconv, which reads the input once instead of
+once per tap; an empty tile runs kernels.reference (the CPU implementation, and cuDNN on a
+GPU). The engine build picks one per layer by timing both (compiled.tune).
 Absent outputs come back as empty tensors.
 
 TOLERANCES is what the implementations promise against each other (tests read it): both
@@ -35,6 +37,7 @@ from vae_engines.kernels import reference
 
 triton_conv = lazy_import("vae_engines.kernels.triton_conv")  # imports Triton: only where a kernel runs
 triton_unit = lazy_import("vae_engines.kernels.triton_unit")
+triton_outconv = lazy_import("vae_engines.kernels.triton_outconv")
 
 TOLERANCES = {
     # fp16 outputs: |a - b| <= rtol * |b| + atol (a couple of fp16 steps: 2^-10 relative)
@@ -57,6 +60,20 @@ def unit_fits(channels: int, tile: list[int] | tuple[int, ...]) -> str | None:
         return f"a fused unit takes a power of two up to {UNIT_MAX_CHANNELS} channels, not {channels}"
     if channels % bk or channels % bn2:
         return f"tile BK={bk} / BN2={bn2} does not divide the unit's {channels} channels"
+    return None
+
+
+OUTCONV_COLUMNS = 16  # kernels.triton_outconv's GEMM width: taps * 2 channels (14) padded to the MMA's
+
+
+def outconv_fits(n: int, taps: int, padding: int, dilation: int, channels: int, bk: int) -> str | None:
+    """Why kernels.triton_outconv cannot run a layer, or None: it takes the audio layer's shape
+    (an undilated 'same' convolution whose taps x output channels fit OUTCONV_COLUMNS)."""
+    if dilation != 1 or padding != taps // 2 or taps * n > OUTCONV_COLUMNS:
+        return (f"the output-convolution kernel takes an undilated 'same' convolution of at most "
+                f"{OUTCONV_COLUMNS} taps x channels")
+    if channels % bk:
+        return f"tile BK={bk} does not divide the {channels} input channels"
     return None
 
 
@@ -88,7 +105,18 @@ def _layer_outputs(x: Tensor, weight: Tensor, stride: int, store_y: bool, audio:
     return y, (_snake_out(x, batch, frames, channels, s_scale) if snake else None)
 
 
+def is_outconv(tile: list[int] | tuple[int, ...]) -> bool:
+    """A tile of kernels.triton_outconv (BN 0), not of the layer kernel."""
+    return len(tile) == 6 and tile[1] == 0
+
+
 def _triton(x, weight, w_scale, bias, alpha, inv_beta, y, s, **kw) -> None:
+    if is_outconv(kw["tile"]):
+        bm, _, bk, warps, stages, per_sm = kw["tile"]
+        triton_outconv.launch(x.contiguous(), triton_outconv.arranged_weight(weight, kw["taps"]), w_scale, bias, y,
+                              n=weight.shape[0], taps=kw["taps"], padding=kw["padding"], x_scale=kw["x_scale"],
+                              tile=(bm, bk, warps, stages, per_sm))
+        return
     batch, rows = x.shape[0], x.shape[1]
     n = weight.shape[0]
     y_view = None if y is None or kw.get("audio") else y.view(batch, rows, n)

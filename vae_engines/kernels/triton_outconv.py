@@ -32,10 +32,9 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from vae_engines.core.lazy import lazy_import
+from vae_engines.kernels.op import OUTCONV_COLUMNS as NP
 
 torch = lazy_import("torch")
-
-NP = 16  # GEMM columns: taps * channels (7 * 2 = 14) padded to the MMA's smallest width
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -88,15 +87,6 @@ def arranged_weight(weight: Any, taps: int) -> Any:
     out = weight.new_zeros((NP, channels))
     out[: taps * n] = weight.view(n, taps, channels).transpose(0, 1).reshape(taps * n, channels)
     return out.contiguous()
-
-
-def fits(n: int, taps: int, padding: int, dilation: int, channels: int, bk: int) -> str | None:
-    """Why this kernel cannot run a layer, or None: it takes the audio layer's shape."""
-    if dilation != 1 or padding != taps // 2 or taps * n > NP:
-        return f"the output-conv kernel takes an undilated 'same' convolution of <= {NP} tap-columns"
-    if channels % bk:
-        return f"tile BK={bk} does not divide the {channels} input channels"
-    return None
 
 
 def launch(x: Any, wt: Any, w_scale: Any, bias: Any, out: Any, *, n: int, taps: int, padding: int,
