@@ -2,24 +2,25 @@
 
     python benchmarks/gpu_fp8_layers.py --out DIR [--frames 1500] [--smoke]
 
-Why: Hopper's tensor cores run fp8 and int8 at the same peak rate (the H100's data sheet:
-1,979 dense TFLOP/s and TOPS), and cuBLAS reaches more with fp8 than with int8 at this
-decoder's GEMM shapes (issue 36: `torch._scaled_mm` 1,376 -> 593 TFLOP/s against `_int_mm`
-859 -> 478 TOPS). Whether fp8 pays in *this project's* kernel -- which already runs its int8
-k=7 layers at 514-804 TOPS -- is a measurement, and so is what it costs in quality (the CPU
-side: benchmarks/experiments/fp8_quality.py).
+Why: Hopper's tensor cores run fp8 and int8 at the same peak rate (the H100's data sheet: 1,979
+dense TFLOP/s and TOPS), and cuBLAS reaches more with fp8 than with int8 at this decoder's GEMM
+shapes (issue 36: `torch._scaled_mm` 1,376 -> 593 TFLOP/s against `_int_mm` 859 -> 478 TOPS).
+Whether fp8 pays in *this project's* kernel -- which already runs its int8 k=7 layers at
+514-804 TOPS -- is a measurement, and so is what it costs in quality (the CPU side:
+benchmarks/experiments/fp8_quality.py).
 
-Every layer of the full-size seeded ACE-Step 1.5 decoder at a 60 s decode's rows (1500
-latent frames), run by kernels.triton_conv.launch -- the engines' own kernel -- with fp16,
-int8 and fp8 operands (each writing its next layer's input in its own type: fp16, int8,
-fp8; fp8 twice: `fp8` promotes the tensor cores' reduced-precision sum to fp32 every BK
-products, `fp8_fast` never, Triton's sm_90 default), every candidate tile of compiled.tune for that kind (fp8 takes int8's: the same bytes
-per element), each timed as the median of 10 calls after 2 (CUDA events), the fastest tile
-kept. A check first: one k=7 and one k=1 layer, int8 and fp8, against the reference (CPU, fp32).
-Values are random within range; a tensor core's speed does not depend on them.
+Every layer of the full-size seeded ACE-Step 1.5 decoder at a 60 s decode's rows (1500 latent
+frames), run by kernels.triton_conv.launch -- the engines' own kernel -- with fp16, int8 and
+fp8 operands (each writing its next layer's input in its own type: fp16, int8, fp8; fp8 twice:
+`fp8` promotes the tensor cores' reduced-precision sum to fp32 every BK products, `fp8_fast`
+never, Triton's sm_90 default), every candidate tile of compiled.tune for that kind (fp8 takes
+int8's: the same bytes per element), each timed as the median of 10 calls after 2 (CUDA
+events), the fastest tile kept. A check first: one k=7 and one k=1 layer, int8 and fp8, against
+the reference (CPU, fp32). Values are random within range; a tensor core's speed does not
+depend on them.
 
 Writes DIR/results.json (every tile's time) and DIR/summary.md (per layer and per kind of
-layer: the three kinds' best times, TFLOP/s, fp8 / int8). --smoke runs a few layers of the
+layer: each kind's best time, TFLOP/s, fp8 / int8). --smoke runs a few layers of the
 shipped small model on the CPU under Triton's interpreter: it checks the script; its figures
 mean nothing.
 """

@@ -81,11 +81,12 @@ def main() -> None:
             x = reference.quantize(x, xs)
         else:
             w_scale, w, xs, x = None, weight.half(), 0.0, x.half()
-        wt = triton_outconv.arranged_weight(w, taps)
+        w = w.contiguous()
         y = torch.empty(1, n, rows, device=device)
         check_rows = min(rows, 1 << 16)  # the reference sees these rows only: compare all but the last `pad`
         want = reference.layer_output(x[:, :check_rows].cpu(), w.cpu(), None if w_scale is None else w_scale.cpu(),
-                                      None if bias is None else bias.cpu(), None, taps=taps, dilation=1, padding=pad, stride=0, x_scale=xs,
+                                      None if bias is None else bias.cpu(), None, taps=taps, dilation=1, padding=pad,
+                                      stride=0, x_scale=xs,
                                       res_scale=0.0).transpose(1, 2)
         entry = {"layer_kernel": {}, "outconv": {}}
 
@@ -95,7 +96,7 @@ def main() -> None:
                                audio=True, tile=tuple(tile))
 
         def new_call(tile):
-            triton_outconv.launch(x, wt, w_scale, bias, y, n=n, taps=taps, padding=pad, x_scale=xs, tile=tile)
+            triton_outconv.launch(x, w, w_scale, bias, y, taps=taps, padding=pad, x_scale=xs, tile=tile)
 
         for bm, bn, bk, warps, stages in CANDIDATES[kind]:
             tile = (bm, min(bn, 16), min(bk, channels), warps, stages)
@@ -120,7 +121,8 @@ def main() -> None:
         entry["summary"] = {"layer_kernel_best_ms": lk, "outconv_best_ms": ok[best], "outconv_best_tile": best,
                             "speedup": round(lk / ok[best], 3)}
         result["kinds"][kind] = entry
-        print(kind, json.dumps(entry["summary"]), "floor ms", entry["floor_ms"], "errors", entry["layer_kernel_max_err"],
+        print(kind, json.dumps(entry["summary"]), "floor ms", entry["floor_ms"], "errors",
+              entry["layer_kernel_max_err"],
               entry["outconv_max_err"], "of", entry["reference_max_abs"], flush=True)
         (out_dir / "results.json").write_text(json.dumps(result, indent=1, default=str))
         del x, y

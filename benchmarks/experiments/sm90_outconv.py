@@ -14,7 +14,7 @@ CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuob
 for quant in (False, True):
     for bm, bk, warps, stages in ((128, 128, 4, 2), (256, 128, 8, 2), (256, 64, 4, 3), (128, 64, 4, 3)):
         t = "i8" if quant else "fp16"
-        sig = {"x_desc": f"tensordesc<{t}[1, {bm}, {bk}]>", "wt_ptr": f"*{t}", "w_scale_ptr": "*fp32", "bias_ptr": "*fp32",
+        sig = {"x_desc": f"tensordesc<{t}[1, {bm}, {bk}]>", "w_ptr": f"*{t}", "w_scale_ptr": "*fp32", "bias_ptr": "*fp32",
                "out_ptr": "*fp32", "scratch_ptr": "*fp32", "M": "i32", "x_scale": "fp32"}
         const = dict(C=128, N=2, TAPS=7, PAD=3, QUANT=quant, HAS_BIAS=True, BM=bm, BK=bk, NPAD=16)
         try:

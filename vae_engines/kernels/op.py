@@ -113,9 +113,8 @@ def is_outconv(tile: list[int] | tuple[int, ...]) -> bool:
 def _triton(x, weight, w_scale, bias, alpha, inv_beta, y, s, **kw) -> None:
     if is_outconv(kw["tile"]):
         bm, _, bk, warps, stages, per_sm = kw["tile"]
-        triton_outconv.launch(x.contiguous(), triton_outconv.arranged_weight(weight, kw["taps"]), w_scale, bias, y,
-                              n=weight.shape[0], taps=kw["taps"], padding=kw["padding"], x_scale=kw["x_scale"],
-                              tile=(bm, bk, warps, stages, per_sm))
+        triton_outconv.launch(x.contiguous(), weight, w_scale, bias, y, taps=kw["taps"], padding=kw["padding"],
+                              x_scale=kw["x_scale"], tile=(bm, bk, warps, stages, per_sm))
         return
     batch, rows = x.shape[0], x.shape[1]
     n = weight.shape[0]

@@ -227,7 +227,8 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: A
         RESIDUAL=residual, RES_QUANT=res_scale > 0, STORE_Y=y is not None, AUDIO=audio, STORE_S=s is not None,
         S_INT8=s is not None and s.dtype == torch.int8, S_FP8=s is not None and s.dtype == torch.float8_e4m3fn,
         FP8_ACC=(bk if fp8_acc is None else fp8_acc) if x.dtype == torch.float8_e4m3fn else 0, TRANSPOSED=stride > 0,
-        FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk, PERSISTENT=bool(persistent), WS=bool(ws), num_warps=warps, num_stages=stages)
+        FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk, PERSISTENT=bool(persistent), WS=bool(ws), num_warps=warps,
+        num_stages=stages)
 
 
 def _multiprocessors(x: Any) -> int:

@@ -8,8 +8,9 @@ but the output convolution has 2: it is bound by those reloads (on the H100, 0.4
 writing the audio takes about 0.13 / 0.25 ms: benchmarks/results/README.md).
 
 Here one program loads BM input rows once (all C channels, BK at a time) and multiplies them
-by the weight arranged as NP >= taps * 2 columns, column tap * 2 + n holding output channel
-n's tap: P [BM, NP] = x [BM, C] @ W' [C, NP], the partial sums of every tap at every row, in
+by the weight read as NP >= taps * 2 columns, column tap * 2 + n holding output channel n's
+tap (gathered from the layer's own K-major weight, zeros past taps * 2): P [BM, NP] =
+x [BM, C] @ W' [C, NP], the partial sums of every tap at every row, in
 fp32 (int8 operands: exact int32 sums, then the weight's per-channel and the input's scales).
 P goes to the program's own slot of a small scratch buffer (one slot per program of a
 persistent grid: a few MB that stay in L2), and the audio comes out as
@@ -38,7 +39,7 @@ torch = lazy_import("torch")
 
 
 @triton.jit(do_not_specialize=["M"])
-def output_conv_kernel(x_desc, wt_ptr, w_scale_ptr, bias_ptr, out_ptr, scratch_ptr, M, x_scale,
+def output_conv_kernel(x_desc, w_ptr, w_scale_ptr, bias_ptr, out_ptr, scratch_ptr, M, x_scale,
                        C: tl.constexpr, N: tl.constexpr, TAPS: tl.constexpr, PAD: tl.constexpr,
                        QUANT: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
                        NPAD: tl.constexpr):
@@ -50,6 +51,8 @@ def output_conv_kernel(x_desc, wt_ptr, w_scale_ptr, bias_ptr, out_ptr, scratch_p
     cols = tl.arange(0, NPAD)
     slot = scratch_ptr + (b * nprog + pid) * BM * NPAD
     col_scale = tl.load(w_scale_ptr + cols % N, mask=cols < TAPS * N, other=0.0) * x_scale
+    # column j = tap * N + n of W' is row n, taps tap's C channels of the K-major weight [N, TAPS * C]
+    w_rows = w_ptr + (cols % N) * (TAPS * C) + (cols // N) * C
     for tile in tl.range(pid, tl.cdiv(M, out_rows), nprog):
         o0 = tile * out_rows
         if QUANT:
@@ -58,7 +61,8 @@ def output_conv_kernel(x_desc, wt_ptr, w_scale_ptr, bias_ptr, out_ptr, scratch_p
             acc = tl.zeros((BM, NPAD), dtype=tl.float32)
         for kc in tl.range(0, C // BK):
             a = x_desc.load([b, o0 - PAD, kc * BK]).reshape(BM, BK)
-            w = tl.load(wt_ptr + cols[:, None] * C + kc * BK + tl.arange(0, BK)[None, :])
+            w = tl.load(w_rows[:, None] + kc * BK + tl.arange(0, BK)[None, :], mask=(cols < TAPS * N)[:, None],
+                        other=0)
             if QUANT:
                 acc = tl.dot(a, w.T, acc, out_dtype=tl.int32)
             else:
@@ -79,21 +83,11 @@ def output_conv_kernel(x_desc, wt_ptr, w_scale_ptr, bias_ptr, out_ptr, scratch_p
             tl.store(out_ptr + (b * N + n) * M + o0 + rows, y, mask=keep)
 
 
-def arranged_weight(weight: Any, taps: int) -> Any:
-    """The layer's K-major weight [N, taps * C] as W'^T [NP, C]: row tap * N + n is output
-    channel n's tap (zeros below taps * N)."""
-    n, k = weight.shape
-    channels = k // taps
-    out = weight.new_zeros((NP, channels))
-    out[: taps * n] = weight.view(n, taps, channels).transpose(0, 1).reshape(taps * n, channels)
-    return out.contiguous()
-
-
-def launch(x: Any, wt: Any, w_scale: Any, bias: Any, out: Any, *, n: int, taps: int, padding: int,
-           x_scale: float, tile: tuple[int, ...]) -> None:
-    """x [B, M, C] contiguous (fp16, or int8 with x_scale); wt: arranged_weight's [NP, C] of
-    the same type; w_scale [n] (int8) or None; out float32 [B, n, M]. tile (BM, BK, warps,
-    stages, programs per multiprocessor)."""
+def launch(x: Any, weight: Any, w_scale: Any, bias: Any, out: Any, *, taps: int, padding: int, x_scale: float,
+           tile: tuple[int, ...]) -> None:
+    """x [B, M, C] contiguous (fp16, or int8 with x_scale); weight: the layer's K-major
+    [n, taps * C] of the same type, contiguous; w_scale [n] (int8) or None; out float32
+    [B, n, M]. tile (BM, BK, warps, stages, programs per multiprocessor)."""
     batch, rows, channels = x.shape
     bm, bk, warps, stages, per_sm = tile
     tiles = triton.cdiv(rows, bm - 2 * padding)
@@ -103,6 +97,7 @@ def launch(x: Any, wt: Any, w_scale: Any, bias: Any, out: Any, *, n: int, taps: 
     x_desc = TensorDescriptor(x, list(x.shape), list(x.stride()), [1, bm, bk])
     quant = not x.dtype.is_floating_point
     output_conv_kernel[(programs, batch)](
-        x_desc, wt, w_scale if w_scale is not None else scratch, bias if bias is not None else scratch, out, scratch,
-        rows, float(x_scale), C=channels, N=n, TAPS=taps, PAD=padding, QUANT=quant, HAS_BIAS=bias is not None,
-        BM=bm, BK=bk, NPAD=NP, num_warps=warps, num_stages=stages)
+        x_desc, weight, w_scale if w_scale is not None else scratch, bias if bias is not None else scratch, out,
+        scratch,
+        rows, float(x_scale), C=channels, N=weight.shape[0], TAPS=taps, PAD=padding, QUANT=quant,
+        HAS_BIAS=bias is not None, BM=bm, BK=bk, NPAD=NP, num_warps=warps, num_stages=stages)
