@@ -18,8 +18,11 @@ Rows:
 - this project's calibrators on its Q/DQ placement (float_type fp32 here, for the same
   comparison; the pipeline's default variants run their float parts in fp16), and minmax
   with equalization through Snake (quant.equalize); range search with --search.
-AIMET-ONNX and NNCF need their own virtualenvs: PEERS_NOT_RUN holds what the team measured
-of them on the same graph, data and evaluator, shown labelled under the table.
+- with --nncf-python (the python of a virtualenv holding NNCF 3.4, onnx and onnxruntime):
+  NNCF's post-training quantization in three recipes (benchmarks/peer_nncf.py, run there).
+AIMET-ONNX needs its own virtualenv with a CPU torch pinned first, and so far NNCF unless
+--nncf-python names one: PEERS_NOT_RUN holds what the team measured of them on the same graph,
+data and evaluator, shown labelled under the table.
 NVIDIA ModelOpt is not run: its 0.47 `[onnx]` extra pins onnxruntime-gpu ~1.24 and onnx
 ~1.21, which cannot share this project's virtualenv.
 """
@@ -49,7 +52,7 @@ PEERS_NOT_RUN = [
      "figures": "best 51.99 dB (SeqMSE); with CLE 51.97 (changed no weight: Snake stops it); AdaRound 51.95 (skips "
                 "Conv1d silently; run on a Conv2d rewrite)"},
     {"peer": "NNCF 3.4 (bias correction, SmoothQuant)",
-     "reason": "same as AIMET-ONNX: its own virtualenv, not installed in this session",
+     "reason": "it runs in its own virtualenv: give --nncf-python (benchmarks/peer_nncf.py says what to install)",
      "measured": "2026-12-06, same default model, data and peak_psnr, ONNX Runtime CPU",
      "figures": "defaults 40.06 dB (mean-of-minmax ranges clip; also quantizes Snake's Mul/Add inputs); MinMax "
                 "ranges 52.14; best 53.08 with MinMax ranges, overflow fix off and SmoothQuant alpha 0.5"},
@@ -129,6 +132,23 @@ def tensorrt_rtx(graph: Path, plan: Path) -> dict:
             "int8_convolutions": meta["precisions"]["convolutions"]["int8"]}
 
 
+NNCF_RECIPES = (("NNCF 3.4, defaults", "defaults"), ("NNCF 3.4, MinMax ranges, overflow fix off", "minmax"),
+                ("NNCF 3.4, MinMax + SmoothQuant on convolutions (alpha 0.5)", "smoothquant"))
+
+
+def nncf_quantized(python: str, fp32: Path, calibration: np.ndarray, out: Path, recipe: str) -> str:
+    """benchmarks/peer_nncf.py in NNCF's virtualenv (`python`), on the same latents; NNCF's version."""
+    import subprocess
+
+    latents = out.with_suffix(".npy")
+    np.save(latents, calibration)
+    done = subprocess.run([python, str(ROOT / "benchmarks" / "peer_nncf.py"), "--onnx", str(fp32), "--calibration",
+                           str(latents), "--out", str(out), "--recipe", recipe], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"NNCF ({python}) failed on recipe {recipe}: {done.stderr.strip().splitlines()[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["nncf"]
+
+
 def fieldnotes_sets(fp32: Path, scratch: Path) -> tuple[str, str, str]:
     """The team's earlier protocol: corpus clips of one window each, seed 0 to calibrate and
     seed 1 held out, encoded by the shipped fixture's encoder; statistics of the first."""
@@ -164,6 +184,7 @@ def main() -> None:
                    help="pipeline: the workspace's data/ sets; fieldnotes: the team's earlier protocol (8 "
                         "calibration latents from corpus seed 0, 4 held-out from seed 1, 32 frames, fixture encoder)")
     p.add_argument("--search", action="store_true", help="also this project's range search (minutes on 2 cores)")
+    p.add_argument("--nncf-python", default=None, help="python of a virtualenv with NNCF 3.4: adds its rows")
     args = p.parse_args()
 
     from vae_engines.core.entry import setup_logging
@@ -196,12 +217,16 @@ def main() -> None:
                   {"range_margin": "auto"})]
         if args.search:
             plans.append(("vae-engines: search", "ours", False, "search", None))
+        if args.nncf_python:
+            plans += [(label, "nncf", False, recipe, None) for label, recipe in NNCF_RECIPES]
         for index, (label, who, defaults, method, percentile, *extra) in enumerate(plans):
             graph = tmp / f"g{index}.onnx"
             start = time.perf_counter()
             note = None
             if who == "ort":
                 ort_quantized(fp32, graph, calibration, defaults=defaults, method=method)
+            elif who == "nncf":
+                note = {"nncf": nncf_quantized(args.nncf_python, fp32, calibration, graph, method)}
             else:
                 record = ours(fp32, graph, Path(args.stats), Path(args.calibration), method, percentile,
                               **(extra[0] if extra else {}))
@@ -219,7 +244,7 @@ def main() -> None:
     provenance = {"model": file_metadata(fp32).get("model"), "calibration": read_manifest(args.calibration)["shape"],
                   "holdout": read_manifest(args.holdout)["shape"], "runtime": "onnxruntime CPU (fp32 float parts)",
                   "protocol": args.protocol, "machine": fingerprint(), "commit": commit(),
-                  "peers_not_run": PEERS_NOT_RUN}
+                  "peers_not_run": [e for e in PEERS_NOT_RUN if not (args.nncf_python and e["peer"].startswith("NNCF"))]}
     scratch.cleanup()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -232,7 +257,8 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['method']} | {r['peak_psnr_db']} | {r['snr_db']} | {r['si_sdr_db']} | {r['tensorrt_rtx']} "
                      f"| {r['plan_mb'] if r['plan_mb'] is not None else '-'} | {r['quantize_seconds']} |")
-    lines += ["", "quantize (s): ONNX Runtime's rows include its calibration passes over the data; this project's "
+    lines += ["", "quantize (s): ONNX Runtime's and NNCF's rows include their calibration passes over the data (NNCF's "
+              "also its process start); this project's "
               "rows read statistics collected once for all of them (the `stats` stage, a few seconds here), so "
               "theirs is the per-variant cost.", "",
               "NVIDIA ModelOpt 0.47 was not run here (its `[onnx]` extra cannot share this virtualenv); the team "
@@ -241,6 +267,10 @@ def main() -> None:
     for e in provenance["peers_not_run"]:
         lines += ["", f"{e['peer']} was not run by this script: {e['reason']}. Earlier measurement ({e['measured']}, "
                       f"not this run): {e['figures']}."]
+    nncf_versions = sorted({r["nncf"] for r in rows if r.get("nncf")})
+    if nncf_versions:
+        lines += ["", f"NNCF rows: NNCF {', '.join(nncf_versions)} in its own virtualenv ({args.nncf_python}), "
+                      "benchmarks/peer_nncf.py, the same calibration latents; measured here like every row."]
     eq = [r for r in rows if r.get("equalization")]
     for r in eq:
         lines += ["", f"Equalization: migration {r['equalization']['migration']} chosen by cross-validation on the "
