@@ -17,12 +17,14 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 from conftest import ROOT, TINY, latents, make_vae  # noqa: E402
 from vae_engines.core.errors import UserError  # noqa: E402
 from vae_engines.core.params import Int8Variant, ModelParams, ProfileParams  # noqa: E402
 from vae_engines.graph.execute import GraphExecutor  # noqa: E402
 from vae_engines.graph.io import load_onnx  # noqa: E402
-from vae_engines.kernels import reference  # noqa: E402
+from vae_engines.kernels import reference, triton_conv  # noqa: E402
 from vae_engines.kernels.op import TOLERANCES  # noqa: E402
 from vae_engines.metrics import peak_psnr  # noqa: E402
 from vae_engines.model.fused import FusedDecoder, layer_specs  # noqa: E402
@@ -178,6 +180,38 @@ def test_the_triton_kernel_takes_fp8_operands(taps, dilation, residual):
     off = (got - want).abs() > 0
     assert float(off.float().mean()) <= TOLERANCES["int8"]["max_share"]
     assert bool(((got - want).abs() <= want.abs() / 8 + 2.0 ** -9)[off].all())  # one e4m3 step at most
+
+
+@triton.jit
+def _lean_probe(x_ptr, q_ptr, lean_q_ptr, k_ptr, lean_k_ptr, inv_scale, N: tl.constexpr):
+    """Both roundings of kernels.triton_conv's epilogue on a vector."""
+    offs = tl.arange(0, N)
+    x = tl.load(x_ptr + offs)
+    tl.store(q_ptr + offs, triton_conv._quantize_int8(x, inv_scale, False))
+    tl.store(lean_q_ptr + offs, triton_conv._quantize_int8(x, inv_scale, True))
+    tl.store(k_ptr + offs, triton_conv._turns(x, False))
+    tl.store(lean_k_ptr + offs, triton_conv._turns(x, True))
+
+
+def test_the_lean_epilogue_rounds_like_the_conversions_it_replaces():
+    """kernels.triton_conv's LEAN rounding (issue 36): int8 codes read off the bits of the
+    rounding sum equal the float-to-int conversion's for every value, saturation included, and
+    the sine's turn count by the add-subtract rounding leaves the same remainder in [-pi, pi] as
+    floor(x / 2 pi + 1/2) -- everywhere off the half-integer turns, and within one turn there."""
+    g = torch.Generator().manual_seed(0)
+    n = 4096
+    x = torch.cat([torch.randn(n - 6, generator=g) * 40, torch.tensor([0.5, -0.5, 1.5, -2.5, 1e3, -1e3])])
+    x = x.to(DEVICE)
+    q, lean_q = (torch.empty(n, dtype=torch.int8, device=DEVICE) for _ in range(2))
+    k, lean_k = (torch.empty(n, device=DEVICE) for _ in range(2))
+    _lean_probe[(1,)](x, q, lean_q, k, lean_k, 1 / 0.25, N=n)
+    assert torch.equal(q, lean_q)
+    assert int(q.min()) == -128 and int(q.max()) == 127  # both saturate
+    assert torch.equal(q.cpu(), reference.quantize(x.cpu(), 0.25))
+    r = x - lean_k * 2 * np.pi
+    assert float(r.abs().max()) <= np.pi * (1 + 1e-6)
+    half = torch.isclose(torch.frac((x / (2 * np.pi)).abs()), torch.tensor(0.5, device=DEVICE), atol=1e-6)
+    assert torch.equal(k[~half], lean_k[~half]) and float((k - lean_k).abs().max()) <= 1
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
