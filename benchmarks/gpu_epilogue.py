@@ -1,27 +1,35 @@
 """The fused kernels' epilogue with and without the quarter-rate conversions (issue 36), one
 process on a GPU.
 
-    python benchmarks/gpu_epilogue.py --out DIR [--package] [--smoke]
+    python benchmarks/gpu_epilogue.py --out DIR [--levels 0 1 2] [--explore] [--package LEVEL] [--smoke]
 
-What changed (kernels.triton_conv.LEAN_EPILOGUE): Snake's sine reduced by an add-subtract
-rounding instead of floor (FRND), and int8 codes read off the bits of the rounding sum instead
-of a float-to-int conversion (F2I). On sm_90 both replaced instructions run at 16 per clock per
-multiprocessor, the sine's own rate, against 128 for the fp32 FMAs; an int8 residual unit did
-six of them per element of its output (two FRND, two F2I, two MUFU), now two. The codes are the
-same; the sine's remainder too except at half-integer turns (tests/test_kernels.py).
+The levels (kernels.triton_conv.LEAN_EPILOGUE):
+  0  as before: Snake's sine reduced to [-pi, pi] with floor (FRND), int8 codes by a
+     float-to-int conversion (F2I);
+  1  the reduction's turn count by an add-subtract rounding, int8 codes read off the bits of
+     the rounding sum: the same codes, the same remainder but at half-integer turns
+     (tests/test_kernels.py). On sm_90 FRND and F2I run at 16 per clock per multiprocessor,
+     the sine's own rate, against 128 for the fp32 FMAs; an int8 residual unit did six such
+     instructions per element of its output (two FRND, two F2I, two MUFU), now two;
+  2  level 1 without the explicit reduction: sin.approx of the argument itself (ptxas scales
+     it by 1 / (2 pi) for the MUFU, which works in turns), four instructions fewer per sine;
+     its error grows with |argument| (about |x| * 2^-23 radians), which the quality phase checks.
 
 Full-size seeded ACE-Step 1.5 decoder (the 60 s GPU configuration's model), engines as in
 benchmarks/gpu_units.py (model.fused.FusedDecoder with the tune stage's choices, CUDA graphs);
 INT8: minmax over two seeded latents. Phases, each writing DIR/results.json as it ends:
-1. tune: compiled.tune's own choice of tiles and units at 250 and 1500 frames, lean epilogue;
+1. tune: compiled.tune's own choice of tiles and units at 250 and 1500 frames, at the
+   module's default level;
 2. layers: every layer and fused unit of the fp16 and INT8 engines in its tuned tile at 1500
-   frames, the epilogue off and on taking turns (3 turns of a median of 5 calls each);
-3. checks: the unit kernels against the CPU reference, lean (gpu_units.checks);
-4. decode: 60 s decodes of the four engines (fp16 / INT8, epilogue off / on), 12 rounds
-   taking turns, ratios with 95% intervals; device memory;
-5. quality: peak PSNR against eager fp32 (TF32 off), unit-normal and encoder-scale latents,
-   and each lean engine against the same engine without;
-6. (--package) the fp16 and INT8 engines as the pipeline ships them (gpu_units.package), lean.
+   frames, the levels taking turns (3 turns of a median of 5 calls each);
+3. (--explore) the unit tiles of gpu_units.EXPLORE and the tuner's, on one unit of each of
+   blocks 2-4, at every level above 0;
+4. checks: the unit kernels against the CPU reference (gpu_units.checks), each level;
+5. decode: 60 s decodes of fp16 and INT8 at every level, 12 rounds taking turns, ratios with
+   95% intervals; device memory;
+6. quality: peak PSNR against eager fp32 (TF32 off), unit-normal and encoder-scale latents,
+   and each level's engine against level 0's;
+7. (--package LEVEL) the fp16 and INT8 engines as the pipeline ships them (gpu_units.package).
 --smoke runs it on the CPU (small model, Triton's interpreter): it checks the script only.
 """
 
@@ -51,14 +59,17 @@ log = logging.getLogger("gpu_epilogue")
 TURNS = 3
 
 
-class Lean:
-    """The epilogue switch, set for the calls (and graph captures) inside the block."""
+LEVELS = [0, 1, 2]
 
-    def __init__(self, on: bool) -> None:
-        self.on = on
+
+class Lean:
+    """The epilogue level, set for the calls (and graph captures) inside the block."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
 
     def __enter__(self) -> None:
-        self.before, triton_conv.LEAN_EPILOGUE = triton_conv.LEAN_EPILOGUE, self.on
+        self.before, triton_conv.LEAN_EPILOGUE = triton_conv.LEAN_EPILOGUE, self.level
 
     def __exit__(self, *exc) -> None:
         triton_conv.LEAN_EPILOGUE = self.before
@@ -69,7 +80,7 @@ def modules(decoder, quant, tuned) -> FusedDecoder:
 
 
 def layers(decoder, quants: dict, tuned: dict) -> dict:
-    """Each layer and fused unit in its tuned tile: ms with the epilogue off and on (turns alternate)."""
+    """Each layer and fused unit in its tuned tile: ms at each level (turns alternate)."""
     out = {}
     for kind, quant in {"fp16": None, **quants}.items():
         module = modules(decoder, quant, tuned)
@@ -89,36 +100,74 @@ def layers(decoder, quants: dict, tuned: dict) -> dict:
                 else:
                     name, span, call, tile = layer.spec.name, 1, (lambda layer=layer, x=x, r=residual: layer(x, r)), \
                         layer.tile
-                ms: dict[str, list[float]] = {"off": [], "on": []}
+                ms: dict[int, list[float]] = {level: [] for level in LEVELS}
                 for _ in range(TURNS):
-                    for setting in ("off", "on"):
-                        with Lean(setting == "on"):
-                            ms[setting].append(event_ms(call))
+                    for level in LEVELS:
+                        with Lean(level):
+                            ms[level].append(event_ms(call))
                 table[name] = {"tile": "x".join(map(str, tile)) if tile else "torch",
-                               "off_ms": round(float(np.median(ms["off"])), 4),
-                               "on_ms": round(float(np.median(ms["on"])), 4)}
+                               **{f"L{level}_ms": round(float(np.median(v)), 4) for level, v in ms.items()}}
                 x = residual = None
                 i += span
-        total = {s: round(sum(r[f"{s}_ms"] for r in table.values()), 3) for s in ("off", "on")}
+        total = {f"L{level}": round(sum(r[f"L{level}_ms"] for r in table.values()), 3) for level in LEVELS}
         out[kind] = {"rows_at": CFG.frames, "layers": table, "sum_ms": total}
-        log.info("%s: sum off %.3f on %.3f ms", kind, total["off"], total["on"])
+        log.info("%s: sums %s ms", kind, total)
+        module = None
+    return out
+
+
+EXPLORE_UNITS = ("block.2.res_unit1", "block.3.res_unit1", "block.4.res_unit1")
+
+
+def explore(decoder, quants: dict) -> dict:
+    """gpu_units.EXPLORE's unit tiles and the tuner's on EXPLORE_UNITS at 1500 frames, each level above 0."""
+    from vae_engines.compiled.tune import unit_candidates
+
+    out: dict = {}
+    for kind, quant in {"fp16": None, **quants}.items():
+        module = FusedDecoder(decoder, quant).to(CFG.device).eval()
+        rows = layer_frames([layer.spec for layer in module.layers], CFG.frames)
+        g = torch.Generator(device=CFG.device).manual_seed(4)
+        with torch.inference_mode():
+            for i, layer in enumerate(module.layers):
+                if unit_of(layer.spec) not in EXPLORE_UNITS or not layer.spec.name.endswith("conv1"):
+                    continue
+                x, _ = layer_inputs(layer, rows[i], CFG.device, g)
+                stream = torch.randn(1, rows[i], layer.weight.shape[0], generator=g, device=CFG.device,
+                                     dtype=torch.float16)
+                tiles = [list(t) for t in gpu_units.EXPLORE[f"unit {'int8' if quant else 'fp16'}"]]
+                tiles += [t for t in unit_candidates(module, i) if t not in tiles]
+                entry = out.setdefault(f"{kind} {unit_of(layer.spec)}", {})
+                for tile in tiles:
+                    module.unit_tiles[i] = tile
+                    for level in [v for v in LEVELS if v > 0]:
+                        key = f"{'x'.join(map(str, tile))} L{level}"
+                        try:
+                            with Lean(level):
+                                entry[key] = round(event_ms(lambda: module._unit(i, x, stream)), 4)
+                        except Exception as exc:  # a tile this GPU cannot run: recorded, not fatal
+                            entry[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+                module.unit_tiles[i] = []
+                best = min((v, k) for k, v in entry.items() if isinstance(v, float))
+                log.info("%s %s: best %s %.4f ms", kind, unit_of(layer.spec), best[1], best[0])
+                x = stream = None
         module = None
     return out
 
 
 def engines(decoder, quants: dict, tuned: dict) -> dict:
-    return {f"{kind} {setting}": modules(decoder, quant, tuned) for kind, quant in {"fp16": None, **quants}.items()
-            for setting in ("off", "on")}
+    return {f"{kind} L{level}": modules(decoder, quant, tuned) for kind, quant in {"fp16": None, **quants}.items()
+            for level in LEVELS}
 
 
 class Switched:
-    """A module whose calls run with the epilogue switch set as its name says."""
+    """A module whose calls run at the level its name ends with (" L<level>")."""
 
     def __init__(self, name: str, module) -> None:
-        self.module, self.on = module, name.endswith(" on")
+        self.module, self.level = module, int(name.rsplit(" L", 1)[1])
 
     def __call__(self, x):
-        with Lean(self.on):
+        with Lean(self.level):
             return self.module(x)
 
 
@@ -127,10 +176,12 @@ def decode(decoders: dict) -> dict:
     out = {"frames": CFG.frames, "timings": {k: t.summary() for k, t in timings.items()}, "ratios": []}
     kinds = sorted({n.rsplit(" ", 1)[0] for n in timings})
     for kind in kinds:
-        out["ratios"].append(paired_ratio(timings[f"{kind} on"], timings[f"{kind} off"]))
+        for level in LEVELS[1:]:
+            out["ratios"].append(paired_ratio(timings[f"{kind} L{level}"], timings[f"{kind} L{LEVELS[0]}"]))
     for kind in kinds:
         if kind != "fp16":
-            out["ratios"].append(paired_ratio(timings[f"{kind} on"], timings["fp16 on"]))
+            for level in LEVELS:
+                out["ratios"].append(paired_ratio(timings[f"{kind} L{level}"], timings[f"fp16 L{level}"]))
     if CFG.device.type == "cuda":
         out["memory_gib"] = {}
         for name, m in decoders.items():
@@ -155,9 +206,10 @@ def quality(decoder, decoders: dict) -> dict:
             got = {n: [Switched(n, m)(x).float().cpu().numpy() for x in latents] for n, m in decoders.items()}
         out[kind] = {n: round(float(np.mean([peak_psnr(e, a) for e, a in zip(expected, g)])), 2)
                      for n, g in got.items()}
-        out[kind]["on_vs_off"] = {n: round(float(np.mean([peak_psnr(a, b) for a, b in
-                                                          zip(got[n.replace(' on', ' off')], got[n])])), 2)
-                                  for n in got if n.endswith(" on")}
+        first = f" L{LEVELS[0]}"
+        out[kind][f"vs{first}"] = {n: round(float(np.mean([peak_psnr(a, b) for a, b in
+                                                           zip(got[n.rsplit(' ', 1)[0] + first], got[n])])), 2)
+                                   for n in got if not n.endswith(first)}
     reference.to("cpu")
     return out
 
@@ -165,9 +217,12 @@ def quality(decoder, decoders: dict) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--package", action="store_true")
+    p.add_argument("--levels", nargs="+", type=int, default=LEVELS)
+    p.add_argument("--explore", action="store_true")
+    p.add_argument("--package", type=int, default=None, metavar="LEVEL")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
+    LEVELS[:] = args.levels
     if args.smoke:
         CFG.smoke()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -181,13 +236,18 @@ def main() -> None:
     if tuned is None:
         return
     run.phase("layers", layers, decoder, quants, tuned)
-    run.phase("checks", gpu_units.checks, decoder, quants)
+    if args.explore:
+        run.phase("explore", explore, decoder, quants)
+    for level in LEVELS:
+        with Lean(level):
+            run.phase(f"checks L{level}", gpu_units.checks, decoder, quants)
     decoders = engines(decoder, quants, tuned)
     run.phase("decode", decode, decoders)
     run.phase("quality", quality, decoder, decoders)
     decoders = None
-    if args.package:
-        run.phase("package", gpu_units.package, decoder, quants, tuned, args.out)
+    if args.package is not None:
+        with Lean(args.package):
+            run.phase(f"package L{args.package}", gpu_units.package, decoder, quants, tuned, args.out)
     log.info("done")
 
 

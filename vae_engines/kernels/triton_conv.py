@@ -48,7 +48,7 @@ torch = lazy_import("torch")
 # The epilogue's rounding without the quarter-rate conversions (_turns, _quantize_int8). A
 # switch only so that one process can time both (benchmarks/gpu_epilogue.py): the codes are
 # the same, the sine's remainder too but at half-integer turns.
-LEAN_EPILOGUE = True
+LEAN_EPILOGUE = 1
 
 
 @triton.jit
@@ -112,8 +112,11 @@ def _sin(x, FAST: tl.constexpr, LEAN: tl.constexpr = True):
     in PTX, spilled it to local memory and took seconds to compile, for arguments that never
     occur here (|alpha * x| is a few tens at most)."""
     if FAST:
-        k = _turns(x, LEAN)
-        r = (x - k * 6.28125) - k * 0.0019353071795864769
+        if LEAN >= 2:  # no reduction here: ptxas scales by 1 / (2 pi) for the MUFU, which takes turns
+            r = x
+        else:
+            k = _turns(x, LEAN)
+            r = (x - k * 6.28125) - k * 0.0019353071795864769
         return tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32, is_pure=True,
                                          pack=1)
     return tl.sin(x)
