@@ -44,7 +44,7 @@ def signature(channels: int, tile: tuple[int, ...], int8: bool) -> tuple[dict, d
            "s_desc": f"tensordesc<{t}[1, {bm}, {bn2}]>", **{name: "*fp32" for name in POINTERS},
            "M": "i32", "DIL": "i32", "x_scale": "fp32", "inv_mid_scale": "fp32", "mid_scale": "fp32",
            "inv_s_scale": "fp32", "res_scale": "fp32"}
-    const = dict(LEAN=True, C=channels, TAPS=7, INT8_1=int8, INT8_2=int8, HAS_B1=True, HAS_B2=True, RES_QUANT=False,
+    const = dict(C=channels, TAPS=7, INT8_1=int8, INT8_2=int8, HAS_B1=True, HAS_B2=True, RES_QUANT=False,
                  STORE_S=True, S_INT8=int8, FAST_SIN=True, BM=bm, BK=bk, BN2=bn2)
     return {**sig, **{name: "constexpr" for name in const}}, const
 

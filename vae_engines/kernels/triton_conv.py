@@ -45,11 +45,6 @@ from vae_engines.core.lazy import lazy_import
 
 torch = lazy_import("torch")
 
-# The epilogue's rounding without the quarter-rate conversions (_turns, _quantize_int8). A
-# switch only so that one process can time both (benchmarks/gpu_epilogue.py): the codes are
-# the same, the sine's remainder too but at half-integer turns.
-LEAN_EPILOGUE = 1
-
 
 @triton.jit
 def _quantize(x, inv_scale):
@@ -63,16 +58,15 @@ def _quantize(x, inv_scale):
 
 
 @triton.jit
-def _quantize_int8(x, inv_scale, LEAN: tl.constexpr):
-    """_quantize(x, inv_scale) as int8. LEAN: the code is read off the bits of the rounding sum
-    (t + 1.5 * 2^23 is the float whose bits are 0x4B400000 + t for integral |t| < 2^22, so its
-    low byte is t in two's complement), with no float-to-integer conversion: on sm_90 that
-    conversion (F2I) runs at a quarter of the FMA rate, beside the sine's, and an int8
-    epilogue does two per element. The same codes either way."""
-    if LEAN:
-        t = tl.minimum(tl.maximum(x * inv_scale, -128.0), 127.0)
-        return (t + 12582912.0).to(tl.int32, bitcast=True).to(tl.int8)
-    return _quantize(x, inv_scale).to(tl.int8)
+def _quantize_int8(x, inv_scale):
+    """_quantize(x, inv_scale) as int8, read off the bits of the rounding sum: t + 1.5 * 2^23 is
+    the float whose bits are 0x4B400000 + t for integral |t| < 2^22, so its low byte is t in
+    two's complement. No float-to-integer conversion runs: on sm_90 that (F2I) issues at 16 per
+    clock per multiprocessor, the sine's rate, against 128 for fp32 FMAs, and an int8 residual
+    unit did two per element of its output. With floor's FRND gone from _sin too, an int8 unit
+    decoded 60 s 1.43x faster on the H100 (benchmarks/results/README.md, "The epilogue")."""
+    t = tl.minimum(tl.maximum(x * inv_scale, -128.0), 127.0)
+    return (t + 12582912.0).to(tl.int32, bitcast=True).to(tl.int8)
 
 
 @triton.jit
@@ -92,32 +86,19 @@ def _quantize_fp8(x, inv_scale):
 
 
 @triton.jit
-def _turns(x, LEAN: tl.constexpr):
-    """x / (2 pi) rounded to an integer, as a float: what _sin's reduction subtracts. LEAN:
-    rounded by adding and subtracting 1.5 * 2^23 (|x| < 2^22 * 2 pi), two FMA-pipe
-    instructions; else floor(x / (2 pi) + 1/2), whose FRND runs at the quarter rate of the
-    conversions on sm_90. The two differ only where x / (2 pi) sits on a half-integer, and
-    both leave a remainder in [-pi, pi]."""
-    if LEAN:
-        return (x * 0.15915494309189535 + 12582912.0) - 12582912.0
-    return tl.floor(x * 0.15915494309189535 + 0.5)
-
-
-@triton.jit
-def _sin(x, FAST: tl.constexpr, LEAN: tl.constexpr = True):
-    """sin(x). FAST (a GPU): one reduction to [-pi, pi] in fp32 (2*pi split in two parts, exact
-    for |x| < 2^13) and the hardware's sin.approx (absolute error ~2^-21 there). tl.sin is
-    CUDA's accurate sinf, whose slow path for huge arguments (a Payne-Hanek reduction in local
-    memory) is inlined for every element of the tile: on sm_90 it made the kernel 6x longer
-    in PTX, spilled it to local memory and took seconds to compile, for arguments that never
-    occur here (|alpha * x| is a few tens at most)."""
+def _sin(x, FAST: tl.constexpr):
+    """sin(x). FAST (a GPU): the hardware's sin.approx of x itself. The MUFU works in turns:
+    ptxas scales x by 1 / (2 pi) in fp32, so the argument carries a rounding of about
+    |x| * 2^-24 radians -- what forming x = alpha * h in fp32 already carries -- on top of the
+    approximation's own ~2^-21. An explicit reduction to [-pi, pi] first (floor's FRND at the
+    quarter rate, and four FMAs) changed no output of the 60 s decodes and cost INT8 engines
+    5% (benchmarks/results/epilogue/). tl.sin is CUDA's accurate sinf, whose slow path for
+    huge arguments (a Payne-Hanek reduction in local memory) is inlined for every element of
+    the tile: on sm_90 it made the kernel 6x longer in PTX, spilled it to local memory and
+    took seconds to compile, for arguments that never occur here (|alpha * x| is a few tens
+    at most)."""
     if FAST:
-        if LEAN >= 2:  # no reduction here: ptxas scales by 1 / (2 pi) for the MUFU, which takes turns
-            r = x
-        else:
-            k = _turns(x, LEAN)
-            r = (x - k * 6.28125) - k * 0.0019353071795864769
-        return tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=r,r", [r], dtype=tl.float32, is_pure=True,
+        return tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
                                          pack=1)
     return tl.sin(x)
 
@@ -129,7 +110,7 @@ def _tile(tile_id, b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alp
           RES_QUANT: tl.constexpr, STORE_Y: tl.constexpr, AUDIO: tl.constexpr, STORE_S: tl.constexpr,
           S_INT8: tl.constexpr, S_FP8: tl.constexpr, FP8_ACC: tl.constexpr,
           TRANSPOSED: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-          WS: tl.constexpr, LEAN: tl.constexpr):
+          WS: tl.constexpr):
     """One [BM, BN] output tile (`tile_id` counts column blocks fastest) of batch item b."""
     num_n = tl.cdiv(N, BN)
     pid_n = tile_id % num_n  # column blocks of one row block run side by side: its input rows stay in L2
@@ -183,10 +164,10 @@ def _tile(tile_id, b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alp
         h = v.to(tl.float16).to(tl.float32)  # the value as stored, which is what the next layer sees
         alpha = tl.load(alpha_ptr + ch, mask=n_mask, other=0.0)
         inv_beta = tl.load(inv_beta_ptr + ch, mask=n_mask, other=0.0)
-        sn = _sin(h * alpha[None, :], FAST_SIN, LEAN)
+        sn = _sin(h * alpha[None, :], FAST_SIN)
         s = h + inv_beta[None, :] * (sn * sn)
         if S_INT8:
-            q = _quantize_int8(s.to(tl.float16).to(tl.float32), inv_s_scale, LEAN)
+            q = _quantize_int8(s.to(tl.float16).to(tl.float32), inv_s_scale)
             s_desc.store([b, m0, n0], q.reshape(1, BM, BN))
         elif S_FP8:
             s_desc.store([b, m0, n0], _quantize_fp8(s.to(tl.float16).to(tl.float32), inv_s_scale).reshape(1, BM, BN))
@@ -202,7 +183,7 @@ def fused_conv_kernel(
         RES_QUANT: tl.constexpr, STORE_Y: tl.constexpr, AUDIO: tl.constexpr, STORE_S: tl.constexpr,
         S_INT8: tl.constexpr, S_FP8: tl.constexpr, FP8_ACC: tl.constexpr,
         TRANSPOSED: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-        PERSISTENT: tl.constexpr, WS: tl.constexpr, LEAN: tl.constexpr):
+        PERSISTENT: tl.constexpr, WS: tl.constexpr):
     b = tl.program_id(1)
     if PERSISTENT:  # a fixed grid of programs walks the tiles (the GPU's multiprocessors each keep one)
         num_tiles = tl.cdiv(M, BM) * tl.cdiv(N, BN)
@@ -210,12 +191,12 @@ def fused_conv_kernel(
             _tile(tile_id, b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alpha_ptr, inv_beta_ptr,
                   N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale, INT8_IN, FP8_IN,
                   HAS_BIAS, RESIDUAL, RES_QUANT, STORE_Y, AUDIO, STORE_S, S_INT8, S_FP8, FP8_ACC, TRANSPOSED, FAST_SIN,
-                  BM, BN, BK, WS, LEAN)
+                  BM, BN, BK, WS)
     else:
         _tile(tl.program_id(0), b, x_desc, w_desc, y_desc, s_desc, w_scale_ptr, bias_ptr, alpha_ptr, inv_beta_ptr,
               N, C_IN, TAPS, DIL, PAD, N_HALF, N_CH, x_scale, inv_s_scale, res_scale, INT8_IN, FP8_IN,
               HAS_BIAS, RESIDUAL, RES_QUANT, STORE_Y, AUDIO, STORE_S, S_INT8, S_FP8, FP8_ACC, TRANSPOSED, FAST_SIN, BM,
-              BN, BK, WS, LEAN)
+              BN, BK, WS)
 
 
 def _desc(t: Any, block: list[int]) -> Any:
@@ -260,8 +241,7 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: A
         RESIDUAL=residual, RES_QUANT=res_scale > 0, STORE_Y=y is not None, AUDIO=audio, STORE_S=s is not None,
         S_INT8=s is not None and s.dtype == torch.int8, S_FP8=s is not None and s.dtype == torch.float8_e4m3fn,
         FP8_ACC=(bk if fp8_acc is None else fp8_acc) if x.dtype == torch.float8_e4m3fn else 0, TRANSPOSED=stride > 0,
-        FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk, PERSISTENT=bool(persistent), WS=bool(ws), LEAN=LEAN_EPILOGUE,
-        num_warps=warps,
+        FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk, PERSISTENT=bool(persistent), WS=bool(ws), num_warps=warps,
         num_stages=stages)
 
 

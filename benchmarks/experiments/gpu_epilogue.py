@@ -1,7 +1,9 @@
 """The fused kernels' epilogue with and without the quarter-rate conversions (issue 36), one
-process on a GPU.
+process on a GPU. A record: it ran at commits 5d44735 (levels 0 and 1, then called off / on)
+and 07fdc80 (levels 0-2), where kernels.triton_conv had the LEAN_EPILOGUE switch it sets;
+level 2 is now the kernels' only epilogue and the switch is gone (benchmarks/results/epilogue/).
 
-    python benchmarks/gpu_epilogue.py --out DIR [--levels 0 1 2] [--explore] [--package LEVEL] [--smoke]
+    python benchmarks/experiments/gpu_epilogue.py --out DIR [--levels 0 1 2] [--explore] [--package LEVEL]
 
 The levels (kernels.triton_conv.LEAN_EPILOGUE):
   0  as before: Snake's sine reduced to [-pi, pi] with floor (FRND), int8 codes by a
@@ -42,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gpu_units  # noqa: E402  (sets TRITON_INTERPRET for --smoke before torch and Triton load)
 import torch  # noqa: E402
