@@ -325,7 +325,8 @@ def test_torch_and_onnxruntime_agree_on_every_default_variant(tmp_path):
     from vae_engines.data.latentset import write_latent_set
     from vae_engines.model.export import onnx_from_decoder
     from vae_engines.model.oobleck import fold_decoder, load_vae
-    from vae_engines.quant.quantize import quantize_variant
+    from vae_engines.quant.quantize import plan_of, qdq_graph, quantize_variant
+    from vae_engines.quant.sensitivity import without
     from vae_engines.quant.stats import write_stats
 
     params = load(ROOT / "params.yaml")
@@ -344,13 +345,18 @@ def test_torch_and_onnxruntime_agree_on_every_default_variant(tmp_path):
     held = latents(2, 16, seed=1)
     ref = ex.decode(held)
     for name, recipe in params.int8.items():
+        variant = dataclasses.replace(recipe, search_latents=1, auto_latents=1)
+        out = tmp_path / f"{name}.onnx"
+        record = quantize_variant(name, variant, fp32_onnx=fp32, stats_npz=tmp_path / "s.npz",
+                                  calibration_dir=tmp_path / "cal", out_onnx=out, ranges_json=tmp_path / f"{name}.json",
+                                  device=torch.device("cpu"))
         for float_type in dict.fromkeys((recipe.float_type, "fp32")):
-            variant = dataclasses.replace(recipe, search_latents=1, auto_latents=1, float_type=float_type)
-            out = tmp_path / f"{name}_{float_type}.onnx"
-            quantize_variant(name, variant, fp32_onnx=fp32, stats_npz=tmp_path / "s.npz",
-                             calibration_dir=tmp_path / "cal", out_onnx=out, ranges_json=tmp_path / f"{name}.json",
-                             device=torch.device("cpu"))
-            graph = load_onnx(out)
+            if float_type == recipe.float_type:
+                graph = load_onnx(out)
+            else:  # the same ranges and kept layers in the other float type (what quantize_variant builds from them)
+                plan = plan_of(variant, layers)
+                plan = without(plan, record["auto"]["kept_in_float"]) if record["auto"] else plan
+                graph = qdq_graph(model, plan, record["amax"], float_type, True)
             # the latent's own Q, where the recipe quantizes the first convolution
             inputs = {graph.graph.input[0].name} | {n.output[0] for n in graph.graph.node if n.op_type == "Cast"
                                                     and n.input[0] == graph.graph.input[0].name}
