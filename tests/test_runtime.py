@@ -68,6 +68,40 @@ def test_a_compiled_engine_builds_loads_and_decodes_like_fp32(compiled_engine, f
         engine.decode(torch.zeros(1, 32, 12))
 
 
+def test_a_reduce_overhead_package_replays_one_graph_per_shape(monkeypatch):
+    """runtime.compiled.CudaGraphs, the graphs a reduce-overhead package runs: a shape's first
+    call runs the function (it compiles), its second captures it, later ones only copy the input
+    in, replay and copy the output out -- a copy the caller owns, per shape. No GPU here: a
+    stand-in graph re-runs the captured function's arithmetic on the captured buffers at replay
+    (what a CUDA graph does with the kernels); the real one ran on the lent H100
+    (benchmarks/results/gpu_units/h100_run5_lean/package_graphs/: 222 dB against the module)."""
+    import contextlib
+
+    from vae_engines.runtime.compiled import CudaGraphs
+
+    calls = []
+
+    def fn(x):
+        calls.append(tuple(x.shape))
+        return x * 2
+
+    class Graph:
+        def replay(self):
+            _, static_in, static_out = next(v for v in graphs.graphs.values() if v[0] is self)
+            static_out.copy_(static_in * 2)
+
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: "pool")
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", lambda graph, pool: contextlib.nullcontext())
+    graphs = CudaGraphs(fn)
+    a, b = torch.arange(6.0).reshape(1, 2, 3), torch.ones(1, 2, 5)
+    outs = [graphs(a), graphs(a), graphs(a + 1), graphs(b), graphs(a + 2)]
+    assert calls == [(1, 2, 3), (1, 2, 3), (1, 2, 5)]  # eager, captured; later calls of that shape replay only
+    assert torch.equal(outs[1], a * 2) and torch.equal(outs[2], (a + 1) * 2) and torch.equal(outs[4], (a + 2) * 2)
+    assert outs[2].data_ptr() != outs[4].data_ptr()  # each call's own copy: the next replay leaves it alone
+    assert len(graphs.graphs) == 1 and len(graphs.seen) == 2
+
+
 def test_a_replaced_package_is_refused(compiled_engine, tmp_path):
     copy = tmp_path / "fp32.pt2"
     copy.write_bytes(compiled_engine.read_bytes()[:-100])

@@ -120,7 +120,7 @@ def exported_program(module: Any, channels: int, device: Any, profile: ProfilePa
 
 def compile_and_warm(program: Any, mode: CompileMode, profile: ProfileParams, channels: int, device: Any) -> Any:
     """The compiled program, run once at the profile's min, opt and max frames."""
-    fn = torch.compile(program.module(), mode=str(mode))
+    fn = torch.compile(program.module(), mode=CompileMode(mode).inductor_mode)
     for frames in dict.fromkeys((profile.opt_frames, profile.min_frames, profile.max_frames)):
         x = torch.zeros(profile.opt_batch, channels, frames, device=device)
         if profile.max_frames > profile.min_frames:
