@@ -421,13 +421,13 @@ def package(decoder, quants: dict, tuned: dict, out: Path) -> dict:
 
 def package_sweep(engines: dict) -> dict:
     """Each package at every sweep length: its first call there (a reduce-overhead engine
-    records a CUDA graph on its second), then the median of 5 calls, as ms per second of audio."""
+    records a CUDA graph on its second), then the median of 15 calls, as ms per second of audio."""
     out: dict = {n: {"first_call_ms": {}, "ms_per_audio_second": {}} for n in engines}
     for frames in CFG.sweep:
         x = seeded(frames, 1)
         for n, e in engines.items():
             out[n]["first_call_ms"][frames] = round(event_ms(lambda: e.decode(x, check_finite=False), 1, warm=False), 3)
-            ms = event_ms(lambda: e.decode(x, check_finite=False), repeats=5)
+            ms = event_ms(lambda: e.decode(x, check_finite=False), repeats=15)
             out[n]["ms_per_audio_second"][frames] = round(ms / (frames * CFG.hop_s), 4)
     for n, rec in out.items():
         per_s = rec["ms_per_audio_second"]
