@@ -274,7 +274,9 @@ def layer_kernel_tile(record: dict) -> list[int] | None:
 
 
 def graph(module, latent):
-    """A replay() that decodes `latent`'s static copy (a CUDA graph; a plain call on a CPU), and its output."""
+    """A replay() that decodes `latent`'s static copy (a CUDA graph; a plain call on a CPU), and its
+    output. The replay holds the module and the static input: a graph reads their memory, and a
+    freed module's weights make a replay fault (benchmarks/experiments/package_graphs.py met it)."""
     static = latent.clone()
     with torch.inference_mode():
         if CFG.device.type != "cuda":
@@ -287,7 +289,8 @@ def graph(module, latent):
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g):
             out = module(static)
-    return g.replay, out
+    held = (g, module, static)
+    return (lambda: held[0].replay()), out
 
 
 def rounds(decoders: dict, frames: int, n: int) -> dict[str, Timing]:
