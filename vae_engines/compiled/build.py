@@ -320,6 +320,7 @@ def compile_int8_engine(model: ModelParams, variant: str, ranges_json: str | Pat
     """The `compile_int8@<variant>` stage: the INT8 engine of an INT8 variant (fused kernels,
     its recipe's ranges and int8 layers, compiled.int8; the tune stage's tiles), checked on
     a window of `calibration_dir` (the data its ranges came from) and a normal latent."""
+    started = time.perf_counter()
     record = read_json(ranges_json)
     if record.get("variant") != variant:
         raise UserError(f"{ranges_json} is the record of variant {record.get('variant')!r}, not {variant!r}; run "
@@ -330,7 +331,14 @@ def compile_int8_engine(model: ModelParams, variant: str, ranges_json: str | Pat
     decoder = equalize_module(fold_decoder(loaded.vae), (record.get("equalization") or {}).get("scales"))
     quant = layer_quant(decoder, record)
     shape = Shape(channels=loaded.latent_channels, hop=loaded.hop, sampling_rate=loaded.sampling_rate)
-    return build_package(decoder, shape, precision=Precision.FP16, mode=mode, device=device, profile=profile,
-                         path=out, model=loaded.description, quant=quant, variant=variant,
-                         tiles=tiles_for(tuned, set(quant)), calibration_dir=calibration_dir,
-                         input_range=latent_range(record))
+    prepared = round(time.perf_counter() - started, 2)
+    built = build_package(decoder, shape, precision=Precision.FP16, mode=mode, device=device, profile=profile,
+                          path=out, model=loaded.description, quant=quant, variant=variant,
+                          tiles=tiles_for(tuned, set(quant)), calibration_dir=calibration_dir,
+                          input_range=latent_range(record))
+    # where a variant change's compile goes (issue 37): reading the model and ranges, then the build's own
+    # phases (tune, export, compile, check seconds); the stage's wall time less both is the process's start
+    built["prepare_seconds"] = prepared
+    built["stage_function_seconds"] = round(time.perf_counter() - started, 2)
+    write_json(Path(out).with_suffix(".json"), built)
+    return built
