@@ -504,6 +504,8 @@ def test_an_int8_engine_of_the_embedded_default_builds_and_loads(tmp_path):
                                  device=torch.device("cpu"), profile=ProfileParams(min_frames=4, opt_frames=8,
                                                                                    max_frames=8), out=path)
     assert record["precision"] == "int8+fp16" and record["variant"] == "minmax" and len(record["int8_layers"]) == 37
+    assert json.loads(path.with_suffix(".json").read_text()) == record  # the phases are in the record on disk
+    assert 0 < record["prepare_seconds"] < record["stage_function_seconds"]
     assert "vae_engines.fused_conv_residual_.default" in _op_names(path)
     engine = load(path)
     held = latents(1, 8, seed=1)
