@@ -19,10 +19,11 @@ Rows:
   comparison; the pipeline's default variants run their float parts in fp16), and minmax
   with equalization through Snake (quant.equalize); range search with --search.
 - with --nncf-python (the python of a virtualenv holding NNCF 3.4, onnx and onnxruntime):
-  NNCF's post-training quantization in three recipes (benchmarks/peer_nncf.py, run there).
-AIMET-ONNX needs its own virtualenv with a CPU torch pinned first, and so far NNCF unless
---nncf-python names one: PEERS_NOT_RUN holds what the team measured of them on the same graph,
-data and evaluator, shown labelled under the table.
+  NNCF's post-training quantization in three recipes (benchmarks/peer_nncf.py, run there);
+- with --aimet-python (the python of a virtualenv holding aimet-onnx): AIMET-ONNX's in four
+  (benchmarks/peer_aimet.py, run there).
+Without those options PEERS_NOT_RUN holds what the team measured of NNCF and AIMET on the same
+graph, data and evaluator, shown labelled under the table.
 NVIDIA ModelOpt is not run: its 0.47 `[onnx]` extra pins onnxruntime-gpu ~1.24 and onnx
 ~1.21, which cannot share this project's virtualenv.
 """
@@ -46,8 +47,7 @@ sys.path.insert(0, str(ROOT))
 # graph, data and evaluator (FIELD_NOTES, 2026-12-06): shown labelled, never as this run's rows.
 PEERS_NOT_RUN = [
     {"peer": "AIMET-ONNX 2.42 (CLE, AdaRound, SeqMSE)",
-     "reason": "it needs its own virtualenv with a CPU torch pinned first; not installed in this session (a 2-core "
-               "machine shared by five agents)",
+     "reason": "it runs in its own virtualenv: give --aimet-python (benchmarks/peer_aimet.py says what to install)",
      "measured": "2026-12-06, same default model, data and peak_psnr, ONNX Runtime CPU",
      "figures": "best 51.99 dB (SeqMSE); with CLE 51.97 (changed no weight: Snake stops it); AdaRound 51.95 (skips "
                 "Conv1d silently; run on a Conv2d rewrite)"},
@@ -136,17 +136,24 @@ NNCF_RECIPES = (("NNCF 3.4, defaults", "defaults"), ("NNCF 3.4, MinMax ranges, o
                 ("NNCF 3.4, MinMax + SmoothQuant on convolutions (alpha 0.5)", "smoothquant"))
 
 
-def nncf_quantized(python: str, fp32: Path, calibration: np.ndarray, out: Path, recipe: str) -> str:
-    """benchmarks/peer_nncf.py in NNCF's virtualenv (`python`), on the same latents; NNCF's version."""
+AIMET_RECIPES = (("AIMET-ONNX, defaults", "defaults"), ("AIMET-ONNX, TensorRT's placement: min-max", "minmax"),
+                 ("AIMET-ONNX, same placement: TF-enhanced (SQNR) ranges", "tf_enhanced"),
+                 ("AIMET-ONNX, same placement: min-max + sequential MSE", "seqmse"))
+PEER_SCRIPTS = {"nncf": ("peer_nncf.py", "NNCF"), "aimet": ("peer_aimet.py", "AIMET-ONNX")}
+
+
+def peer_quantized(tool: str, python: str, fp32: Path, calibration: np.ndarray, out: Path, recipe: str) -> str:
+    """benchmarks/peer_<tool>.py in that toolkit's virtualenv (`python`), on the same latents; its version."""
     import subprocess
 
+    script, name = PEER_SCRIPTS[tool]
     latents = out.with_suffix(".npy")
     np.save(latents, calibration)
-    done = subprocess.run([python, str(ROOT / "benchmarks" / "peer_nncf.py"), "--onnx", str(fp32), "--calibration",
+    done = subprocess.run([python, str(ROOT / "benchmarks" / script), "--onnx", str(fp32), "--calibration",
                            str(latents), "--out", str(out), "--recipe", recipe], capture_output=True, text=True)
     if done.returncode:
-        raise SystemExit(f"NNCF ({python}) failed on recipe {recipe}: {done.stderr.strip().splitlines()[-1]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["nncf"]
+        raise SystemExit(f"{name} ({python}) failed on recipe {recipe}: {done.stderr.strip().splitlines()[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])[tool]
 
 
 def fieldnotes_sets(fp32: Path, scratch: Path) -> tuple[str, str, str]:
@@ -185,6 +192,7 @@ def main() -> None:
                         "calibration latents from corpus seed 0, 4 held-out from seed 1, 32 frames, fixture encoder)")
     p.add_argument("--search", action="store_true", help="also this project's range search (minutes on 2 cores)")
     p.add_argument("--nncf-python", default=None, help="python of a virtualenv with NNCF 3.4: adds its rows")
+    p.add_argument("--aimet-python", default=None, help="python of a virtualenv with aimet-onnx: adds its rows")
     args = p.parse_args()
 
     from vae_engines.core.entry import setup_logging
@@ -219,14 +227,16 @@ def main() -> None:
             plans.append(("vae-engines: search", "ours", False, "search", None))
         if args.nncf_python:
             plans += [(label, "nncf", False, recipe, None) for label, recipe in NNCF_RECIPES]
+        if args.aimet_python:
+            plans += [(label, "aimet", False, recipe, None) for label, recipe in AIMET_RECIPES]
         for index, (label, who, defaults, method, percentile, *extra) in enumerate(plans):
             graph = tmp / f"g{index}.onnx"
             start = time.perf_counter()
             note = None
             if who == "ort":
                 ort_quantized(fp32, graph, calibration, defaults=defaults, method=method)
-            elif who == "nncf":
-                note = {"nncf": nncf_quantized(args.nncf_python, fp32, calibration, graph, method)}
+            elif who in PEER_SCRIPTS:
+                note = {who: peer_quantized(who, getattr(args, f"{who}_python"), fp32, calibration, graph, method)}
             else:
                 record = ours(fp32, graph, Path(args.stats), Path(args.calibration), method, percentile,
                               **(extra[0] if extra else {}))
@@ -244,7 +254,9 @@ def main() -> None:
     provenance = {"model": file_metadata(fp32).get("model"), "calibration": read_manifest(args.calibration)["shape"],
                   "holdout": read_manifest(args.holdout)["shape"], "runtime": "onnxruntime CPU (fp32 float parts)",
                   "protocol": args.protocol, "machine": fingerprint(), "commit": commit(),
-                  "peers_not_run": [e for e in PEERS_NOT_RUN if not (args.nncf_python and e["peer"].startswith("NNCF"))]}
+                  "peers_not_run": [e for e in PEERS_NOT_RUN if not any(
+                      getattr(args, f"{tool}_python") and e["peer"].startswith(name) for tool, (_, name) in
+                      PEER_SCRIPTS.items())]}
     scratch.cleanup()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -267,10 +279,12 @@ def main() -> None:
     for e in provenance["peers_not_run"]:
         lines += ["", f"{e['peer']} was not run by this script: {e['reason']}. Earlier measurement ({e['measured']}, "
                       f"not this run): {e['figures']}."]
-    nncf_versions = sorted({r["nncf"] for r in rows if r.get("nncf")})
-    if nncf_versions:
-        lines += ["", f"NNCF rows: NNCF {', '.join(nncf_versions)} in its own virtualenv ({args.nncf_python}), "
-                      "benchmarks/peer_nncf.py, the same calibration latents; measured here like every row."]
+    for tool, (script, name) in PEER_SCRIPTS.items():
+        versions = sorted({r[tool] for r in rows if r.get(tool)})
+        if versions:
+            lines += ["", f"{name} rows: {name} {', '.join(versions)} in its own virtualenv "
+                          f"({getattr(args, f'{tool}_python')}), benchmarks/{script}, the same calibration latents; "
+                          "measured here like every row."]
     eq = [r for r in rows if r.get("equalization")]
     for r in eq:
         lines += ["", f"Equalization: migration {r['equalization']['migration']} chosen by cross-validation on the "
