@@ -269,8 +269,8 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['method']} | {r['peak_psnr_db']} | {r['snr_db']} | {r['si_sdr_db']} | {r['tensorrt_rtx']} "
                      f"| {r['plan_mb'] if r['plan_mb'] is not None else '-'} | {r['quantize_seconds']} |")
-    lines += ["", "quantize (s): ONNX Runtime's and NNCF's rows include their calibration passes over the data (NNCF's "
-              "also its process start); this project's "
+    lines += ["", "quantize (s): ONNX Runtime's, NNCF's and AIMET's rows include their calibration passes over the "
+              "data (NNCF's and AIMET's also their process start); this project's "
               "rows read statistics collected once for all of them (the `stats` stage, a few seconds here), so "
               "theirs is the per-variant cost.", "",
               "NVIDIA ModelOpt 0.47 was not run here (its `[onnx]` extra cannot share this virtualenv); the team "
