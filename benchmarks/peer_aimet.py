@@ -19,9 +19,11 @@ latent used by compute_encodings; the graph comes out of `to_onnx_qdq` with sign
   (QuantScheme.post_training_tf_enhanced);
 - seqmse: minmax plus AIMET's sequential MSE (apply_seq_mse: each layer's weight ranges chosen to
   minimise its output error on the calibration data, before compute_encodings).
-AdaRound (apply_adaround) is not a recipe: it optimises Conv2d, MatMul and Gemm weights and
-leaves this decoder's Conv1d as they are (the team's run of 2026-12-06). Cross-layer equalization
-stops at Snake, which sits between every pair of this decoder's convolutions.
+AdaRound (apply_adaround) is not a recipe: aimet-onnx 2.42 optimises only convolutions with 4-D
+weights (`AdaroundOptimizer._is_supported_layer_type`: "Only 2d conv/convtranspose is supported")
+and skips this decoder's Conv1d without a word; on this graph it ran in under a second and left
+every weight quantizer as it was (checked 2026-12-06). Cross-layer equalization stops at Snake,
+which sits between every pair of this decoder's convolutions.
 Writes the quantized ONNX and prints one JSON line: the recipe and AIMET's version.
 """
 
