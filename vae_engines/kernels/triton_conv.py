@@ -47,14 +47,19 @@ torch = lazy_import("torch")
 
 
 @triton.jit
+def _rounding_sum(x, inv_scale):
+    """ONNX QuantizeLinear to int8 with zero point 0, up to its last step: x / scale (as
+    x * (1 / scale): the two differ in the last bit, which moves a value across a rounding
+    boundary about 3 times in 10^5), saturated to [-128, 127], plus 1.5 * 2^23 -- which rounds
+    it half to even (exact in fp32 for |t| < 2^22; the clamp comes first, so no multiply-add
+    can fuse into the rounding)."""
+    return tl.minimum(tl.maximum(x * inv_scale, -128.0), 127.0) + 12582912.0
+
+
+@triton.jit
 def _quantize(x, inv_scale):
-    """ONNX QuantizeLinear to int8 with zero point 0, as a float in [-128, 127]: x / scale
-    (as x * (1 / scale): the two differ in the last bit, which moves a value across a
-    rounding boundary about 3 times in 10^5), saturated, then rounded half to even by adding
-    and subtracting 1.5 * 2^23 (exact in fp32 for |t| < 2^22; the clamp comes first, so no
-    multiply-add can fuse into the rounding)."""
-    t = tl.minimum(tl.maximum(x * inv_scale, -128.0), 127.0)
-    return (t + 12582912.0) - 12582912.0
+    """ONNX QuantizeLinear to int8 with zero point 0, as a float in [-128, 127] (_rounding_sum)."""
+    return _rounding_sum(x, inv_scale) - 12582912.0
 
 
 @triton.jit
@@ -65,8 +70,7 @@ def _quantize_int8(x, inv_scale):
     clock per multiprocessor, the sine's rate, against 128 for fp32 FMAs, and an int8 residual
     unit did two per element of its output. With floor's FRND gone from _sin too, an int8 unit
     decoded 60 s 1.43x faster on the H100 (benchmarks/results/README.md, "The epilogue")."""
-    t = tl.minimum(tl.maximum(x * inv_scale, -128.0), 127.0)
-    return (t + 12582912.0).to(tl.int32, bitcast=True).to(tl.int8)
+    return _rounding_sum(x, inv_scale).to(tl.int32, bitcast=True).to(tl.int8)
 
 
 @triton.jit
