@@ -9,7 +9,8 @@ compiled.tune.UNIT_CANDIDATES, both widths of ACE-Step's fused units (128 and 25
 and both kinds (fp16, int8 on int8 operands with an int8 consumer): REG (per thread), LOCAL
 (bytes of local memory per thread: spills), SHARED (static, bytes) and Triton's dynamic shared
 memory. A kernel that needs more than the 227 KiB a Hopper block may use fails on the GPU;
-the tuner then records it as failed.
+the tuner then records it as failed. A tile that kernels.op.unit_fits refuses for a width (its
+accumulator would not fit a thread's registers) is listed with the reason, not compiled.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from triton.compiler import ASTSource
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vae_engines.compiled.tune import UNIT_CANDIDATES  # noqa: E402
+from vae_engines.kernels.op import unit_fits  # noqa: E402
 from vae_engines.kernels.triton_unit import residual_unit_kernel  # noqa: E402
 
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
@@ -75,8 +77,9 @@ def main() -> None:
     for kind, tiles in UNIT_CANDIDATES.items():
         for channels in (128, 256):
             for tile in tiles:
+                why = unit_fits(channels, (tile[0], min(tile[1], channels), min(tile[2], channels), *tile[3:]))
                 row = {"kind": kind, "channels": channels, "tile": "x".join(map(str, tile)),
-                       **resources(channels, tile, kind == "int8")}
+                       **({"not_offered": why} if why else resources(channels, tile, kind == "int8"))}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     if args.out:

@@ -266,6 +266,35 @@ def test_a_residual_unit_as_one_kernel_computes_its_two_layers(precision, placem
         _assert_within_tolerance(expected, got, f"{precision} {placement} {unit_of(layer.spec)}")
 
 
+def test_a_unit_tile_runs_only_where_its_accumulator_fits_a_threads_registers():
+    """256-row tiles for 128-channel units (the k=7 weight loaded once per 256 rows), not for
+    256-channel ones, whose fp32 accumulator would spill (sm_90: benchmarks/sm90_unit.py); a
+    256-row tile computes exactly what a 128-row one does (the same sums per row, in order)."""
+    from vae_engines.compiled.tune import layer_frames, layer_inputs
+    from vae_engines.kernels.op import unit_fits
+    from vae_engines.model.fused import unit_of
+
+    assert unit_fits(128, [256, 64, 64, 8, 3]) is None and unit_fits(128, [256, 64, 64, 16, 3]) is None
+    assert "128 accumulator values a thread" in unit_fits(256, [256, 64, 64, 16, 3])
+    assert "256 accumulator values a thread" in unit_fits(256, [256, 64, 64, 8, 3])
+    assert unit_fits(256, [128, 64, 128, 8, 3]) is None and unit_fits(256, [128, 128, 128, 4, 3])
+
+    decoder = fold_decoder(make_vae(SMALL))
+    module = FusedDecoder(decoder, int8_quant(decoder))
+    i = next(i for i, layer in enumerate(module.layers) if unit_of(layer.spec) == UNITS[1])
+    rows = layer_frames([layer.spec for layer in module.layers], 2)[i]
+    x, _ = layer_inputs(module.layers[i], rows, torch.device("cpu"), torch.Generator().manual_seed(3))
+    stream = torch.randn(1, rows, 16, generator=torch.Generator().manual_seed(4)).half()
+    module.to(DEVICE)
+    got = {}
+    with torch.no_grad():
+        for bm in (128, 256):
+            module.unit_tiles[i] = [bm, 16, 16, 8, 2]
+            y = stream.clone().to(DEVICE)  # updated in place
+            got[bm] = (module._unit(i, x.to(DEVICE), y).cpu(), y.cpu())
+    assert rows > 256 and all(torch.equal(a, b) for a, b in zip(got[128], got[256]))
+
+
 def test_a_decoder_with_units_as_one_kernel_decodes_like_one_with_layers(tmp_path):
     """Every unit of the model fused (the Triton path) against the same decoder layer by layer
     (the reference); and the unit op survives torch.export (the engines' packaging)."""

@@ -42,11 +42,13 @@ CANDIDATES = {
              (256, 128, 128, 8, 3)),
 }
 UNIT_CANDIDATES = {  # (BM, BK, BN2, warps, stages); the last of each kind: the fastest of the H100's explore
-    # with the epilogue as it is (benchmarks/results/epilogue/); offline sm_90 in benchmarks/results/gpu_units/
+    # with the epilogue as it is (benchmarks/results/epilogue/); offline sm_90 in benchmarks/results/gpu_units/.
+    # The 256-row tiles (128-channel units only, op.unit_fits) load the k=7 weight once per 256 rows,
+    # not 128: a quarter less traffic from L2, which bounds the 128-channel units (kernels.triton_unit)
     "fp16": ((128, 64, 128, 8, 3), (128, 64, 64, 8, 3), (64, 64, 128, 4, 3), (64, 64, 128, 8, 2),
-             (128, 64, 128, 8, 2), (128, 64, 128, 8, 4)),
+             (128, 64, 128, 8, 2), (256, 64, 64, 8, 3), (256, 64, 64, 16, 3), (128, 64, 128, 8, 4)),
     "int8": ((128, 128, 128, 8, 3), (128, 128, 64, 8, 3), (64, 128, 128, 4, 3), (64, 128, 128, 8, 2),
-             (128, 128, 128, 8, 2), (128, 128, 128, 4, 3)),
+             (128, 128, 128, 8, 2), (256, 128, 128, 8, 3), (256, 128, 64, 16, 3), (128, 128, 128, 4, 3)),
 }
 # (BM, BK, warps, stages, programs per multiprocessor) of the output convolution's kernel: the
 # fastest of 36 on the H100 for both kinds, within 3% (benchmarks/results/README.md)

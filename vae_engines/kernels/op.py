@@ -50,16 +50,24 @@ TOLERANCES = {
 # A residual unit runs as one kernel only where one program holds all its channels: an
 # [rows, channels] fp32 accumulator must fit a multiprocessor's registers (kernels.triton_unit).
 UNIT_MAX_CHANNELS = 256
+# Accumulator values a thread may hold at up to 8 warps (half the 255 registers a thread can
+# have; at 16 warps a thread has 128 registers, so 64): the tiles within it compile for sm_90
+# without spills (benchmarks/results/gpu_units/sm90_unit.json), 256 x 256 over 16 warps does not.
+UNIT_ACCUMULATOR_REGISTERS = 128
 
 
 def unit_fits(channels: int, tile: list[int] | tuple[int, ...]) -> str | None:
     """Why `tile` (BM, BK, BN2, warps, stages) cannot run a fused unit of `channels`
     channels, or None where it can."""
-    _, bk, bn2, *_ = tile
+    bm, bk, bn2, warps, *_ = tile
     if channels > UNIT_MAX_CHANNELS or channels & (channels - 1):
         return f"a fused unit takes a power of two up to {UNIT_MAX_CHANNELS} channels, not {channels}"
     if channels % bk or channels % bn2:
         return f"tile BK={bk} / BN2={bn2} does not divide the unit's {channels} channels"
+    per_thread = bm * channels // (32 * warps)
+    if per_thread > UNIT_ACCUMULATOR_REGISTERS // max(1, warps // 8):
+        return (f"tile {bm} rows x {channels} channels over {warps} warps holds {per_thread} accumulator values a "
+                f"thread, more than its registers allow (spills)")
     return None
 
 
