@@ -203,16 +203,15 @@ def checks(decoder, quants: dict) -> dict:
 
 
 EXPLORE = {  # tiles beyond the tuner's candidates, timed on the shapes that dominate (--explore)
-    "unit fp16": [(256, 64, 64, 8, 3), (256, 64, 128, 8, 3), (256, 64, 64, 8, 2), (256, 64, 32, 8, 3),
-                  (256, 64, 64, 16, 3), (256, 64, 128, 16, 3), (256, 32, 64, 8, 4), (256, 64, 64, 8, 4),
-                  (128, 64, 128, 8, 4), (128, 64, 64, 8, 4), (128, 32, 128, 8, 4), (64, 64, 128, 4, 4),
-                  (128, 128, 128, 8, 2), (64, 64, 64, 4, 3), (128, 64, 32, 8, 3), (64, 128, 128, 4, 2),
-                  (64, 64, 128, 8, 3), (128, 64, 128, 4, 3)],
-    "unit int8": [(256, 128, 128, 8, 3), (256, 128, 64, 8, 3), (256, 128, 128, 8, 2), (256, 64, 128, 8, 3),
-                  (256, 128, 128, 16, 3), (256, 128, 64, 16, 3), (256, 64, 64, 8, 4), (256, 128, 32, 8, 3),
-                  (128, 128, 128, 8, 4), (128, 64, 128, 8, 4), (128, 128, 32, 8, 3), (64, 128, 64, 4, 3),
-                  (64, 128, 128, 4, 4), (128, 64, 64, 8, 3), (64, 64, 128, 4, 3), (128, 128, 128, 4, 3),
-                  (128, 128, 64, 8, 4), (64, 128, 128, 8, 3)],
+    "unit fp16": [(128, 64, 64, 8, 3, 1), (128, 64, 128, 8, 4, 1), (256, 64, 64, 16, 3, 1), (256, 64, 64, 8, 3, 1),
+                  (128, 64, 64, 8, 2, 1), (64, 64, 128, 4, 3, 1), (256, 64, 64, 8, 3), (256, 64, 128, 8, 3),
+                  (256, 64, 64, 8, 2), (256, 64, 32, 8, 3), (256, 64, 64, 16, 3), (256, 64, 128, 16, 3),
+                  (256, 32, 64, 8, 4), (256, 64, 64, 8, 4), (128, 64, 128, 8, 4), (128, 64, 64, 8, 3)],
+    "unit int8": [(128, 128, 128, 4, 3, 1), (128, 128, 128, 8, 3, 1), (256, 128, 64, 16, 3, 1),
+                  (256, 128, 128, 8, 3, 1), (128, 128, 64, 8, 2, 1), (64, 128, 128, 4, 3, 1), (256, 128, 128, 8, 3),
+                  (256, 128, 64, 8, 3), (256, 128, 128, 8, 2), (256, 64, 128, 8, 3), (256, 128, 128, 16, 3),
+                  (256, 128, 64, 16, 3), (256, 64, 64, 8, 4), (256, 128, 32, 8, 3), (128, 128, 128, 4, 3),
+                  (128, 128, 128, 8, 3)],
     "layer fp16": [(256, 16, 64, 8, 3), (512, 16, 64, 8, 3), (256, 16, 128, 8, 2), (128, 16, 128, 4, 3),
                    (256, 128, 64, 8, 3), (128, 128, 64, 8, 4), (256, 64, 64, 8, 3)],
     "layer int8": [(512, 16, 128, 8, 3), (256, 16, 128, 4, 3), (256, 128, 128, 8, 4), (128, 128, 128, 8, 4),
@@ -225,7 +224,7 @@ EXPLORE_AT = {"unit": ["block.2.res_unit1", "block.3.res_unit1", "block.4.res_un
 
 
 def explore(decoder, quants: dict) -> dict:
-    """EXPLORE's tiles at the longest tuned length on EXPLORE_AT's units and layers (median of 5)."""
+    """EXPLORE's tiles at the longest tuned length on EXPLORE_AT's units and layers (median of 11)."""
     from vae_engines.compiled.tune import all_int8, layer_frames, layer_inputs
 
     out: dict = {}
@@ -252,10 +251,10 @@ def explore(decoder, quants: dict) -> dict:
                         try:
                             if what == "unit":
                                 module.unit_tiles[i] = tile
-                                ms = event_ms(lambda: module._unit(i, x, stream))
+                                ms = event_ms(lambda: module._unit(i, x, stream), repeats=11)
                             else:
                                 layer.tile = tile
-                                ms = event_ms(lambda: layer(x, residual))
+                                ms = event_ms(lambda: layer(x, residual), repeats=11)
                             out.setdefault(f"{kind} {key}", {})[label] = round(ms, 4)
                         except Exception as exc:  # a tile this GPU cannot run: recorded, not fatal
                             out.setdefault(f"{kind} {key}", {})[label] = f"{type(exc).__name__}: {str(exc)[:120]}"

@@ -269,7 +269,9 @@ def test_a_residual_unit_as_one_kernel_computes_its_two_layers(precision, placem
 def test_a_unit_tile_runs_only_where_its_accumulator_fits_a_threads_registers():
     """256-row tiles for 128-channel units (the k=7 weight loaded once per 256 rows), not for
     256-channel ones, whose fp32 accumulator would spill (sm_90: benchmarks/sm90_unit.py); a
-    256-row tile computes exactly what a 128-row one does (the same sums per row, in order)."""
+    256-row tile computes exactly what a 128-row one does (the same sums per row, in order), and
+    so does one that loads the k=7 input by pointer through L1 (the sixth element) with the
+    sequence's edges masked to zero."""
     from vae_engines.compiled.tune import layer_frames, layer_inputs
     from vae_engines.kernels.op import unit_fits
     from vae_engines.model.fused import unit_of
@@ -288,11 +290,12 @@ def test_a_unit_tile_runs_only_where_its_accumulator_fits_a_threads_registers():
     module.to(DEVICE)
     got = {}
     with torch.no_grad():
-        for bm in (128, 256):
-            module.unit_tiles[i] = [bm, 16, 16, 8, 2]
+        for tile in ([128, 16, 16, 8, 2], [256, 16, 16, 8, 2], [256, 16, 16, 8, 2, 1]):
+            module.unit_tiles[i] = tile
             y = stream.clone().to(DEVICE)  # updated in place
-            got[bm] = (module._unit(i, x.to(DEVICE), y).cpu(), y.cpu())
-    assert rows > 256 and all(torch.equal(a, b) for a, b in zip(got[128], got[256]))
+            got[str(tile)] = (module._unit(i, x.to(DEVICE), y).cpu(), y.cpu())
+    first, *others = got.values()
+    assert rows > 256 and all(torch.equal(a, b) for other in others for a, b in zip(first, other))
 
 
 def test_a_decoder_with_units_as_one_kernel_decodes_like_one_with_layers(tmp_path):
