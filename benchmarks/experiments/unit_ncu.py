@@ -11,8 +11,10 @@ Inputs are random, at the shapes of a 60 s decode (1500 frames): a 128-channel u
 2,880,000 rows (block 4, dilation 1), fp16 and int8, and block 0's first k=1 layer (15,000 rows
 x 1024 channels, int8). Each variant runs twice and only its second launch matters (the first
 compiles; ncu profiles both, the order says which is which: printed to stderr). The tiles:
-the tuner's choice at these units in the H100 runs, a 256-row tile and an x_cached one (the
-two ideas of run 7 that did not pay, benchmarks/results/gpu_units/h100_run7_tiles/).
+the tuner's choice at these units in the H100 runs and a 256-row tile. It ran once, at commit
+ff2383b, where the unit kernel also had an x_cached tile option (the k=7 input
+by pointer through L1, a sixth tile element) and each kind a third, x_cached, variant; that
+option is gone (its L1 hit rate was 3-10%): benchmarks/results/gpu_units/h100_run7_tiles/.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from vae_engines.kernels import triton_conv, triton_unit  # noqa: E402
 
-UNIT_TILES = {"fp16": [(128, 64, 64, 8, 3), (256, 64, 64, 8, 3), (128, 64, 64, 8, 3, 1)],
-              "int8": [(128, 128, 128, 4, 3), (256, 128, 128, 8, 3), (128, 128, 128, 4, 3, 1)]}
+UNIT_TILES = {"fp16": [(128, 64, 64, 8, 3), (256, 64, 64, 8, 3)],
+              "int8": [(128, 128, 128, 4, 3), (256, 128, 128, 8, 3)]}
 LAYER_TILES = [(64, 128, 128, 4, 4), (256, 128, 128, 8, 4)]
 
 

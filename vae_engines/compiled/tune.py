@@ -41,17 +41,13 @@ CANDIDATES = {
     "int8": ((128, 128, 128, 8, 3), (128, 128, 128, 4, 4), (64, 128, 128, 4, 4), (128, 64, 128, 4, 4),
              (256, 128, 128, 8, 3)),
 }
-UNIT_CANDIDATES = {  # (BM, BK, BN2, warps, stages[, x_cached]); the last of each kind: the fastest of the H100's explore
+UNIT_CANDIDATES = {  # (BM, BK, BN2, warps, stages); the last of each kind: the fastest of the H100's explore
     # with the epilogue as it is (benchmarks/results/epilogue/); offline sm_90 in benchmarks/results/gpu_units/.
-    # The 256-row tiles (128-channel units only, op.unit_fits) load the k=7 weight once per 256 rows,
-    # not 128: a quarter less traffic from L2, which bounds the 128-channel units; a sixth element 1 loads
-    # the k=7 input through L1 (kernels.triton_unit)
+    # 256-row tiles and the k=7 input loaded through L1 were timed and lost (h100_run7_tiles/)
     "fp16": ((128, 64, 128, 8, 3), (128, 64, 64, 8, 3), (64, 64, 128, 4, 3), (64, 64, 128, 8, 2),
-             (128, 64, 128, 8, 2), (256, 64, 64, 8, 3), (256, 64, 64, 16, 3), (128, 64, 64, 8, 3, 1),
-             (256, 64, 64, 16, 3, 1), (128, 64, 128, 8, 4)),
+             (128, 64, 128, 8, 2), (128, 64, 128, 8, 4)),
     "int8": ((128, 128, 128, 8, 3), (128, 128, 64, 8, 3), (64, 128, 128, 4, 3), (64, 128, 128, 8, 2),
-             (128, 128, 128, 8, 2), (256, 128, 128, 8, 3), (256, 128, 64, 16, 3), (128, 128, 128, 8, 3, 1),
-             (256, 128, 64, 16, 3, 1), (128, 128, 128, 4, 3)),
+             (128, 128, 128, 8, 2), (128, 128, 128, 4, 3)),
 }
 # (BM, BK, warps, stages, programs per multiprocessor) of the output convolution's kernel: the
 # fastest of 36 on the H100 for both kinds, within 3% (benchmarks/results/README.md)
@@ -196,8 +192,8 @@ def unit_candidates(module: Any, i: int) -> list[list[int]]:
     if (second.x_scale > 0) != int8:
         return []
     out: list[list[int]] = []
-    for bm, bk, bn2, warps, stages, *cached in UNIT_CANDIDATES["int8" if int8 else "fp16"]:
-        tile = [bm, min(bk, channels), min(bn2, channels), warps, stages, *cached]
+    for bm, bk, bn2, warps, stages in UNIT_CANDIDATES["int8" if int8 else "fp16"]:
+        tile = [bm, min(bk, channels), min(bn2, channels), warps, stages]
         if unit_fits(channels, tile) is None and tile[1] * (1 if int8 else 2) >= 16 and tile not in out:
             out.append(tile)
     return out

@@ -21,18 +21,10 @@ GEMM's N must fit one threadblock tile, because the second GEMM needs every chan
 Here that holds for C <= 256 (blocks 2-4 of ACE-Step's decoder); the 512- and 1024-channel
 units would need an [BM, C] fp32 accumulator that does not fit one multiprocessor's registers.
 
-Tiles are (BM, BK, BN2, warps, stages[, x_cached]): BK the k=7 GEMM's channel slice per load,
-BN2 the k=1 GEMM's column chunk. Like the layer kernel the sequence length is no compile-time
+Tiles are (BM, BK, BN2, warps, stages): BK the k=7 GEMM's channel slice per load, BN2 the
+k=1 GEMM's column chunk. Like the layer kernel the sequence length is no compile-time
 constant, and the operands and outputs pass through tensor descriptors (TMA on Hopper),
 which fill rows outside the sequence with zeros: the k=7 convolution's padding.
-
-Where the units stand (benchmarks/results/gpu_units/): both kinds are bound by traffic from L2
-to the multiprocessors, not by the tensor cores. Each program loads the whole k=7 weight (7 C^2
-elements) and its input rows once per tap, so per row of output it moves 7 C^2 / BM + 7 C
-elements: 256-row tiles halve the first term. x_cached = 1 loads the input rows by pointer
-(cp.async.ca, through L1) instead of by TMA, which bypasses L1: six of the seven taps' rows
-were just read by the tap before (dilation 1; farther apart at 3 and 9), so they can hit L1
-instead of crossing from L2 again. The edges are then a mask instead of TMA's zero fill.
 """
 
 from __future__ import annotations
@@ -58,10 +50,9 @@ def _snake(v, alpha_ptr, inv_beta_ptr, ch, FAST_SIN: tl.constexpr):
 
 
 @triton.jit
-def _conv1_snake(x_desc, x_ptr, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, b, row0, M, DIL, x_scale,
+def _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, b, row0, DIL, x_scale,
                  inv_mid_scale, C: tl.constexpr, TAPS: tl.constexpr, INT8_1: tl.constexpr, INT8_2: tl.constexpr,
-                 HAS_B1: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
-                 X_CACHED: tl.constexpr):
+                 HAS_B1: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr):
     """The k=7 layer on chip: its [BM, C] output through Snake2, as the k=1 layer's operand
     (fp16, or int8 quantized with that layer's input scale)."""
     ch = tl.arange(0, C)
@@ -70,17 +61,10 @@ def _conv1_snake(x_desc, x_ptr, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_b
     else:
         acc = tl.zeros((BM, C), dtype=tl.float32)
     num_kc = C // BK
-    x_item = x_ptr + b.to(tl.int64) * M * C
     for kk in tl.range(0, TAPS * num_kc):
         tap = kk // num_kc
         c0 = (kk - tap * num_kc) * BK
-        if X_CACHED:  # pointer loads through L1 (cp.async.ca on sm_90): the taps' shared rows can hit there
-            rows = row0 + tap * DIL + tl.arange(0, BM)
-            inside = (rows >= 0) & (rows < M)
-            a = tl.load(x_item + rows[:, None] * C + (c0 + tl.arange(0, BK))[None, :], mask=inside[:, None],
-                        other=0, cache_modifier=".ca")
-        else:
-            a = x_desc.load([b, row0 + tap * DIL, c0]).reshape(BM, BK)
+        a = x_desc.load([b, row0 + tap * DIL, c0]).reshape(BM, BK)
         w = w1_desc.load([0, tap * C + c0])
         if INT8_1:
             acc = tl.dot(a, w.T, acc, out_dtype=tl.int32)
@@ -101,17 +85,16 @@ def _conv1_snake(x_desc, x_ptr, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_b
 
 @triton.jit(do_not_specialize=["M", "DIL"])
 def residual_unit_kernel(
-        x_desc, x_ptr, w1_desc, w2_desc, y_desc, s_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr,
+        x_desc, w1_desc, w2_desc, y_desc, s_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr,
         w2_scale_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr,
         M, DIL, x_scale, inv_mid_scale, mid_scale, inv_s_scale, res_scale,
         C: tl.constexpr, TAPS: tl.constexpr, INT8_1: tl.constexpr, INT8_2: tl.constexpr, HAS_B1: tl.constexpr,
         HAS_B2: tl.constexpr, RES_QUANT: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
-        FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr, X_CACHED: tl.constexpr):
+        FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr):
     b = tl.program_id(1)
     m0 = tl.program_id(0) * BM
-    mid = _conv1_snake(x_desc, x_ptr, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, b,
-                       m0 - (TAPS // 2) * DIL, M, DIL, x_scale, inv_mid_scale, C, TAPS, INT8_1, INT8_2, HAS_B1,
-                       FAST_SIN, BM, BK, X_CACHED)
+    mid = _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, b, m0 - (TAPS // 2) * DIL,
+                       DIL, x_scale, inv_mid_scale, C, TAPS, INT8_1, INT8_2, HAS_B1, FAST_SIN, BM, BK)
     # the k=1 layer from the tile, BN2 columns at a time, each with the residual epilogue
     for n0 in tl.static_range(0, C, BN2):
         w2 = w2_desc.load([n0, 0])
@@ -147,7 +130,7 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
     w2 [C, C] K-major, int8 where their input is (x_scale > 0, mid_scale > 0); y: the residual
     stream [B, M, C] fp16, updated in place; s: [B, M, C] (int8 when s_scale > 0) or None."""
     batch, rows, channels = x.shape
-    bm, bk, bn2, warps, stages, *cached = tile
+    bm, bk, bn2, warps, stages = tile
     why = unit_fits(channels, tile)
     if why:
         raise ValueError(why)
@@ -158,7 +141,7 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
     s_desc = _desc(s, [1, bm, bn2]) if s is not None else y_desc
     grid = (triton.cdiv(rows, bm), batch)
     residual_unit_kernel[grid](
-        x_desc, x, w1_desc, w2_desc, y_desc, s_desc,
+        x_desc, w1_desc, w2_desc, y_desc, s_desc,
         w1_scale if w1_scale is not None else w1, b1 if b1 is not None else w1, alpha1, inv_beta1,
         w2_scale if w2_scale is not None else w2, b2 if b2 is not None else w2,
         alpha2 if alpha2 is not None else alpha1, inv_beta2 if inv_beta2 is not None else inv_beta1,
@@ -166,5 +149,4 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
         1.0 / s_scale if s_scale > 0 else 0.0, float(res_scale),
         C=channels, TAPS=taps, INT8_1=not x.dtype.is_floating_point, INT8_2=mid_scale > 0, HAS_B1=b1 is not None,
         HAS_B2=b2 is not None, RES_QUANT=res_scale > 0, STORE_S=s is not None, S_INT8=s is not None and s_scale > 0,
-        FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2, X_CACHED=bool(cached and cached[0]), num_warps=warps,
-        num_stages=stages)
+        FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2, num_warps=warps, num_stages=stages)
