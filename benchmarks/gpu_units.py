@@ -433,9 +433,35 @@ def package(decoder, quants: dict, tuned: dict, out: Path) -> dict:
     names = list(timings)
     result["ratio"] = paired_ratio(timings[names[-1]], timings[names[0]]) if len(names) > 1 else None
     result["sweep"] = package_sweep(engines)
+    result["check_order"] = check_order(engines)
     for p in out.glob("*.pt2*"):
         p.unlink()
     return result
+
+
+def check_order(engines: dict) -> dict:
+    """What the latent check costs a package's decode, at a streaming window (125 frames) and
+    at 60 s: unchecked (check_finite=False, as the timings above), checked as decode does it
+    (its one readback after the decode is queued), and checked first (the readback before
+    the launch, as decode did before 2026-12-06), in rounds taking turns."""
+    ways = {"unchecked": lambda e, x: e.decode(x, check_finite=False),
+            "checked": lambda e, x: e.decode(x),
+            "checked first": lambda e, x: (e.check(x), e.decode(x, check_finite=False, on_range="off"))}
+    out: dict = {}
+    for frames in sorted({min(125, CFG.frames), CFG.frames}):
+        x = seeded(frames, 2)
+        series = {(n, w): Timing(f"{n}, {w}", 1, frames) for n in engines for w in ways}
+        for (n, w) in series:
+            for _ in range(2):
+                ways[w](engines[n], x)
+        for r in range(CFG.rounds):
+            keys = list(series)[r % len(series):] + list(series)[: r % len(series)]
+            for n, w in keys:
+                series[(n, w)].ms.append(event_ms(lambda n=n, w=w: ways[w](engines[n], x), repeats=1, warm=False))
+        out[frames] = {"timings": {t.series: t.summary() for t in series.values()},  # ratio > 1: subject faster
+                       "ratios": [paired_ratio(series[(n, "checked")], series[(n, "checked first")]) for n in engines]
+                       + [paired_ratio(series[(n, "unchecked")], series[(n, "checked")]) for n in engines]}
+    return out
 
 
 def package_sweep(engines: dict) -> dict:

@@ -155,6 +155,39 @@ def test_the_check_reads_the_device_once(variant, readbacks, tiny_onnx):
     assert readbacks["n"] == 0
 
 
+def test_a_queued_decode_reads_the_check_back_after_queuing_itself(variant, monkeypatch):
+    """Where the decode is queued on a device (a GPU engine: Decoder.queues), the check's one
+    readback comes after the decode is queued, so the device never waits for the host between
+    them; a refused latent still raises (its audio dropped), a warned one warns at the caller's
+    line. Where nothing is queued (the CPU), the check comes first and a refused latent is not
+    decoded."""
+    engine = load(variant / "minmax.onnx")
+    order = []
+    engine._run = lambda x: order.append("decode") or torch.zeros(x.shape[0], 2, x.shape[-1] * 1920)
+    tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: order.append("readback") or tolist(t))
+    inside, beyond = (scaled(f, engine.guard.input_range, frames=20) for f in (1.5, 10.0))
+    engine.decode(inside)
+    assert order == ["readback", "decode"]
+    with pytest.raises(UserError, match="10.0x"):
+        engine.decode(beyond)
+    assert order[2:] == ["readback"]  # refused before decoding
+    with pytest.warns(LatentRangeWarning) as caught:
+        engine.decode(beyond, on_range="warn")
+    assert caught[0].filename == __file__
+
+    engine.queues = lambda x: True
+    order.clear()
+    engine.decode(inside)
+    assert order == ["decode", "readback"]
+    with pytest.raises(UserError, match="10.0x"):
+        engine.decode(beyond)
+    assert order[2:] == ["decode", "readback"]
+    with pytest.warns(LatentRangeWarning) as caught:
+        engine.decode(beyond, on_range="warn")
+    assert caught[0].filename == __file__
+
+
 def test_a_non_finite_latent_is_still_named_before_the_range(variant):
     engine = load(variant / "minmax.onnx")
     x = scaled(10.0, engine.guard.input_range)

@@ -24,7 +24,7 @@ from typing import Any
 
 from vae_engines.core.errors import UserError
 from vae_engines.core.lazy import lazy_import
-from vae_engines.runtime.guard import OnRange, RangeGuard, check_latent
+from vae_engines.runtime.guard import OnRange, RangeGuard, settle_latent_check, start_latent_check
 from vae_engines.runtime.stream import stream_decode
 
 torch = lazy_import("torch")
@@ -82,14 +82,32 @@ class Decoder(ABC):
 
     def check(self, x: Any, *, check_finite: bool = True, on_range: OnRange | str | None = None) -> None:
         """The latent check of x (on this device): NaN / inf, and the INT8 range guard."""
-        check_latent(x, f"{self.kind} engine", self.guard, check_finite=check_finite, on_range=on_range)
+        settle_latent_check(x, f"{self.kind} engine", self.guard, start_latent_check(x, self.guard, check_finite,
+                                                                                      on_range), check_finite, on_range)
 
     def decode(self, latent: Any, *, check_finite: bool = True, on_range: OnRange | str | None = None) -> Any:
         """float32 audio [B, A, T * hop] on this engine's device (module docstring for
-        check_finite; on_range: this call's "error" / "warn" / "off", None: the engine's)."""
+        check_finite; on_range: this call's "error" / "warn" / "off", None: the engine's).
+        On a GPU the check's readback comes after the decode is queued (runtime.guard), so
+        a refused latent has been decoded, and its audio is dropped, by the time it raises."""
         x = self.prepare(latent)
-        self.check(x, check_finite=check_finite, on_range=on_range)
-        return self._run(x)
+        pending = start_latent_check(x, self.guard, check_finite, on_range)
+        if not self.queues(x):  # nothing to keep busy: refuse before decoding
+            self.settle(x, pending, check_finite, on_range)
+            return self._run(x)
+        audio = self._run(x)
+        self.settle(x, pending, check_finite, on_range)
+        return audio
+
+    def queues(self, x: Any) -> bool:
+        """Whether a decode of x is queued on a device the host would otherwise leave idle
+        while it reads the check back (a GPU)."""
+        return x.device.type == "cuda"
+
+    def settle(self, x: Any, pending: Any, check_finite: bool, on_range: OnRange | str | None) -> None:
+        """The readback of the check start_latent_check queued (as many frames below the
+        caller as check() is, for the range warning's stacklevel)."""
+        settle_latent_check(x, f"{self.kind} engine", self.guard, pending, check_finite, on_range)
 
     def stream(self, latent: Any, window: int, overlap: int, *, check_finite: bool = True,
                on_range: OnRange | str | None = None) -> Iterator[Any]:

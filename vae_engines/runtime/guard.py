@@ -10,8 +10,10 @@ whose max |x| lies beyond `range_guard` times it is refused (`on_range="error"`)
 (`"warn"`: a LatentRangeWarning, and the decode goes on) or let through (`"off"`).
 fp16 and fp32 engines have no range and no guard.
 
-Both tests come from one device pass and one readback (`latent_extremes`): on a GPU the
-check waits for the latent once, as the finite check alone did.
+Both tests come from one device pass and one readback (two reductions stacked into one
+tensor): on a GPU the check waits for the latent once, as the finite check alone did. A
+decode on a GPU reads it back after queuing the decode itself (Decoder.decode), so the GPU
+does not wait for the host's readback before it starts; an error then discards the audio.
 """
 
 from __future__ import annotations
@@ -98,17 +100,8 @@ class RangeGuard:
                    "generator produces) and rebuild")
         if action == OnRange.ERROR:
             raise UserError(f"{message}, or pass on_range='warn' (load or decode) to decode anyway")
-        # 5: out_of_range <- check_latent <- Decoder.check <- decode / stream_decode <- the caller
+        # 5: out_of_range <- settle_latent_check <- Decoder.settle / .check <- decode / stream_decode <- the caller
         warnings.warn(f"{message} (decoded anyway: on_range='warn')", LatentRangeWarning, stacklevel=5)
-
-
-def latent_extremes(x: Any) -> tuple[bool, float]:
-    """(every value finite, max |x|) of tensor x: two reductions stacked into one tensor and
-    read back once, so a GPU is synchronised once for both."""
-    if x.numel() == 0:
-        return True, 0.0
-    finite, absmax = torch.stack((torch.isfinite(x).all().to(x.dtype), x.abs().amax())).tolist()
-    return bool(finite), absmax
 
 
 def finite_error(x: Any, what: str) -> UserError:
@@ -124,10 +117,28 @@ def check_latent(x: Any, what: str, guard: RangeGuard, *, check_finite: bool = T
                  on_range: OnRange | str | None = None) -> None:
     """The finite check (check_finite) and `guard`'s range check of latent x, from one
     readback; nothing is read back when neither applies."""
-    action = guard.action(on_range)
-    if not check_finite and action == OnRange.OFF:
+    settle_latent_check(x, what, guard, start_latent_check(x, guard, check_finite, on_range), check_finite, on_range)
+
+
+def start_latent_check(x: Any, guard: RangeGuard, check_finite: bool = True,
+                       on_range: OnRange | str | None = None) -> Any:
+    """The check's reductions of latent x, queued on its device and not read yet (None where
+    nothing is checked). A GPU engine queues its decode behind them and reads them after
+    (settle_latent_check): the host then waits for the reductions only, while the decode is
+    already queued, instead of leaving the GPU idle between the readback and the launch."""
+    if not check_finite and guard.action(on_range) == OnRange.OFF:
+        return None
+    if x.numel() == 0:
+        return torch.tensor([1.0, 0.0])
+    return torch.stack((torch.isfinite(x).all().to(x.dtype), x.abs().amax()))
+
+
+def settle_latent_check(x: Any, what: str, guard: RangeGuard, pending: Any, check_finite: bool = True,
+                        on_range: OnRange | str | None = None) -> None:
+    """Read `pending` (start_latent_check's) back once; raise or warn as check_latent does."""
+    if pending is None:
         return
-    finite, absmax = latent_extremes(x)
+    finite, absmax = pending.tolist()
     if check_finite and not finite:
         raise finite_error(x, what)
-    guard.out_of_range(absmax, action)
+    guard.out_of_range(absmax, guard.action(on_range))
