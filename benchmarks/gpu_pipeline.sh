@@ -14,6 +14,10 @@
 #   5. (issue 31) each layer's rate from the tune record, and kernel options not tuned yet.
 # RESUME=1 (a later call while the machine is warm) starts at 1b / 3 in the last call's /tmp/proj.
 # EXTRAS=0 skips 1b, 2 and 5 (recorded in h100_b962957) so that one 600 s call has time for 1, 3 and 4.
+# MEMORY_RECORD=FILE (a reports/stage_memory.json of an earlier run on the same GPU model, e.g.
+# benchmarks/results/gpu_pipeline/h100_ccd7e3a/stage_memory.json) starts the from-scratch run with
+# those peaks, as a workspace that has run the pipeline before does: the scheduler then places
+# stages by their figures instead of finding out by running out of memory (README, `--jobs`).
 # Results go to $OUT (at most 8 files come back from the lent machine): full.json, report.md,
 # agreement.json / agreement.md, variant.json, noop.txt, log.txt and records.tgz (full.md,
 # every engine's build record, the bench records, the quality metrics, the latest report.md,
@@ -62,8 +66,9 @@ dvc config --local core.no_scm true
 export PYTHONPATH=/tmp/site:/tmp/proj
 
 mkdir -p kernels
+if [ -n "${MEMORY_RECORD:-}" ]; then mkdir -p reports && cp "$SRC/$MEMORY_RECORD" reports/stage_memory.json; fi
 python3 benchmarks/stage_times.py --jobs "$JOBS" --out "$OUT_DIR/full" \
-  --label "full-size pipeline, lent GPU, from scratch, vae-engines repro --jobs $JOBS" \
+  --label "full-size pipeline, lent GPU, from scratch, vae-engines repro --jobs $JOBS${MEMORY_RECORD:+, memory record $MEMORY_RECORD}" \
   --set model.source=seeded --set model.checkpoint=vae_engines/fixtures/acestep-1.5 --set compute.device=cuda \
   --set compute.threads=16 --set profile.min_frames=125 --set profile.opt_frames=1500 --set profile.max_frames=1500 \
   --set corpus.clips=16 --set corpus.seconds=60 --set calibration.count=8 --set holdout.count=4 \
