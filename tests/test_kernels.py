@@ -549,22 +549,31 @@ def test_an_int8_engine_of_the_embedded_default_builds_and_loads(tmp_path):
     assert json.loads(path.with_suffix(".json").read_text())["kernels"] == "fused"
 
 
-def test_an_int8_engine_is_timed_beside_the_fp16_engine(tmp_path):
-    """bench_int8 (the stage's function) on the CPU: an INT8 engine and the fused fp16 engine
-    timed in the same rounds at the longest length, the ratio recorded; memory, quality, streaming and the length
-    sweep of the INT8 engine alone (the fp16 engine's are bench_torch's)."""
+def test_int8_engines_are_timed_beside_the_fp16_engine_in_one_process(tmp_path):
+    """bench_int8 (the stage's function) on the CPU: each INT8 engine and the fused fp16 engine
+    timed in the same rounds at the longest length, the ratio recorded; memory, quality,
+    streaming and the length sweep of the INT8 engine alone (the fp16 engine's are
+    bench_torch's). The fp16 package loads once for all; an engine whose record still holds
+    keeps it, a changed one alone is timed again, and a variant no longer listed loses its
+    records."""
+    import dataclasses
+    import shutil
+
     from vae_engines.compiled.build import build_package
     from vae_engines.core.params import BenchParams
     from vae_engines.data.latentset import write_latent_set
-    from vae_engines.measure.torch_engines import bench_int8
+    from vae_engines.measure.torch_engines import bench_int8_engines
 
     decoder = fold_decoder(make_vae())
     profile = ProfileParams(min_frames=2, opt_frames=4, max_frames=8)
     cpu = torch.device("cpu")
-    for name, quant in (("fp16", None), ("int8", int8_quant(decoder))):
-        build_package(decoder, SHAPE, precision="fp16", mode="default", device=cpu, profile=profile,
-                      path=tmp_path / f"{name}.pt2", model="tiny", kernels="fused", quant=quant,
-                      variant="m" if quant else None)
+    engines = tmp_path / "int8"
+    engines.mkdir()
+    for path, quant in ((tmp_path / "fp16.pt2", None), (engines / "m.pt2", int8_quant(decoder))):
+        build_package(decoder, SHAPE, precision="fp16", mode="default", device=cpu, profile=profile, path=path,
+                      model="tiny", kernels="fused", quant=quant, variant="m" if quant else None)
+    for suffix in (".pt2", ".json"):  # a second variant: the same engine under another name
+        shutil.copy(engines / f"m{suffix}", engines / f"n{suffix}")
     held = latents(2, 4, seed=5)
     write_latent_set(tmp_path / "holdout", held, {"source": "test"})
     (tmp_path / "reference").mkdir()
@@ -572,20 +581,38 @@ def test_an_int8_engine_is_timed_beside_the_fp16_engine(tmp_path):
         np.save(tmp_path / "reference" / "heldout_fp32.npy", decoder(torch.from_numpy(held)).numpy())
     bench = BenchParams(frames=(2, 8), repeats=3, warmup=0, stream_frames=8, stream_window=4, stream_overlap=1,
                         sweep=2)
-    doc = bench_int8("m", bench, device=cpu, engine=tmp_path / "int8.pt2", fp16_engine=tmp_path / "fp16.pt2",
-                     holdout_dir=tmp_path / "holdout", reference_dir=tmp_path / "reference",
-                     out_json=tmp_path / "m.json", plot_json=tmp_path / "m.latency.json")
-    assert doc["engine"] == "compiled int8 m" and json.loads((tmp_path / "m.json").read_text()) == doc
+    out = tmp_path / "records"
+    out.mkdir()
+    (out / "gone.json").write_text("{}")  # a variant no longer in compile.int8
+
+    def run(variants):
+        return bench_int8_engines(variants, bench, device=cpu, engines_dir=engines, fp16_engine=tmp_path / "fp16.pt2",
+                                  holdout_dir=tmp_path / "holdout", reference_dir=tmp_path / "reference", out_dir=out)
+
+    assert run(("m", "n")) == {"m": "timed", "n": "timed"}
+    assert sorted(p.name for p in out.iterdir()) == ["m.json", "m.latency.json", "n.json", "n.latency.json"]
+    doc = json.loads((out / "m.json").read_text())
+    assert doc["engine"] == "compiled int8 m"
     pairs = {(r["subject"], r["reference"], r["frames"]) for r in doc["ratios"]}
     # paired in the same rounds only at the longest length, the one the report's verdicts read
     assert pairs == {("compiled int8 m", "compiled fp16", 8)} or pairs == {("compiled fp16", "compiled int8 m", 8)}
     assert set(doc["quality"]) == set(doc["streaming"]) == set(doc["sweep"]["engines"]) == {"compiled int8 m"}
     assert doc["quality"]["compiled int8 m"]["peak_psnr_db"] > 20
-    assert {r["series"] for r in json.loads((tmp_path / "m.latency.json").read_text())} == {"compiled int8 m"}
+    assert {r["series"] for r in json.loads((out / "m.latency.json").read_text())} == {"compiled int8 m"}
     # where the stage's time went, phase by phase (the GPU record reads it)
-    assert list(doc["phase_seconds"]) == ["loading both packages", "memory (each subject's first call)",
-                                          "latency rounds", "held-out quality", "streaming", "length sweep"]
+    assert set(doc["phase_seconds"]) == {"loading the fp16 package (once for the stage)", "loading the INT8 package",
+                                         "memory (each subject's first call)", "latency rounds", "held-out quality",
+                                         "streaming", "length sweep"}
     assert all(s >= 0 for s in doc["phase_seconds"].values())
+
+    kept = (out / "m.json").read_text()
+    assert run(("m", "n")) == {"m": "kept", "n": "kept"}  # nothing changed: nothing timed
+    quant = {k: dataclasses.replace(v, input_scale=v.input_scale * 1.01) for k, v in int8_quant(decoder).items()}
+    build_package(decoder, SHAPE, precision="fp16", mode="default", device=cpu, profile=profile, path=engines / "n.pt2",
+                  model="tiny", kernels="fused", quant=quant, variant="n")  # n's recipe changed: rebuilt
+    assert run(("m", "n")) == {"m": "kept", "n": "timed"} and (out / "m.json").read_text() == kept
+    assert run(("n",)) == {"n": "kept"} and sorted(p.name for p in out.iterdir()) == ["n.json", "n.latency.json"]
+    assert run(()) == {} and not list(out.iterdir())
 
 
 def test_the_tune_record_gives_each_engine_its_layers_tiles(tmp_path, monkeypatch):

@@ -76,6 +76,7 @@ def phase_engines(tiles_json: Path, smoke: bool, out_dir: Path) -> dict:
     from vae_engines.measure.torch_engines import bench_int8
     from vae_engines.model.oobleck import fold_decoder, load_vae
     from vae_engines.runtime.base import Shape
+    from vae_engines.runtime.compiled import CompiledDecoder
 
     model = ModelParams() if smoke else ModelParams(source="seeded", checkpoint="vae_engines/fixtures/acestep-1.5")
     device = torch.device("cpu" if smoke else "cuda")
@@ -109,9 +110,8 @@ def phase_engines(tiles_json: Path, smoke: bool, out_dir: Path) -> dict:
                         stream_frames=4 if smoke else 1500, stream_window=2 if smoke else 125,
                         stream_overlap=1 if smoke else 16)
     started = time.perf_counter()
-    doc = bench_int8("observed", bench, device=device, engine=out_dir / "int8.pt2", fp16_engine=out_dir / "fp16.pt2",
-                     holdout_dir=out_dir / "holdout", reference_dir=out_dir / "reference",
-                     out_json=out_dir / "bench_int8.json", plot_json=out_dir / "bench_int8.latency.json")
+    doc = bench_int8("observed", bench, CompiledDecoder(out_dir / "fp16.pt2"), device=device,
+                     engine=out_dir / "int8.pt2", holdout_dir=out_dir / "holdout", reference_dir=out_dir / "reference")
     records["bench_int8"] = {"seconds": round(time.perf_counter() - started, 1), "ratios": doc["ratios"],
                              "quality": doc["quality"], "memory": doc["memory"]}
     return records

@@ -6,8 +6,9 @@ the engine's build record, provenance). They are held side by side in a `Variant
 never merged into one dictionary; labels (calibrator, placement, kept layers) come from
 these records, which the variant's own stages wrote. The PyTorch engines have bench_torch's
 record (eager references and the compiled precision engines, timed in one run) and one
-record per INT8 engine (bench_int8: that engine beside the compiled fp16 engine, in a run of
-its own), held apart in `TorchRecords`: a figure is read from the record that measured it,
+record per INT8 engine (bench_int8: that engine beside the compiled fp16 engine in the same
+rounds; a record kept from an earlier run of the stage where neither engine changed), held
+apart in `TorchRecords`: a figure is read from the record that measured it,
 and a ratio only from a record that timed both engines in the same rounds.
 """
 
