@@ -229,7 +229,7 @@ def make_dvc_project(where: Path, checkpoint: Path, env: dict, params: dict | No
     project = where
     project.mkdir(parents=True, exist_ok=True)
     for item in ("dvc.yaml", "check/dvc.yaml", "stages", "vae_engines", "benchmarks", ".dvcignore", ".gitignore",
-                 "data/trt_caches"):
+                 "data/trt_caches", "engines/torch_int8/README.md", "reports/torch/int8/README.md"):
         src = ROOT / item
         dst = project / item
         dst.parent.mkdir(parents=True, exist_ok=True)

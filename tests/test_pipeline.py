@@ -165,7 +165,7 @@ def test_a_killed_stage_keeps_the_last_good_outputs(copy, isolated_env):
     # report (one run checks that and the recovery)
     edit_params(copy, lambda p: p["bench"].update(repeats=repeats + 1))
     assert ran_stages(dvc(copy, isolated_env, "repro").stdout) == {
-        "check", "bench_fp16@fp16", "bench@entropy", "bench@minmax", "bench_torch", "report"}
+        "check", "bench_fp16@fp16", "bench@entropy", "bench@minmax", "bench_torch", "bench_int8", "report"}
     assert not list(copy.rglob(".tmp-*"))  # the next run swept what the killed ones left
 
 
