@@ -31,8 +31,8 @@ from vae_engines.compiled.tune import choose_tiles, choose_units, label, tiles_f
 from vae_engines.core import device as devices
 from vae_engines.core.choices import CompileMode, Kernels, Precision
 from vae_engines.core.errors import UserError
-from vae_engines.core.env import version
-from vae_engines.core.fileio import atomic_path, read_json, sha256_file, write_json, write_json_if_changed
+from vae_engines.core.env import source_digest, version
+from vae_engines.core.fileio import atomic_path, read_json, read_keyed, sha256_file, write_json, write_json_if_changed
 from vae_engines.core.lazy import lazy_import
 from vae_engines.core.params import ModelParams, ProfileParams
 from vae_engines.data.latentset import read_latent_set
@@ -240,24 +240,16 @@ def tuning_key(decoder: Any, device: Any, frames: list[int]) -> dict:
     """What the tune stage's timings depend on: the GPU, torch and Triton, the lengths, the
     decoder's architecture (its parameters' shapes, not their values) and the kernels' code.
     Its other dependencies (the rest of the package, the weights) change no timing."""
-    package = Path(__file__).resolve().parents[1]
-    files = sorted(f for name in TUNE_SOURCES for f in ([package / name] if name.endswith(".py")
-                                                        else (package / name).glob("*.py")))
-    code = hashlib.sha256(b"".join(f.relative_to(package).as_posix().encode() + f.read_bytes() for f in files))
     shapes = repr([(name, tuple(p.shape)) for name, p in decoder.named_parameters()]).encode()
     here = devices.describe(device)
     return {"device": [here.get("name"), here.get("compute_capability")], "torch": version("torch"),
             "triton": version("triton"), "frames": frames, "architecture": hashlib.sha256(shapes).hexdigest(),
-            "code": code.hexdigest()}
+            "code": source_digest(TUNE_SOURCES)}
 
 
 def _earlier_tiles(out: str | Path, key: dict) -> dict | None:
     """The record at `out` where it was timed with this very key, else None."""
-    try:
-        earlier = read_json(out) if Path(out).is_file() else None
-    except UserError:  # unreadable: time again
-        return None
-    return earlier if earlier and earlier.get("key") == key else None
+    return read_keyed(out, key)
 
 
 def tune_kernels(model: ModelParams, *, device: Any, profile: ProfileParams, out: str | Path, jobs: int = 1) -> dict:

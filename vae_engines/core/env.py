@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
 import shutil
 import subprocess
 from functools import lru_cache
+from pathlib import Path
 
 DISTRIBUTIONS = {
     "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
@@ -108,3 +110,14 @@ def fingerprint() -> dict:
             "vae-engines": version("vae-engines"),
         },
     }
+
+
+def source_digest(names: tuple[str, ...]) -> str:
+    """sha256 of the package's own source under `names` (folders of vae_engines, or .py files
+    in it): each file's path, relative to the package, then its bytes, in path order. What a
+    record keyed by it was computed with (the tune stage's timings, the INT8 benches')."""
+    package = Path(__file__).resolve().parents[1]
+    files = sorted(f for name in names for f in ([package / name] if name.endswith(".py")
+                                                 else (package / name).glob("*.py")))
+    return hashlib.sha256(b"".join(f.relative_to(package).as_posix().encode() + f.read_bytes()
+                                   for f in files)).hexdigest()

@@ -122,6 +122,16 @@ def read_json(path: str | os.PathLike) -> Any:
         raise UserError(f"{path} is not valid JSON ({exc.msg}); delete it and run dvc repro") from exc
 
 
+def read_keyed(path: str | os.PathLike, key: Any, field: str = "key") -> Any:
+    """The JSON record at `path` where its `field` equals `key` (what it was computed with
+    still holds), else None: no record, an unreadable one, or one made with something else."""
+    try:
+        record = read_json(path) if Path(path).is_file() else None
+    except UserError:  # unreadable: compute it again
+        return None
+    return record if isinstance(record, dict) and record.get(field) == key else None
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

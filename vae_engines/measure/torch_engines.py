@@ -23,7 +23,6 @@ decoders share the device while they are compared.
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -33,8 +32,8 @@ import numpy as np
 
 from vae_engines.core import device as devices
 from vae_engines.core.choices import Precision, Runtime
-from vae_engines.core.env import fingerprint
-from vae_engines.core.fileio import read_json, write_json
+from vae_engines.core.env import fingerprint, source_digest
+from vae_engines.core.fileio import read_json, read_keyed, write_json
 from vae_engines.core.lazy import lazy_import
 from vae_engines.core.params import BenchParams, ModelParams
 from vae_engines.data.latentset import read_latent_set
@@ -265,17 +264,6 @@ def bench_int8(variant: str, bench: BenchParams, fp16: Decoder, *, device: Any, 
 MEASURING_CODE = ("core", "data", "graph", "kernels", "measure", "metrics.py", "model", "runtime", "trt")
 
 
-def code_digest(packages: tuple[str, ...] = MEASURING_CODE) -> str:
-    """sha256 over the source of the package's `packages` (folders or files under vae_engines)."""
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for name in packages:
-        path = root / name
-        for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            digest.update(str(source.relative_to(root)).encode() + b"\0" + source.read_bytes())
-    return digest.hexdigest()
-
-
 def timing_key(engine: Path, fp16_engine: Path, bench: BenchParams, device: Any, code: str) -> dict:
     """What an INT8 engine's record is valid for: while all of it holds, timing it again would
     measure the same thing (the packages by their build records' sha256)."""
@@ -305,18 +293,16 @@ def bench_int8_engines(variants: tuple[str, ...], bench: BenchParams, *, device:
                               "engine": INT8_SERIES.format(variant=variant)},
                              out / f"{variant}.json", out / f"{variant}.latency.json")
         return {variant: "timed" for variant in variants}
-    code = code_digest()
+    code = source_digest(MEASURING_CODE)
     keys = {v: timing_key(Path(engines_dir) / f"{v}.pt2", Path(fp16_engine), bench, device, code) for v in variants}
-    outcome = {v: "kept" if _kept_key(out / f"{v}.json") == keys[v] else "timed" for v in variants}
+    outcome = {v: "kept" if read_keyed(out / f"{v}.json", keys[v], "timing_key") else "timed" for v in variants}
     if "timed" not in outcome.values():
         return outcome
-    began = time.perf_counter()
-    fp16 = CompiledDecoder(fp16_engine)
-    fp16_seconds = round(time.perf_counter() - began, 2)
-    log.info("bench torch: loading the fp16 package took %.2f s (once, for every INT8 engine)", fp16_seconds)
+    stage = Phases()
+    fp16 = stage.run("loading the fp16 package (once for the stage)", CompiledDecoder, fp16_engine)
     for variant in [v for v in variants if outcome[v] == "timed"]:
         phases = Phases()
-        phases.seconds["loading the fp16 package (once for the stage)"] = fp16_seconds
+        phases.seconds.update(stage.seconds)
         doc = bench_int8(variant, bench, fp16, device=device, engine=Path(engines_dir) / f"{variant}.pt2",
                          holdout_dir=holdout_dir, reference_dir=reference_dir, phases=phases)
         doc["timing_key"] = keys[variant]
@@ -328,8 +314,3 @@ def bench_int8_engines(variants: tuple[str, ...], bench: BenchParams, *, device:
             torch.cuda.empty_cache()
     log.info("bench_int8: %s", ", ".join(f"{v} {o}" for v, o in outcome.items()))
     return outcome
-
-
-def _kept_key(record: Path) -> dict | None:
-    """The timing key of an INT8 engine's existing record (None: no record, or one from before keys)."""
-    return read_json(record).get("timing_key") if record.is_file() else None
