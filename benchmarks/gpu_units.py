@@ -442,8 +442,8 @@ def package(decoder, quants: dict, tuned: dict, out: Path) -> dict:
 def check_order(engines: dict) -> dict:
     """What the latent check costs a package's decode, at a streaming window (125 frames) and
     at 60 s: unchecked (check_finite=False, as the timings above), checked as decode does it
-    (its one readback after the decode is queued), and checked first (the readback before
-    the launch, as decode did before 2026-12-06), in rounds taking turns."""
+    (the decode queued before the host waits on the check's event), and checked first (the
+    readback before the launch), in rounds taking turns; and whether a NaN / inf is refused."""
     ways = {"unchecked": lambda e, x: e.decode(x, check_finite=False),
             "checked": lambda e, x: e.decode(x),
             "checked first": lambda e, x: (e.check(x), e.decode(x, check_finite=False, on_range="off"))}
@@ -461,6 +461,24 @@ def check_order(engines: dict) -> dict:
         out[frames] = {"timings": {t.series: t.summary() for t in series.values()},  # ratio > 1: subject faster
                        "ratios": [paired_ratio(series[(n, "checked")], series[(n, "checked first")]) for n in engines]
                        + [paired_ratio(series[(n, "unchecked")], series[(n, "checked")]) for n in engines]}
+    out["refused"] = {n: refuses(e) for n, e in engines.items()}
+    return out
+
+
+def refuses(engine) -> dict:
+    """Whether the check refuses a latent holding one NaN / one inf / -inf on this device
+    (its one reduction must carry them: runtime.guard)."""
+    from vae_engines.core.errors import UserError
+
+    out = {}
+    for name, value in (("nan", float("nan")), ("inf", float("inf")), ("-inf", float("-inf"))):
+        x = seeded(125, 3)
+        x.view(-1)[x.numel() // 3] = value
+        try:
+            engine.decode(x, on_range="off")
+            out[name] = False
+        except UserError:
+            out[name] = True
     return out
 
 

@@ -32,7 +32,7 @@ from vae_engines.quant.stats import collect, quantizable_tensors, write_stats  #
 from vae_engines.report.engines import int8_engines_section  # noqa: E402
 from vae_engines.report.records import TorchRecords, VariantRecords  # noqa: E402
 from vae_engines.runtime import load  # noqa: E402
-from vae_engines.runtime.guard import DEFAULT_RANGE_GUARD, LatentRangeWarning, RangeGuard, check_latent  # noqa: E402
+from vae_engines.runtime.guard import DEFAULT_RANGE_GUARD, LatentRangeWarning, RangeGuard, check_latent, start_latent_check  # noqa: E402
 from vae_engines.trt.backend import resolve  # noqa: E402
 from vae_engines.trt.build import build_plan  # noqa: E402
 
@@ -155,6 +155,25 @@ def test_the_check_reads_the_device_once(variant, readbacks, tiny_onnx):
     assert readbacks["n"] == 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_one_reduction_finds_every_nan_and_inf(dtype):
+    """The check reads one number, max |x| (torch.linalg.vector_norm, ord inf): a NaN
+    anywhere makes it NaN and an inf makes it inf, so the finite test needs no reduction of
+    its own; a finite latent gives its max |x| exactly."""
+    guard = RangeGuard("fp32")
+    for frames in (3, 40, 3000):
+        x = torch.randn(2, 4, frames).to(dtype)
+        pending = start_latent_check(x, guard)
+        assert pending.read() == x.float().abs().max().item()
+        for value in (float("nan"), float("inf"), float("-inf")):
+            for at in (0, x.numel() // 2, x.numel() - 1):
+                bad = x.clone()
+                bad.view(-1)[at] = value
+                with pytest.raises(UserError, match="the latent holds 1 NaN/inf values"):
+                    check_latent(bad, "fp32", guard)
+                check_latent(bad, "fp32", guard, check_finite=False)  # no guard, nothing checked
+
+
 def test_a_queued_decode_reads_the_check_back_after_queuing_itself(variant, monkeypatch):
     """Where the decode is queued on a device (a GPU engine: Decoder.queues), the check's one
     readback comes after the decode is queued, so the device never waits for the host between
@@ -164,8 +183,8 @@ def test_a_queued_decode_reads_the_check_back_after_queuing_itself(variant, monk
     engine = load(variant / "minmax.onnx")
     order = []
     engine._run = lambda x: order.append("decode") or torch.zeros(x.shape[0], 2, x.shape[-1] * 1920)
-    tolist = torch.Tensor.tolist
-    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: order.append("readback") or tolist(t))
+    item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda t: order.append("readback") or item(t))
     inside, beyond = (scaled(f, engine.guard.input_range, frames=20) for f in (1.5, 10.0))
     engine.decode(inside)
     assert order == ["readback", "decode"]

@@ -10,14 +10,19 @@ whose max |x| lies beyond `range_guard` times it is refused (`on_range="error"`)
 (`"warn"`: a LatentRangeWarning, and the decode goes on) or let through (`"off"`).
 fp16 and fp32 engines have no range and no guard.
 
-Both tests come from one device pass and one readback (two reductions stacked into one
-tensor): on a GPU the check waits for the latent once, as the finite check alone did. A
-decode on a GPU reads it back after queuing the decode itself (Decoder.decode), so the GPU
-does not wait for the host's readback before it starts; an error then discards the audio.
+Both tests read one number: max |x|, one reduction (NaN where x holds a NaN, inf where it
+holds an inf and no NaN), read back once. On a GPU the value is copied into pinned host
+memory behind an event, and a decode queues itself before waiting on that event
+(Decoder.decode): the host waits for the reduction alone, not for the decode, and the
+decode starts without waiting for the host. Measured on the lent H100 before this
+(benchmarks/results/gpu_units/h100_run8_check): reading the check back with `tolist()`
+after queuing the decode waited for the whole decode (a copy is ordered behind the decode
+on its stream), and gained nothing over reading it first. An error discards the audio.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from enum import StrEnum
@@ -120,25 +125,47 @@ def check_latent(x: Any, what: str, guard: RangeGuard, *, check_finite: bool = T
     settle_latent_check(x, what, guard, start_latent_check(x, guard, check_finite, on_range), check_finite, on_range)
 
 
+@dataclass(frozen=True)
+class PendingCheck:
+    """A latent check in flight: `absmax` holds max |x| once `done` (a CUDA event, None on
+    the CPU, where the value is already there) has passed."""
+
+    absmax: Any
+    done: Any = None
+
+    def read(self) -> float:
+        """max |x| on the host: the check's one readback."""
+        if self.done is not None:
+            self.done.synchronize()
+        return self.absmax.item()
+
+
 def start_latent_check(x: Any, guard: RangeGuard, check_finite: bool = True,
-                       on_range: OnRange | str | None = None) -> Any:
-    """The check's reductions of latent x, queued on its device and not read yet (None where
-    nothing is checked). A GPU engine queues its decode behind them and reads them after
-    (settle_latent_check): the host then waits for the reductions only, while the decode is
-    already queued, instead of leaving the GPU idle between the readback and the launch."""
+                       on_range: OnRange | str | None = None) -> PendingCheck | None:
+    """The check's reduction of latent x, queued on its device and not read yet (None where
+    nothing is checked). On a GPU its value travels to pinned host memory behind an event,
+    so that reading it (settle_latent_check) waits for the reduction and the copy only, not
+    for the work queued after them."""
     if not check_finite and guard.action(on_range) == OnRange.OFF:
         return None
     if x.numel() == 0:
-        return torch.tensor([1.0, 0.0])
-    return torch.stack((torch.isfinite(x).all().to(x.dtype), x.abs().amax()))
+        return PendingCheck(torch.zeros(()))
+    absmax = torch.linalg.vector_norm(x, ord=math.inf)  # max |x|; NaN and inf propagate (a test holds it)
+    if x.device.type != "cuda":
+        return PendingCheck(absmax)
+    host = torch.empty((), dtype=absmax.dtype, pin_memory=True)
+    host.copy_(absmax, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+    return PendingCheck(host, done)
 
 
-def settle_latent_check(x: Any, what: str, guard: RangeGuard, pending: Any, check_finite: bool = True,
+def settle_latent_check(x: Any, what: str, guard: RangeGuard, pending: PendingCheck | None, check_finite: bool = True,
                         on_range: OnRange | str | None = None) -> None:
     """Read `pending` (start_latent_check's) back once; raise or warn as check_latent does."""
     if pending is None:
         return
-    finite, absmax = pending.tolist()
-    if check_finite and not finite:
+    absmax = pending.read()
+    if check_finite and not math.isfinite(absmax):
         raise finite_error(x, what)
     guard.out_of_range(absmax, guard.action(on_range))
