@@ -82,7 +82,9 @@ def parallel_repro(jobs: int, args: list[str], record: Path) -> tuple[list[dict]
     total = time.perf_counter() - start
     doc = json.loads(record.read_text()) if record.is_file() else {"stages": []}
     stages = [{"stage": s["stage"], "started_s": s["started_s"], "seconds": s["seconds"],
-               **({"alone": True} if s["alone"] else {})} for s in doc["stages"] if s["outcome"] in ("ran", "failed")]
+               **({"alone": True} if s["alone"] else {}),
+               **{k: s[k] for k in ("dvc_before_s", "command_s", "dvc_after_s") if k in s}}
+              for s in doc["stages"] if s["outcome"] in ("ran", "failed")]
     return stages, total, code, "".join(log[-40:])
 
 
@@ -121,8 +123,10 @@ def main() -> None:
              f"`{result['runner']}` exit code {code}, {total:.0f} s in all, on {result['machine']['cpu']} "
              f"({result['machine']['cpu_count']} cores), GPU {result['machine']['gpu']}.", "",
              "Params set: " + (", ".join(f"`{k}={v}`" for k, v in applied.items()) or "none"), "",
-             "| stage | started (s) | seconds |", "|---|---|---|"] + [
-                 f"| {s['stage']}{' (alone)' if s.get('alone') else ''} | {s['started_s']} | {s['seconds']} |"
+             "| stage | started (s) | seconds | DVC before the command | command | DVC after it |",
+             "|---|---|---|---|---|---|"] + [
+                 f"| {s['stage']}{' (alone)' if s.get('alone') else ''} | {s['started_s']} | {s['seconds']} | "
+                 f"{s.get('dvc_before_s', '-')} | {s.get('command_s', '-')} | {s.get('dvc_after_s', '-')} |"
                  for s in stages]
     if "stats" in records:
         s = records["stats"]

@@ -62,6 +62,9 @@ def test_independent_stages_run_side_by_side_and_timed_stages_alone(sleepers, is
     record = json.loads((sleepers / "record.json").read_text())
     assert {s["stage"]: s["outcome"] for s in record["stages"]} == dict.fromkeys("sabctd", "ran")
     assert next(s for s in record["stages"] if s["stage"] == "t")["alone"] == "times something"
+    for s in record["stages"]:  # where each stage's seconds went: DVC before its command, the command, DVC after
+        assert s["dvc_before_s"] + s["command_s"] + s["dvc_after_s"] == pytest.approx(s["seconds"], abs=0.05)
+        assert s["command_s"] >= {"a": 2, "b": 2}.get(s["stage"], 1 if s["stage"] in "ctd" else 0) - 0.05
     status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=sleepers, env=isolated_env,
                             capture_output=True, text=True)
     # what DVC recorded is what a serial `dvc repro` would have: only the always-changed stage is "changed"

@@ -75,6 +75,17 @@ class Result:
     started_s: float = 0.0
     seconds: float = 0.0
     lines: list[str] = field(default_factory=list)
+    command_s: float | None = None  # when DVC printed the stage's command (its "> cmd" line), from the start
+    locking_s: float | None = None  # when DVC began recording it ("Updating lock file"), from the start
+
+    def split(self) -> dict:
+        """Where a stage that ran spent its seconds: DVC before the command (start-up, checking
+        what changed), the command itself, DVC after it (hashing and caching the outputs, the
+        lock file); empty where DVC did not print both marks (a skipped stage)."""
+        if self.command_s is None or self.locking_s is None:
+            return {}
+        return {"dvc_before_s": self.command_s, "command_s": round(self.locking_s - self.command_s, 2),
+                "dvc_after_s": round(self.seconds - self.locking_s, 2)}
 
 
 def pipeline_stages(root: str | Path = ".") -> dict[str, Stage]:
@@ -152,7 +163,9 @@ def _run_stage(name: str, root: Path, out: queue.Queue, procs: dict, report: Pat
     cmd = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", name]
     # stages side by side share the cores: OpenMP threads that wait sleep rather than spin (how
     # they wait only; every stage keeps its compute.threads, so its results do not change)
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), MEMORY_RECORD_ENV: str(report)}
+    # unbuffered: each line reaches the driver when it is printed (the record's DVC / command split reads their times)
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), MEMORY_RECORD_ENV: str(report),
+           "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             env=env)
     procs[name] = proc
@@ -199,7 +212,7 @@ class Driver:
                 "finished": self.finished(), "gpu": {"device": self.budget.device,
                                                      "usable_bytes": self.budget.usable_bytes},
                 "stages": [{"stage": r.stage, "outcome": r.outcome, "started_s": r.started_s, "seconds": r.seconds,
-                            "alone": self.stages[r.stage].alone, "peak_bytes": self.peaks.get(r.stage)}
+                            "alone": self.stages[r.stage].alone, "peak_bytes": self.peaks.get(r.stage), **r.split()}
                            for r in self.order()]})
 
     def select_candidates(self) -> bool:
@@ -280,6 +293,11 @@ class Driver:
         result.lines.append(line)
         if line.startswith("Running stage"):
             result.outcome = "ran"
+        since = round(time.perf_counter() - self.begin - result.started_s, 2)
+        if line.startswith("> ") and result.command_s is None:
+            result.command_s = since
+        elif line.startswith("Updating lock file"):
+            result.locking_s = since
         print(f"[{name}] {line}", flush=True)
 
     def on_exit(self, name: str, code: int, report: Path) -> None:
@@ -311,7 +329,7 @@ class Driver:
         log.warning("%s ran out of GPU memory beside other stages: it runs again, %s", name, how)
         self.started.discard(name)
         self.crowded.discard(name)
-        self.results[name].outcome, self.results[name].lines = "pending", []
+        self.results[name] = Result(name)
 
     def keep_peak(self, name: str, report: Path) -> None:
         """The stage's own peak report, where it ran and wrote one (DVC may have skipped it)."""
