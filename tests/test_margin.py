@@ -11,7 +11,7 @@ from conftest import quantize_minmax
 from vae_engines.core.errors import UserError
 from vae_engines.core.params import Int8Variant, from_mapping
 from vae_engines.graph.io import RECIPE_KEY, load_onnx, metadata
-from vae_engines.quant.margin import MARGINS
+from vae_engines.quant.margin import INPUT_MARGINS, MARGINS
 
 
 def test_a_fixed_margin_widens_every_range(calibrated, tiny_onnx):
@@ -28,15 +28,27 @@ def test_auto_chooses_the_margin_by_cross_validation(calibrated, tiny_onnx):
     plain = quantize_minmax(calibrated, tiny_onnx, "plain")
     auto = quantize_minmax(calibrated, tiny_onnx, "auto", range_margin="auto")
     record = auto["range_margin"]
-    errors = record["cross_validated_error"]
-    assert set(errors) == {str(m) for m in MARGINS} and all(e > 0 for e in errors.values())
-    assert errors[str(record["margin"])] == min(errors.values())
+    errors = record["cross_validated_error"]  # by margin, then the latent's own margin
+    assert set(errors) == {str(m) for m in MARGINS}
+    assert all(set(row) == {str(m) for m in INPUT_MARGINS} and min(row.values()) > 0 for row in errors.values())
+    assert errors[str(record["margin"])][str(record["latent_margin"])] == min(min(r.values()) for r in errors.values())
     assert "calibration latents' halves" in record["chosen"]
     for tensor, amax in plain["amax"].items():
-        assert auto["amax"][tensor] == pytest.approx(amax * record["margin"], rel=1e-6)
+        factor = record["latent_margin"] if tensor == "latent" else record["margin"]
+        assert auto["amax"][tensor] == pytest.approx(amax * factor, rel=1e-6)
+    meta = json.loads(metadata(load_onnx(calibrated / "auto.onnx"))[RECIPE_KEY])
+    assert (meta["range_margin"], meta["latent_range_margin"]) == (record["margin"], record["latent_margin"])
     # a histogram calibrator is cross-validated the same way (its ranges from each half's histograms)
     entropy = quantize_minmax(calibrated, tiny_onnx, "e", calibrator="entropy", range_margin="auto")
-    assert entropy["range_margin"]["margin"] in MARGINS
+    assert entropy["range_margin"]["margin"] in MARGINS and entropy["range_margin"]["latent_margin"] in INPUT_MARGINS
+
+
+def test_a_latent_kept_in_float_gets_no_margin_of_its_own(calibrated, tiny_onnx):
+    """Where the plan leaves the first convolution (the latent's reader) in float, only the one
+    margin is chosen."""
+    auto = quantize_minmax(calibrated, tiny_onnx, "f", range_margin="auto", keep_first=1)
+    record = auto["range_margin"]
+    assert "latent_margin" not in record and all(set(row) == {"same"} for row in record["cross_validated_error"].values())
 
 
 def test_bad_margins_are_one_line_errors():

@@ -223,6 +223,8 @@ def quantize_variant(name: str, recipe: Int8Variant, *, fp32_onnx: str | Path, s
                                                                    "range_margin")}
     if margin is not None:
         recipe_meta["range_margin"] = margin["margin"]
+        if "latent_margin" in margin:
+            recipe_meta["latent_range_margin"] = margin["latent_margin"]
     if equalization is not None:  # the scales stay in the ranges record; the graph already carries them folded
         recipe_meta["equalization"] = {"migration": equalization["migration"], "groups": equalization["groups"]}
     graph = set_metadata(variant_graph(inputs.model, recipe, plan, amax, float32_io), {RECIPE_KEY: json.dumps(
