@@ -290,8 +290,10 @@ def main() -> None:
         lines += ["", f"Equalization: migration {r['equalization']['migration']} chosen by cross-validation on the "
                       f"calibration latents (squared error by candidate: {r['equalization']['cross_validated_error']})."]
     for r in (r for r in rows if r.get("range_margin")):
-        lines += ["", f"Range margin: x{r['range_margin']['margin']} chosen by cross-validation on the calibration "
-                      f"latents' halves (squared error by candidate: {r['range_margin']['cross_validated_error']})."]
+        m = r["range_margin"]
+        latent = f", the latent's x{m['latent_margin']}" if "latent_margin" in m else ""
+        lines += ["", f"Range margin: x{m['margin']}{latent} chosen by cross-validation on the calibration latents' "
+                      f"halves (squared error by margin, then the latent's margin: {m['cross_validated_error']})."]
     lines += ["", f"Commit {provenance['commit']}; versions {json.dumps(provenance['machine'].get('versions', {}))}."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
