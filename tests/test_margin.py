@@ -48,7 +48,8 @@ def test_a_latent_kept_in_float_gets_no_margin_of_its_own(calibrated, tiny_onnx)
     margin is chosen."""
     auto = quantize_minmax(calibrated, tiny_onnx, "f", range_margin="auto", keep_first=1)
     record = auto["range_margin"]
-    assert "latent_margin" not in record and all(set(row) == {"same"} for row in record["cross_validated_error"].values())
+    assert "latent_margin" not in record
+    assert all(set(row) == {"same"} for row in record["cross_validated_error"].values())
 
 
 def test_bad_margins_are_one_line_errors():
@@ -59,3 +60,21 @@ def test_bad_margins_are_one_line_errors():
     for recipe in ({"calibrator": "search"}, {"calibrator": "trt_cache", "cache": "data/trt_caches/c"}):
         with pytest.raises(UserError, match="give range_margin a number"):
             from_mapping(Int8Variant, {**recipe, "range_margin": "auto"}, "int8.x")
+
+
+def test_auto_scores_each_candidate_on_the_held_windows_first_frames(calibrated, tiny_onnx, monkeypatch):
+    """Each candidate pair is decoded on the held half's first SCORED_FRAMES frames (a
+    full-size window would cost a whole decode per pair), while each half's ranges come
+    from all of its frames; the choice is still one of the candidates."""
+    from vae_engines.graph.execute import GraphExecutor
+    from vae_engines.quant import margin
+
+    monkeypatch.setattr(margin, "SCORED_FRAMES", 5)  # the calibration windows hold 16 frames
+    decoded = []
+    decode = GraphExecutor.decode
+    monkeypatch.setattr(GraphExecutor, "decode",
+                        lambda self, x, **kw: decoded.append(x.shape[-1]) or decode(self, x, **kw))
+    record = quantize_minmax(calibrated, tiny_onnx, "short", range_margin="auto")["range_margin"]
+    assert decoded and set(decoded) == {5}
+    assert len(decoded) == 2 * (1 + len(MARGINS) * len(INPUT_MARGINS))  # per half: its reference, then each pair
+    assert record["margin"] in MARGINS and record["latent_margin"] in INPUT_MARGINS

@@ -32,7 +32,8 @@ from vae_engines.quant.stats import collect, quantizable_tensors, write_stats  #
 from vae_engines.report.engines import int8_engines_section  # noqa: E402
 from vae_engines.report.records import TorchRecords, VariantRecords  # noqa: E402
 from vae_engines.runtime import load  # noqa: E402
-from vae_engines.runtime.guard import DEFAULT_RANGE_GUARD, LatentRangeWarning, RangeGuard, check_latent, start_latent_check  # noqa: E402
+from vae_engines.runtime.guard import (DEFAULT_RANGE_GUARD, LatentRangeWarning, RangeGuard, check_latent,  # noqa: E402
+                                       start_latent_check)
 from vae_engines.trt.backend import resolve  # noqa: E402
 from vae_engines.trt.build import build_plan  # noqa: E402
 

@@ -164,8 +164,8 @@ def _run_stage(name: str, root: Path, out: queue.Queue, procs: dict, report: Pat
     # stages side by side share the cores: OpenMP threads that wait sleep rather than spin (how
     # they wait only; every stage keeps its compute.threads, so its results do not change)
     # unbuffered: each line reaches the driver when it is printed (the record's DVC / command split reads their times)
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), MEMORY_RECORD_ENV: str(report),
-           "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+           MEMORY_RECORD_ENV: str(report), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             env=env)
     procs[name] = proc
