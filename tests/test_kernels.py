@@ -224,6 +224,26 @@ def test_the_output_convolution_kernel_computes_the_reference(precision):
     torch.testing.assert_close(got[0].cpu(), expected[0], rtol=1e-5, atol=1e-5)
 
 
+def test_two_stage_tiles_are_offered_where_the_k_loop_is_short():
+    """The tuner's SHORT_K tiles (2 stages, one persistent) go to the layers whose K loop is at
+    most SHORT_K loads at their BK, and to no other; the other candidates stay everywhere."""
+    from vae_engines.compiled import tune
+
+    decoder = fold_decoder(make_vae(WIDE))
+    for quant in (None, int8_quant(decoder)):
+        module = FusedDecoder(decoder, quant)
+        with_short = without = 0
+        for layer in module.layers:
+            k = layer.weight.shape[1]
+            offered = tune.candidates(layer)
+            short = [t for t in offered if t and t[1] and t[4] < 3]
+            assert all(k // t[2] <= tune.SHORT_K for t in short), (layer.spec.name, short)
+            assert len([t for t in offered if t and t[1] and t[4] >= 3]) > 0, layer.spec.name
+            with_short += any(len(t) == 6 for t in short)
+            without += layer.spec.taps > tune.SHORT_K and not short  # a k=7 layer loads 7 times at least
+        assert with_short and without
+
+
 UNITS = ("block.0.res_unit1", "block.4.res_unit2", "block.4.res_unit3")  # dilations 1, 3, 9
 
 

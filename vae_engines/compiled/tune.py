@@ -41,6 +41,16 @@ CANDIDATES = {
     "int8": ((128, 128, 128, 8, 3), (128, 128, 128, 4, 4), (64, 128, 128, 4, 4), (128, 64, 128, 4, 4),
              (256, 128, 128, 8, 3)),
 }
+# Layers whose K loop is at most SHORT_K loads (the upsamplers of blocks 3-4, the k=1 layers from
+# block 1 on) also try 2-stage tiles: a deeper pipeline than the loop only holds shared memory, which
+# then caps the programs a multiprocessor keeps in flight -- and these layers are memory-bound, so the
+# programs in flight are what hides their latency. The 6th value: programs per multiprocessor of a
+# persistent launch (kernels.triton_conv.launch).
+SHORT_K = 4
+SHORT_K_CANDIDATES = {
+    "fp16": ((64, 128, 64, 4, 2), (128, 128, 64, 4, 2), (64, 128, 64, 4, 2, 4)),
+    "int8": ((64, 128, 128, 4, 2), (128, 128, 128, 4, 2), (64, 128, 128, 4, 2, 4)),
+}
 UNIT_CANDIDATES = {  # (BM, BK, BN2, warps, stages); the last of each kind: the fastest of the H100's explore
     # with the epilogue as it is (benchmarks/results/epilogue/); offline sm_90 in benchmarks/results/gpu_units/.
     # 256-row tiles and the k=7 input loaded through L1 were timed and lost (h100_run7_tiles/)
@@ -71,12 +81,16 @@ def candidates(layer: Any) -> list[list[int]]:
     n, k = layer.weight.shape
     channels = k // layer.spec.taps
     out: list[list[int]] = [[]]
-    for bm, bn, bk, warps, stages in CANDIDATES["int8" if layer.x_scale > 0 else "fp16"]:
+    kind = "int8" if layer.x_scale > 0 else "fp16"
+    tiles = [(t, False) for t in CANDIDATES[kind]] + [(t, True) for t in SHORT_K_CANDIDATES[kind]]
+    for (bm, bn, bk, warps, stages, *persistent), short in tiles:
         bk = min(bk, channels)
         bn = min(bn, max(16, 1 << (n - 1).bit_length()))
         if channels % bk or (layer.spec.stride and (n // 2) % bn) or bk * (1 if layer.x_scale > 0 else 2) < 16:
             continue
-        tile = [bm, bn, bk, warps, stages]
+        if short and layer.spec.taps * channels // bk > SHORT_K:
+            continue
+        tile = [bm, bn, bk, warps, stages, *persistent]
         if tile not in out:
             out.append(tile)
     if layer.spec.audio:  # the output convolution: also its own kernel (kernels.triton_outconv), BN 0
