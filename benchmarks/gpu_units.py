@@ -89,8 +89,8 @@ class Config:
         for table in (tuner.CANDIDATES, tuner.UNIT_CANDIDATES):
             for kind in table:
                 table[kind] = table[kind][:1]
-        for kind in tuner.SHORT_K_CANDIDATES:  # the persistent one: the launch path the others lack
-            tuner.SHORT_K_CANDIDATES[kind] = tuner.SHORT_K_CANDIDATES[kind][-1:]
+        for kind in tuner.SHORT_K_CANDIDATES:
+            tuner.SHORT_K_CANDIDATES[kind] = tuner.SHORT_K_CANDIDATES[kind][:1]
         timed = tuner.time_call
         tuner.time_call = lambda fn, device: timed(fn, device, repeats=1, warmup=0)
         cls.sweep_rounds = 1
