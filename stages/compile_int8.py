@@ -9,13 +9,14 @@ from vae_engines.compiled.build import compile_int8_engine
 
 def main(args):
     p = params.load(args.params)
-    compile_int8_engine(p.model, args.variant, args.ranges, p.compile.mode, device=device.resolve(p.compute),
+    compile_int8_engine(args.decoder, args.variant, args.ranges, p.compile.mode, device=device.resolve(p.compute),
                         profile=p.profile, out=args.out, tiles_json=args.tiles,
                         calibration_dir=args.calibration)
 
 
 if __name__ == "__main__":
     p = entry.parser(__doc__)
+    p.add_argument("--decoder", required=True, help="the folded decoder (engines/decoder.safetensors, from export)")
     p.add_argument("--variant", required=True, help="the INT8 variant")
     p.add_argument("--ranges", required=True, help="its ranges record (engines/onnx/<variant>.ranges.json)")
     p.add_argument("--tiles", help="the tune stage's record (engines/torch/tiles.json); without it a fused "

@@ -7,11 +7,12 @@ from vae_engines.compiled.build import tune_kernels
 
 def main(args):
     p = params.load(args.params)
-    tune_kernels(p.model, device=device.resolve(p.compute), profile=p.profile, out=args.out,
+    tune_kernels(args.decoder, device=device.resolve(p.compute), profile=p.profile, out=args.out,
                  jobs=p.compute.threads)
 
 
 if __name__ == "__main__":
     p = entry.parser(__doc__)
+    p.add_argument("--decoder", required=True, help="the folded decoder (engines/decoder.safetensors, from export)")
     p.add_argument("--out", required=True, help="the tiles record (engines/torch/tiles.json)")
     entry.run(main, p)

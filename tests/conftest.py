@@ -59,6 +59,21 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return save_diffusers_folder(make_vae(), tmp_path_factory.mktemp("ckpt") / "vae")
 
 
+def folded_file(checkpoint: Path, path: Path) -> Path:
+    """The export stage's folded decoder (model.folded) of `checkpoint`, written to `path`."""
+    from vae_engines.model.folded import save_folded
+    from vae_engines.model.oobleck import fold_decoder, load_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    return save_folded(loaded, fold_decoder(loaded.vae), path)
+
+
+@pytest.fixture(scope="session")
+def tiny_folded(tmp_path_factory, tiny_checkpoint) -> Path:
+    """The tiny decoder, folded, as the export stage writes it for the PyTorch engines' stages."""
+    return folded_file(tiny_checkpoint, tmp_path_factory.mktemp("folded") / "decoder.safetensors")
+
+
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory, tiny_checkpoint) -> Path:
     """fp32 ONNX of the tiny decoder (opset 19)."""

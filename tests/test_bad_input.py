@@ -58,11 +58,12 @@ def zero_length_wav(folder: Path) -> str:
 CAL = ["--out", "data/calibration"]
 QUANTIZE = ["--variant", "m", "--onnx", "engines/onnx/fp32.onnx", "--stats", "data/stats/stats.npz",
             "--calibration", "data/calibration", "--out", "engines/onnx/m.onnx", "--ranges", "engines/onnx/m.ranges.json"]
-EXPORT = ["--fp32", "engines/onnx/fp32.onnx", "--fp16", "engines/onnx/fp16.onnx"]
+EXPORT = ["--fp32", "engines/onnx/fp32.onnx", "--fp16", "engines/onnx/fp16.onnx",
+          "--decoder", "engines/decoder.safetensors"]
 EVALUATE = ["--variant", "fp16", "--onnx", "engines/onnx/fp32.onnx", "--plan", "engines/tensorrt_rtx/fp16.plan",
             "--holdout", "data/holdout", "--reference", "data/reference", "--out", "reports/variants/fp16"]
 CHECK = ["--toolchain", "engines/toolchain.json", "--torch", "engines/torch/target.json", "--stamp", "data/params.ok"]
-COMPILE = ["--precision", "fp16", "--out", "engines/torch/fp16.pt2"]
+COMPILE = ["--decoder", "engines/decoder.safetensors", "--precision", "fp16", "--out", "engines/torch/fp16.pt2"]
 
 
 def implicit_graph(root: Path) -> None:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import latents, quantize_minmax
+from conftest import folded_file, latents, quantize_minmax
 from vae_engines.core.errors import UserError
 from vae_engines.core.params import Int8Variant, from_mapping
 from vae_engines.data.latentset import write_latent_set
@@ -166,14 +166,14 @@ def test_an_equalized_variants_int8_engine_decodes_like_its_graph(calibrated, ti
     import torch
 
     from vae_engines.compiled.build import compile_int8_engine
-    from vae_engines.core.params import ModelParams, ProfileParams
+    from vae_engines.core.params import ProfileParams
     from vae_engines.metrics import peak_psnr
     from vae_engines.runtime import load
 
     _quantize(calibrated, tiny_onnx, "fixed", equalize=True, equalize_migration=1.0)
     path = calibrated / "fixed.pt2"
-    compile_int8_engine(ModelParams(checkpoint=str(tiny_checkpoint)), "fixed", calibrated / "fixed.json", "default",
-                        device=torch.device("cpu"), profile=ProfileParams(min_frames=4, opt_frames=8, max_frames=8),
+    compile_int8_engine(folded_file(tiny_checkpoint, calibrated / "decoder.safetensors"), "fixed",
+                        calibrated / "fixed.json", "default", device=torch.device("cpu"), profile=ProfileParams(min_frames=4, opt_frames=8, max_frames=8),
                         out=path)
     held = latents(1, 8, seed=11)
     reference = GraphExecutor(load_onnx(tiny_onnx)).decode(held)

@@ -43,7 +43,8 @@ def test_killed_export_keeps_previous_onnx_and_recovers(project, sig, tmp_path):
     previous = digest(out / "fp32.onnx")
     marker = tmp_path / "held"
     proc = subprocess.Popen([sys.executable, "-c", _HOLD_BEFORE_RENAME, str(ROOT / "stages" / "export.py"),
-                             "--fp32", "engines/onnx/fp32.onnx", "--fp16", "engines/onnx/fp16.onnx"],
+                             "--fp32", "engines/onnx/fp32.onnx", "--fp16", "engines/onnx/fp16.onnx",
+                             "--decoder", "engines/decoder.safetensors"],
                             cwd=project, stderr=subprocess.PIPE, text=True, env={**os.environ, "HOLD_MARKER": str(marker)})
     deadline = time.time() + 120
     while not marker.exists():  # wait until the temporary is written and the rename is due
@@ -57,7 +58,8 @@ def test_killed_export_keeps_previous_onnx_and_recovers(project, sig, tmp_path):
     assert not (out / "fp16.onnx").exists()
     if sig == signal.SIGTERM:
         assert not list(out.glob(".tmp-*"))  # SIGTERM unwinds and removes its temporary
-    result = run_stage(project, "export", "--fp32", "engines/onnx/fp32.onnx", "--fp16", "engines/onnx/fp16.onnx")
+    result = run_stage(project, "export", "--fp32", "engines/onnx/fp32.onnx", "--fp16", "engines/onnx/fp16.onnx",
+                       "--decoder", "engines/decoder.safetensors")
     assert result.returncode == 0, result.stderr
     assert not list(out.glob(".tmp-*"))  # the next run sweeps what a SIGKILL left
     assert (out / "fp16.onnx").stat().st_size > 0

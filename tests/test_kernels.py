@@ -225,8 +225,8 @@ def test_the_output_convolution_kernel_computes_the_reference(precision):
 
 
 def test_two_stage_tiles_are_offered_where_the_k_loop_is_short():
-    """The tuner's SHORT_K tiles (2 stages, one persistent) go to the layers whose K loop is at
-    most SHORT_K loads at their BK, and to no other; the other candidates stay everywhere."""
+    """The tuner's SHORT_K tiles (2 stages) go to the layers whose K loop is at most SHORT_K
+    loads at their BK, and to no other; the other candidates stay everywhere."""
     from vae_engines.compiled import tune
 
     decoder = fold_decoder(make_vae(WIDE))
@@ -239,7 +239,7 @@ def test_two_stage_tiles_are_offered_where_the_k_loop_is_short():
             short = [t for t in offered if t and t[1] and t[4] < 3]
             assert all(k // t[2] <= tune.SHORT_K for t in short), (layer.spec.name, short)
             assert len([t for t in offered if t and t[1] and t[4] >= 3]) > 0, layer.spec.name
-            with_short += any(len(t) == 6 for t in short)
+            with_short += bool(short)
             without += layer.spec.taps > tune.SHORT_K and not short  # a k=7 layer loads 7 times at least
         assert with_short and without
 
@@ -532,13 +532,16 @@ def test_an_int8_engine_of_the_embedded_default_builds_and_loads(tmp_path):
     variant's graph on held-out latents."""
     from vae_engines.compiled.build import compile_int8_engine
     from vae_engines.data.latentset import write_latent_set
+    from vae_engines.model.folded import save_folded
     from vae_engines.model.export import onnx_from_decoder
     from vae_engines.quant.qdq import quantizable_layers
     from vae_engines.quant.quantize import quantize_variant
     from vae_engines.quant.stats import collect, quantizable_tensors, write_stats
 
     model = ModelParams(checkpoint=str(ROOT / "vae_engines/fixtures/acestep15-small"))
-    decoder = fold_decoder(load_vae(model).vae)
+    loaded = load_vae(model)
+    decoder = fold_decoder(loaded.vae)
+    folded = save_folded(loaded, decoder, tmp_path / "decoder.safetensors")
     fp32 = onnx_from_decoder(decoder, tmp_path / "fp32.onnx", opset=19, metadata={"hop": 1920, "sampling_rate": 48000})
     graph = load_onnx(fp32)
     layers = quantizable_layers(graph)
@@ -550,7 +553,7 @@ def test_an_int8_engine_of_the_embedded_default_builds_and_loads(tmp_path):
                      calibration_dir=tmp_path / "cal", out_onnx=tmp_path / "minmax.onnx",
                      ranges_json=tmp_path / "minmax.ranges.json", device=torch.device("cpu"))
     path = tmp_path / "int8_minmax.pt2"
-    record = compile_int8_engine(model, "minmax", tmp_path / "minmax.ranges.json", "default",
+    record = compile_int8_engine(folded, "minmax", tmp_path / "minmax.ranges.json", "default",
                                  device=torch.device("cpu"), profile=ProfileParams(min_frames=4, opt_frames=8,
                                                                                    max_frames=8), out=path)
     assert record["precision"] == "int8+fp16" and record["variant"] == "minmax" and len(record["int8_layers"]) == 37
@@ -564,7 +567,7 @@ def test_an_int8_engine_of_the_embedded_default_builds_and_loads(tmp_path):
     decoded = engine.decode(held).numpy()
     assert abs(peak_psnr(reference_audio, decoded) - peak_psnr(reference_audio, simulated)) <= 0.5
     with pytest.raises(UserError, match="not 'mse'"):
-        compile_int8_engine(model, "mse", tmp_path / "minmax.ranges.json", "default", device=torch.device("cpu"),
+        compile_int8_engine(folded, "mse", tmp_path / "minmax.ranges.json", "default", device=torch.device("cpu"),
                             profile=ProfileParams(min_frames=4, opt_frames=8, max_frames=8), out=tmp_path / "x.pt2")
     assert json.loads(path.with_suffix(".json").read_text())["kernels"] == "fused"
 
@@ -643,7 +646,7 @@ def test_the_tune_record_gives_each_engine_its_layers_tiles(tmp_path, monkeypatc
     from vae_engines.compiled.tune import tiles_for, tune_tiles
 
     cpu = torch.device("cpu")
-    record = tune_kernels(ModelParams(checkpoint=str(ROOT / "vae_engines/fixtures/acestep15-small")), device=cpu,
+    record = tune_kernels(tmp_path / "no-decoder-read-on-a-cpu.safetensors", device=cpu,
                           profile=ProfileParams(min_frames=4, opt_frames=8, max_frames=8), out=tmp_path / "tiles.json")
     assert record["fp16"] == {} and "no tiles" in record["note"]
     assert tiles_for(read_tiles(tmp_path / "tiles.json", cpu), set()) is None

@@ -175,3 +175,38 @@ def test_corrupted_onnx_is_a_user_error(tmp_path):
     bad.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(UserError, match="not a readable ONNX"):
         load_onnx(bad)
+
+
+@pytest.mark.parametrize("config", [TINY, dict(TINY, downsampling_ratios=[2, 3, 4, 4, 5])])
+def test_the_folded_decoder_file_rebuilds_the_same_decoder_without_diffusers(tmp_path, latent, config):
+    """model.folded: the export stage's decoder file loads into a module tree of the project's
+    own classes that decodes bitwise like the folded diffusers decoder (odd strides too), with
+    the same parameter names, order and shapes (the tune stage hashes them) and the same layer
+    specs (even strides: the fused engines'); the shape facts and provenance travel in the file. A file that is no folded
+    decoder is a one-line error naming the fix."""
+    from vae_engines.model.folded import load_folded, save_folded
+    from vae_engines.model.fused import layer_specs
+    from vae_engines.model.oobleck import LoadedVAE
+
+    vae = make_vae(config, seed=5)
+    decoder = fold_decoder(vae)  # in place: save_folded reads the config alone
+    path = save_folded(LoadedVAE(vae, "tiny test weights", True), decoder, tmp_path / "decoder.safetensors")
+    folded = load_folded(path)
+    assert type(folded.decoder).__module__ == "vae_engines.model.folded"
+    assert (folded.latent_channels, folded.hop, folded.sampling_rate) == (64, int(np.prod(config["downsampling_ratios"])),
+                                                                          48000)
+    assert folded.description == "tiny test weights"
+    with torch.no_grad():
+        x = torch.from_numpy(latent)
+        assert torch.equal(folded.decoder(x), decoder(x))
+    assert [(n, p.shape) for n, p in folded.decoder.named_parameters()] == \
+        [(n, p.shape) for n, p in decoder.named_parameters()]
+    assert list(folded.decoder.state_dict()) == list(decoder.state_dict())
+    if all(r % 2 == 0 for r in config["downsampling_ratios"]):  # the fused engines' upsamplers: even strides
+        assert layer_specs(folded.decoder) == layer_specs(decoder)
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    (tmp_path / "junk.safetensors").write_bytes(b"not a file")
+    for bad in ("other", "junk", "missing"):
+        with pytest.raises(UserError, match="run dvc repro") as err:
+            load_folded(tmp_path / f"{bad}.safetensors")
+        assert "\n" not in str(err.value)

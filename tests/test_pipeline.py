@@ -96,7 +96,8 @@ def test_inputs_named_in_params_are_dependencies(copy, isolated_env):
     edit_params(copy, lambda p: p["model"].update(checkpoint="weights"))
     dvc(copy, isolated_env, "commit", "--force")
     save_diffusers_folder(make_vae(seed=42), local)
-    assert {"calibrate", "holdout", "export", "tune", "bench_torch"} == stale(copy, isolated_env)
+    # (tune and bench_torch read the folded decoder export writes: they follow once it changes)
+    assert {"calibrate", "holdout", "export"} == stale(copy, isolated_env)
     dvc(copy, isolated_env, "commit", "--force")
     # a TensorRT cache: the quantize stages re-run (byte-identical for variants that do not
     # read it), no engine is rebuilt

@@ -22,7 +22,7 @@ from conftest import ROOT, latents  # noqa: E402
 from vae_engines.compiled.build import compile_int8_engine  # noqa: E402
 from vae_engines.core.errors import UserError  # noqa: E402
 from vae_engines.core.fileio import read_json  # noqa: E402
-from vae_engines.core.params import BuildParams, Int8Variant, ModelParams, ProfileParams  # noqa: E402
+from vae_engines.core.params import BuildParams, Int8Variant, ProfileParams  # noqa: E402
 from vae_engines.data.latentset import write_latent_set  # noqa: E402
 from vae_engines.graph.execute import GraphExecutor  # noqa: E402
 from vae_engines.graph.io import load_onnx  # noqa: E402
@@ -56,11 +56,11 @@ def variant(tmp_path_factory, tiny_onnx):
 
 
 @pytest.fixture(scope="module")
-def torch_int8(variant, tiny_checkpoint):
+def torch_int8(variant, tiny_folded):
     """The variant's compiled INT8 engine on the CPU (compile_int8's function)."""
     pytest.importorskip("triton", reason="the fused op needs Triton (the test extra has it)")
     path = variant / "minmax.pt2"
-    compile_int8_engine(ModelParams(checkpoint=str(tiny_checkpoint)), "minmax", variant / "minmax.ranges.json",
+    compile_int8_engine(tiny_folded, "minmax", variant / "minmax.ranges.json",
                         "default", device=torch.device("cpu"),
                         profile=ProfileParams(min_frames=4, opt_frames=8, max_frames=16), out=path,
                         calibration_dir=variant / "cal")

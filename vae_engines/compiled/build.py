@@ -34,13 +34,13 @@ from vae_engines.core.errors import UserError
 from vae_engines.core.env import source_digest, version
 from vae_engines.core.fileio import atomic_path, read_json, read_keyed, sha256_file, write_json, write_json_if_changed
 from vae_engines.core.lazy import lazy_import
-from vae_engines.core.params import ModelParams, ProfileParams
+from vae_engines.core.params import ProfileParams
 from vae_engines.data.latentset import read_latent_set
 from vae_engines.graph.io import latent_range
 from vae_engines.metrics import peak_psnr
 from vae_engines.model.channels_last import ChannelsLastDecoder
+from vae_engines.model.folded import load_folded
 from vae_engines.model.fused import FusedDecoder, LayerQuant, layer_specs
-from vae_engines.model.oobleck import fold_decoder, load_vae
 from vae_engines.quant.equalize import equalize_module
 from vae_engines.runtime.base import Shape
 from vae_engines.runtime.compiled import CACHE_FILE, CompiledDecoder
@@ -252,7 +252,8 @@ def _earlier_tiles(out: str | Path, key: dict) -> dict | None:
     return read_keyed(out, key)
 
 
-def tune_kernels(model: ModelParams, *, device: Any, profile: ProfileParams, out: str | Path, jobs: int = 1) -> dict:
+def tune_kernels(decoder_path: str | Path, *, device: Any, profile: ProfileParams, out: str | Path,
+                 jobs: int = 1) -> dict:
     """The `tune` stage: each decoder layer's fused-kernel tile, fp16 and int8, timed once on
     `device` (compiled.tune; its kernels compiled first in `jobs` processes). Where the record
     already at `out` was timed with the same tuning_key, its timings are kept (DVC re-runs the
@@ -260,8 +261,8 @@ def tune_kernels(model: ModelParams, *, device: Any, profile: ProfileParams, out
     nothing to tune, and the record says so without loading the model."""
     record = {"device": devices.describe(device), "frames": [], "fp16": {}, "int8": {}}
     if device.type == "cuda":
-        loaded = load_vae(model)
-        decoder, frames = fold_decoder(loaded.vae), tuning_frames(profile)
+        loaded = load_folded(decoder_path)
+        decoder, frames = loaded.decoder, tuning_frames(profile)
         key = tuning_key(decoder, device, frames)
         earlier = _earlier_tiles(out, key)
         if earlier is not None:
@@ -290,24 +291,24 @@ def read_tiles(tiles_json: str | Path | None, device: Any) -> dict:
     return record
 
 
-def compile_engine(model: ModelParams, precision: Precision, mode: CompileMode, *, device: Any,
+def compile_engine(decoder_path: str | Path, precision: Precision, mode: CompileMode, *, device: Any,
                    profile: ProfileParams, out: str | Path, kernels: Kernels = Kernels.AUTO,
                    tiles_json: str | Path | None = None) -> dict:
-    """The `compile@<precision>` stage: the compiled engine of `model`'s decoder on `device`
-    (a fused one with the tune stage's tiles, tiles_json)."""
+    """The `compile@<precision>` stage: the compiled engine of the folded decoder at
+    `decoder_path` (model.folded) on `device` (a fused one with the tune stage's tiles, tiles_json)."""
     kernels = resolve_kernels(kernels, precision, device)
     if device.type == "cpu" and precision != Precision.FP32 and kernels == Kernels.INDUCTOR:
         raise UserError(f"compile.precisions: {precision} needs a GPU (the compute device here is the CPU, where "
                         "half-precision convolutions are about 170x slower than fp32); use [fp32] on a CPU")
     tiles = tiles_for(read_tiles(tiles_json, device), set()) if kernels == Kernels.FUSED else None
-    loaded = load_vae(model)
+    loaded = load_folded(decoder_path)
     shape = Shape(channels=loaded.latent_channels, hop=loaded.hop, sampling_rate=loaded.sampling_rate)
-    return build_package(fold_decoder(loaded.vae), shape, precision=precision, mode=mode, device=device,
+    return build_package(loaded.decoder, shape, precision=precision, mode=mode, device=device,
                          profile=profile, path=out, model=loaded.description, kernels=kernels, tiles=tiles)
 
 
-def compile_int8_engine(model: ModelParams, variant: str, ranges_json: str | Path, mode: CompileMode, *, device: Any,
-                        profile: ProfileParams, out: str | Path, tiles_json: str | Path | None = None,
+def compile_int8_engine(decoder_path: str | Path, variant: str, ranges_json: str | Path, mode: CompileMode, *,
+                        device: Any, profile: ProfileParams, out: str | Path, tiles_json: str | Path | None = None,
                         calibration_dir: str | Path | None = None) -> dict:
     """The `compile_int8@<variant>` stage: the INT8 engine of an INT8 variant (fused kernels,
     its recipe's ranges and int8 layers, compiled.int8; the tune stage's tiles), checked on
@@ -318,9 +319,9 @@ def compile_int8_engine(model: ModelParams, variant: str, ranges_json: str | Pat
         raise UserError(f"{ranges_json} is the record of variant {record.get('variant')!r}, not {variant!r}; run "
                         "dvc repro")
     tuned = read_tiles(tiles_json, device)
-    loaded = load_vae(model)
+    loaded = load_folded(decoder_path)
     # an equalized variant's graph carries its per-channel scales folded in: fold the same into the weights
-    decoder = equalize_module(fold_decoder(loaded.vae), (record.get("equalization") or {}).get("scales"))
+    decoder = equalize_module(loaded.decoder, (record.get("equalization") or {}).get("scales"))
     quant = layer_quant(decoder, record)
     shape = Shape(channels=loaded.latent_channels, hop=loaded.hop, sampling_rate=loaded.sampling_rate)
     prepared = round(time.perf_counter() - started, 2)

@@ -35,7 +35,7 @@ from vae_engines.core.choices import Precision, Runtime
 from vae_engines.core.env import fingerprint, source_digest
 from vae_engines.core.fileio import read_json, read_keyed, write_json
 from vae_engines.core.lazy import lazy_import
-from vae_engines.core.params import BenchParams, ModelParams
+from vae_engines.core.params import BenchParams
 from vae_engines.data.latentset import read_latent_set
 from vae_engines.measure.timing import (device_memory_gib, interleaved, paired_ratio, seeded_latent, streaming,
                                       time_ms, warm_up)
@@ -47,18 +47,18 @@ from vae_engines.runtime.compiled import CompiledDecoder
 from vae_engines.runtime.eager import EagerDecoder
 
 torch = lazy_import("torch")
-oobleck = lazy_import("vae_engines.model.oobleck")  # bench_torch loads the model; bench_int8 needs none
+folded = lazy_import("vae_engines.model.folded")  # bench_torch loads the folded decoder; bench_int8 needs none
 log = logging.getLogger(__name__)
 
 CPU_HALF = ("not measured: PyTorch's CPU half-precision convolutions are about 170x slower than fp32 (not a "
             "deployment path); measured on a GPU")
 
 
-def torch_decoders(model: ModelParams, bench: BenchParams, precisions: tuple[Precision, ...], engines_dir: Path,
+def torch_decoders(decoder_path: Path, bench: BenchParams, precisions: tuple[Precision, ...], engines_dir: Path,
                    device: Any) -> tuple[dict[str, Decoder], dict[str, str]]:
     """Eager decoders at bench.torch_precisions and the compiled engines at `precisions`."""
-    loaded = oobleck.load_vae(model)
-    decoder = oobleck.fold_decoder(loaded.vae)
+    loaded = folded.load_folded(decoder_path)
+    decoder = loaded.decoder
     shape = Shape(channels=loaded.latent_channels, hop=loaded.hop, sampling_rate=loaded.sampling_rate)
     out: dict[str, Decoder] = {}
     notes: dict[str, str] = {}
@@ -218,7 +218,7 @@ def _not_in_runtimes(doc: dict, out_json: str | Path, plot_json: str | Path) -> 
     return doc
 
 
-def bench_torch(model: ModelParams, bench: BenchParams, precisions: tuple[Precision, ...], *, device: Any,
+def bench_torch(decoder_path: str | Path, bench: BenchParams, precisions: tuple[Precision, ...], *, device: Any,
                 engines_dir: str | Path, holdout_dir: str | Path, reference_dir: str | Path,
                 out_json: str | Path, plot_json: str | Path) -> dict:
     """The `bench_torch` stage (see the module docstring); returns the record written to `out_json`."""
@@ -226,8 +226,8 @@ def bench_torch(model: ModelParams, bench: BenchParams, precisions: tuple[Precis
     if Runtime.TORCH not in bench.runtimes:
         return _not_in_runtimes(doc, out_json, plot_json)
     phases = Phases()
-    decoders, notes = phases.run("loading the model and packages", torch_decoders, model, bench, precisions,
-                                 Path(engines_dir), device)
+    decoders, notes = phases.run("loading the model and packages", torch_decoders, Path(decoder_path), bench,
+                                 precisions, Path(engines_dir), device)
     doc.update(measure(decoders, bench, device, holdout_dir, reference_dir, phases=phases), not_measured=notes)
     write_json(out_json, doc)
     write_json(plot_json, latency_rows(doc["timings"]))

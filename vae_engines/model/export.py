@@ -20,6 +20,7 @@ import torch
 from vae_engines.core.params import ExportParams, ModelParams, section_hash
 from vae_engines.graph.float16 import float16_graph
 from vae_engines.graph.io import INPUT_NAME, OUTPUT_NAME, load_onnx, save_onnx
+from vae_engines.model.folded import save_folded
 from vae_engines.model.oobleck import fold_decoder, load_vae
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,13 @@ def fp16_from_fp32(fp32_path: str | os.PathLike, out_path: str | os.PathLike, fl
 
 
 def export_model(model: ModelParams, export: ExportParams, fp32_path: str | os.PathLike,
-                 fp16_path: str | os.PathLike) -> None:
-    """The `export` stage: load the model `model` names, write fp32 and fp16 ONNX."""
+                 fp16_path: str | os.PathLike, decoder_path: str | os.PathLike) -> None:
+    """The `export` stage: load the model `model` names, write fp32 and fp16 ONNX, and the
+    folded decoder (model.folded) for the PyTorch engines' stages."""
     loaded = load_vae(model)
     metadata = {"hop": loaded.hop, "sampling_rate": loaded.sampling_rate, "model": loaded.description,
                 "params_hash": section_hash(model, export)}
-    onnx_from_decoder(fold_decoder(loaded.vae), fp32_path, opset=export.opset, metadata=metadata)
+    decoder = fold_decoder(loaded.vae)
+    onnx_from_decoder(decoder, fp32_path, opset=export.opset, metadata=metadata)
     fp16_from_fp32(fp32_path, fp16_path, float32_io=export.fp16_io == "float32")
+    save_folded(loaded, decoder, decoder_path)
