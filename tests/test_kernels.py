@@ -657,6 +657,8 @@ def test_the_tune_record_gives_each_engine_its_layers_tiles(tmp_path, monkeypatc
     monkeypatch.setitem(tune.CANDIDATES, "int8", ((256, 64, 128, 4, 2),))
     monkeypatch.setitem(tune.UNIT_CANDIDATES, "fp16", ((128, 16, 16, 4, 2),))
     monkeypatch.setitem(tune.UNIT_CANDIDATES, "int8", ((128, 16, 16, 4, 2),))
+    monkeypatch.setitem(tune.SHORT_K_CANDIDATES, "fp16", ())
+    monkeypatch.setitem(tune.SHORT_K_CANDIDATES, "int8", ())
     timed = tune.time_call
     monkeypatch.setattr(tune, "time_call", lambda fn, device: timed(fn, device, repeats=1, warmup=0))
     decoder = fold_decoder(make_vae(SMALL))

@@ -16,6 +16,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +36,8 @@ STEPS = {
                                       "from vae_engines.model.oobleck import load_vae, fold_decoder; "
                                       "fold_decoder(load_vae(ModelParams(source='seeded', "
                                       "checkpoint='vae_engines/fixtures/acestep-1.5', seed=0)).vae)",
+    # what the PyTorch engines' stages read instead since b6ac050: the export stage's file of it
+    "folded decoder file, loaded": "from vae_engines.model.folded import load_folded; load_folded({folded!r})",
 }
 
 
@@ -44,21 +47,38 @@ def timed(code: str) -> float:
     return time.perf_counter() - began
 
 
+def folded_file() -> str:
+    """The seeded full-size decoder, folded, as the export stage writes it (in a temporary folder:
+    337 MB, not a result)."""
+    from vae_engines.core.params import ModelParams
+    from vae_engines.model.folded import save_folded
+    from vae_engines.model.oobleck import fold_decoder, load_vae
+
+    loaded = load_vae(ModelParams(source="seeded", checkpoint="vae_engines/fixtures/acestep-1.5", seed=0))
+    return str(save_folded(loaded, fold_decoder(loaded.vae), Path(tempfile.mkdtemp()) / "decoder.safetensors"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", nargs="+", choices=list(STEPS), default=list(STEPS), help="the steps to time")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     from vae_engines.core.env import fingerprint
 
+    folded = folded_file() if any("{folded" in STEPS[name] for name in args.steps) else None
     result = {"machine": fingerprint(), "how": "wall seconds of `python -c CODE` from process start to exit, "
-              f"median of {args.repeats}", "steps": {}}
-    for name, code in STEPS.items():
-        runs = [timed(code) for _ in range(args.repeats)]
-        result["steps"][name] = {"median_s": round(statistics.median(runs), 2), "runs_s": [round(r, 2) for r in runs]}
+              f"median of {args.repeats} rounds, each round every step once in turn", "steps": {}}
+    runs: dict[str, list[float]] = {name: [] for name in args.steps}
+    for _ in range(args.repeats):
+        for name in args.steps:
+            runs[name].append(timed(STEPS[name].format(folded=folded)))
+            result["steps"][name] = {"median_s": round(statistics.median(runs[name]), 2),
+                                     "runs_s": [round(r, 2) for r in runs[name]]}
+            (args.out / "startup.json").write_text(json.dumps(result, indent=1))
+    for name in args.steps:
         print(f"{name}: {result['steps'][name]['median_s']} s", flush=True)
-        (args.out / "startup.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,10 @@ DILATIONS = (1, 3, 9)  # Oobleck's residual units in each decoder block
 
 
 def _snake(channels: int) -> FoldedSnake:
-    return FoldedSnake(torch.zeros(1, channels, 1), torch.zeros(1, channels, 1))
+    # on the CPU even inside load_folded's meta-device block: the first exp of a meta tensor
+    # imports PyTorch's meta kernels, 1.0 s on this project's CPU; these are C values each
+    zeros = torch.zeros(1, channels, 1, device="cpu")
+    return FoldedSnake(zeros, zeros)
 
 
 def _folded(conv: nn.Module) -> nn.Module:
