@@ -28,14 +28,19 @@ def fixture_vae():
 
 
 @pytest.fixture(scope="module")
-def compiled_engine(tmp_path_factory, fixture_vae):
-    """The embedded default's decoder as a compiled PyTorch engine (CPU, frames 8..16)."""
-    from vae_engines.compiled.build import build_package
+def compiled_engine(tmp_path_factory):
+    """The embedded default's decoder as a compiled PyTorch engine (CPU, frames 8..16), built as
+    the compile stage builds one: from the folded decoder file the export stage writes."""
+    from vae_engines.compiled.build import compile_engine
+    from vae_engines.model.folded import save_folded
 
     torch.set_num_threads(2)
-    path = tmp_path_factory.mktemp("torch") / "fp32.pt2"
-    build_package(fold_decoder(fixture_vae), SHAPE, precision="fp32", mode="default", device=torch.device("cpu"),
-                  profile=ProfileParams(min_frames=8, opt_frames=16, max_frames=16), path=path, model="fixture")
+    folder = tmp_path_factory.mktemp("torch")
+    loaded = load_vae(FIXTURE)
+    decoder = save_folded(loaded, fold_decoder(loaded.vae), folder / "decoder.safetensors")
+    path = folder / "fp32.pt2"
+    compile_engine(decoder, "fp32", "default", device=torch.device("cpu"),
+                   profile=ProfileParams(min_frames=8, opt_frames=16, max_frames=16), out=path)
     return path
 
 
@@ -51,6 +56,7 @@ def test_channels_last_decoder_computes_the_folded_decoder(fixture_vae):
 def test_a_compiled_engine_builds_loads_and_decodes_like_fp32(compiled_engine, fixture_vae):
     record = json.loads(compiled_engine.with_suffix(".json").read_text())
     assert record["kind"] == "torch" and record["precision"] == "fp32" and record["frames"] == [8, 16]
+    assert record["kernels"] == "inductor" and record["model"].startswith("trained fixture")  # provenance kept
     assert record["device"] == "cpu" and record["torch"] == torch.__version__ and record["compiled_artifacts_bytes"] > 0
     # fp32 against fp32, differing only in summation order and fusion (~1e-6 relative: ~120 dB peak
     # PSNR); 100 dB leaves a 10x margin in amplitude and still fails any real difference
