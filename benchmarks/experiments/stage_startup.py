@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -65,9 +66,18 @@ def main() -> None:
     p.add_argument("--steps", nargs="+", choices=list(STEPS), default=list(STEPS), help="the steps to time")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    folded = folded_file() if any("{folded" in STEPS[name] for name in args.steps) else None
+    try:
+        rounds(args, folded)
+    finally:
+        if folded is not None:
+            shutil.rmtree(Path(folded).parent, ignore_errors=True)
+
+
+def rounds(args: argparse.Namespace, folded: str | None) -> None:
+    """Every step of args.steps once per round, args.repeats rounds; the record after each step."""
     from vae_engines.core.env import fingerprint
 
-    folded = folded_file() if any("{folded" in STEPS[name] for name in args.steps) else None
     result = {"machine": fingerprint(), "how": "wall seconds of `python -c CODE` from process start to exit, "
               f"median of {args.repeats} rounds, each round every step once in turn", "steps": {}}
     runs: dict[str, list[float]] = {name: [] for name in args.steps}
