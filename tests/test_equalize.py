@@ -173,8 +173,8 @@ def test_an_equalized_variants_int8_engine_decodes_like_its_graph(calibrated, ti
     _quantize(calibrated, tiny_onnx, "fixed", equalize=True, equalize_migration=1.0)
     path = calibrated / "fixed.pt2"
     compile_int8_engine(folded_file(tiny_checkpoint, calibrated / "decoder.safetensors"), "fixed",
-                        calibrated / "fixed.json", "default", device=torch.device("cpu"), profile=ProfileParams(min_frames=4, opt_frames=8, max_frames=8),
-                        out=path)
+                        calibrated / "fixed.json", "default", device=torch.device("cpu"),
+                        profile=ProfileParams(min_frames=4, opt_frames=8, max_frames=8), out=path)
     held = latents(1, 8, seed=11)
     reference = GraphExecutor(load_onnx(tiny_onnx)).decode(held)
     graph = GraphExecutor(load_onnx(calibrated / "fixed.onnx")).decode(held)

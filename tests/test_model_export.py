@@ -182,8 +182,8 @@ def test_the_folded_decoder_file_rebuilds_the_same_decoder_without_diffusers(tmp
     """model.folded: the export stage's decoder file loads into a module tree of the project's
     own classes that decodes bitwise like the folded diffusers decoder (odd strides too), with
     the same parameter names, order and shapes (the tune stage hashes them) and the same layer
-    specs (even strides: the fused engines'); the shape facts and provenance travel in the file. A file that is no folded
-    decoder is a one-line error naming the fix."""
+    specs (even strides: the fused engines'); the shape facts and provenance travel in the
+    file. A file that is no folded decoder is a one-line error naming the fix."""
     from vae_engines.model.folded import load_folded, save_folded
     from vae_engines.model.fused import layer_specs
     from vae_engines.model.oobleck import LoadedVAE
@@ -193,8 +193,8 @@ def test_the_folded_decoder_file_rebuilds_the_same_decoder_without_diffusers(tmp
     path = save_folded(LoadedVAE(vae, "tiny test weights", True), decoder, tmp_path / "decoder.safetensors")
     folded = load_folded(path)
     assert type(folded.decoder).__module__ == "vae_engines.model.folded"
-    assert (folded.latent_channels, folded.hop, folded.sampling_rate) == (64, int(np.prod(config["downsampling_ratios"])),
-                                                                          48000)
+    hop = int(np.prod(config["downsampling_ratios"]))
+    assert (folded.latent_channels, folded.hop, folded.sampling_rate) == (64, hop, 48000)
     assert folded.description == "tiny test weights"
     with torch.no_grad():
         x = torch.from_numpy(latent)
