@@ -113,3 +113,15 @@ def test_the_cpu_compiled_engine_figures_are_the_committed_measurement():
         compiled, eager = medians[("compiled fp32", frames)], medians[("eager fp32", frames)]
         assert f"{compiled:.0f} against {eager:.0f} ms at {frames}" in " ".join(README.split())
     assert "not faster" not in (ROOT / "params.yaml").read_text()
+
+
+def test_every_benchmark_script_is_in_the_benchmarks_index():
+    """benchmarks/README.md names every script there, as a lasting tool or as an experiment's
+    record, so a reader knows which ones are kept working with the code."""
+    index = (ROOT / "benchmarks" / "README.md").read_text()
+    scripts = [p for p in (ROOT / "benchmarks").glob("*") if p.suffix in (".py", ".sh")]
+    scripts += [p for p in (ROOT / "benchmarks" / "experiments").glob("*")
+                if p.suffix == ".py" or (p.is_dir() and p.name != "__pycache__")]
+    names = [p.relative_to(ROOT / "benchmarks").as_posix() + ("/" if p.is_dir() else "") for p in scripts]
+    assert len(names) > 20
+    assert [n for n in names if f"`{n}`" not in index] == []
