@@ -39,23 +39,26 @@ POINTERS = ("w1_scale_ptr", "b1_ptr", "alpha1_ptr", "inv_beta1_ptr", "w2_scale_p
 
 def signature(channels: int, tile: tuple[int, ...], int8: bool) -> tuple[dict, dict]:
     """The kernel's signature and constants for one unit width, tile and kind (as op.fused_unit_ launches it)."""
-    bm, bk, bn2, *_ = tile
+    bm, bk, bn2, *rest = tile
     t = "i8" if int8 else "fp16"
     sig = {"x_desc": f"tensordesc<{t}[1, {bm}, {bk}]>", "w1_desc": f"tensordesc<{t}[{channels}, {bk}]>",
            "w2_desc": f"tensordesc<{t}[{bn2}, {channels}]>", "y_desc": f"tensordesc<fp16[1, {bm}, {bn2}]>",
-           "s_desc": f"tensordesc<{t}[1, {bm}, {bn2}]>", **{name: "*fp32" for name in POINTERS},
+           "s_desc": f"tensordesc<{t}[1, {bm}, {bn2}]>", "y_ptr": "*fp16", **{name: "*fp32" for name in POINTERS},
            "M": "i32", "DIL": "i32", "x_scale": "fp32", "inv_mid_scale": "fp32", "mid_scale": "fp32",
            "inv_s_scale": "fp32", "res_scale": "fp32"}
     const = dict(C=channels, TAPS=7, INT8_1=int8, INT8_2=int8, HAS_B1=True, HAS_B2=True, RES_QUANT=False,
-                 STORE_S=True, S_INT8=int8, FAST_SIN=True, BM=bm, BK=bk, BN2=bn2)
+                 STORE_S=True, S_INT8=int8, FAST_SIN=True, BM=bm, BK=bk, BN2=bn2,
+                 PREFETCH=bool(rest[2:3] and rest[2]))
     return {**sig, **{name: "constexpr" for name in const}}, const
 
 
 def resources(channels: int, tile: tuple[int, ...], int8: bool) -> dict:
-    bm, bk, bn2, warps, stages = tile
-    sig, const = signature(channels, (bm, min(bk, channels), min(bn2, channels)), int8)
+    bm, bk, bn2, warps, stages, *flags = tile
+    sig, const = signature(channels, (bm, min(bk, channels), min(bn2, channels), warps, stages, *flags), int8)
+    # every pointer 16-byte aligned, as Triton's launcher specializes a torch tensor's pointer at run time
+    aligned = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(sig.values()) if kind.startswith("*")}
     try:
-        compiled = triton.compile(ASTSource(residual_unit_kernel, sig, const), target=GPUTarget("cuda", 90, 128),
+        compiled = triton.compile(ASTSource(residual_unit_kernel, sig, const, aligned), target=GPUTarget("cuda", 90, 128),
                                   options={"num_warps": warps, "num_stages": stages})
     except Exception as exc:  # noqa: BLE001  (a tile that does not compile is a row of the table)
         return {"error": str(exc).splitlines()[0][:200]}

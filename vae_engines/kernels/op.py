@@ -57,16 +57,21 @@ UNIT_ACCUMULATOR_REGISTERS = 128
 
 
 def unit_fits(channels: int, tile: list[int] | tuple[int, ...]) -> str | None:
-    """Why `tile` (BM, BK, BN2, warps, stages) cannot run a fused unit of `channels`
-    channels, or None where it can."""
-    bm, bk, bn2, warps, *_ = tile
+    """Why `tile` (BM, BK, BN2, warps, stages[, prefetch]) cannot run a fused unit of `channels`
+    channels, or None where it can. A prefetching tile also holds its first chunk's BM x BN2
+    residual values through the k=7 loop: they count against the same registers (sm_90, pointers
+    16-byte aligned as at run time: every prefetching tile within the sum compiles without
+    spills in at most 203 registers; those over it spill or reach 249-255;
+    benchmarks/results/gpu_units/sm90_unit.json)."""
+    bm, bk, bn2, warps, *rest = tile
     if channels > UNIT_MAX_CHANNELS or channels & (channels - 1):
         return f"a fused unit takes a power of two up to {UNIT_MAX_CHANNELS} channels, not {channels}"
     if channels % bk or channels % bn2:
         return f"tile BK={bk} / BN2={bn2} does not divide the unit's {channels} channels"
-    per_thread = bm * channels // (32 * warps)
+    per_thread = bm * channels // (32 * warps) + (bm * bn2 // (32 * warps) if rest[1:2] and rest[1] else 0)
     if per_thread > UNIT_ACCUMULATOR_REGISTERS // max(1, warps // 8):
-        return (f"tile {bm} rows x {channels} channels over {warps} warps holds {per_thread} accumulator values a "
+        held = "accumulator and prefetched values" if rest[1:2] and rest[1] else "accumulator values"
+        return (f"tile {bm} rows x {channels} channels over {warps} warps holds {per_thread} {held} a "
                 f"thread, more than its registers allow (spills)")
     return None
 

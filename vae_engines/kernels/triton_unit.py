@@ -85,14 +85,18 @@ def _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_pt
 
 @triton.jit(do_not_specialize=["M", "DIL"])
 def residual_unit_kernel(
-        x_desc, w1_desc, w2_desc, y_desc, s_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr,
+        x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr,
         w2_scale_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr,
         M, DIL, x_scale, inv_mid_scale, mid_scale, inv_s_scale, res_scale,
         C: tl.constexpr, TAPS: tl.constexpr, INT8_1: tl.constexpr, INT8_2: tl.constexpr, HAS_B1: tl.constexpr,
         HAS_B2: tl.constexpr, RES_QUANT: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
-        FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr):
+        FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr, PREFETCH: tl.constexpr):
     b = tl.program_id(1)
     m0 = tl.program_id(0) * BM
+    if PREFETCH:  # the first chunk's residual rows by pointer loads, issued before the k=7 loop (see launch)
+        rows = m0 + tl.arange(0, BM)
+        first = y_ptr + (b.to(tl.int64) * M + rows[:, None]) * C + tl.arange(0, BN2)[None, :]
+        r_first = tl.load(first, mask=(rows < M)[:, None], other=0.0)
     mid = _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, b, m0 - (TAPS // 2) * DIL,
                        DIL, x_scale, inv_mid_scale, C, TAPS, INT8_1, INT8_2, HAS_B1, FAST_SIN, BM, BK)
     # the k=1 layer from the tile, BN2 columns at a time, each with the residual epilogue
@@ -106,7 +110,10 @@ def residual_unit_kernel(
             v = tl.dot(mid, w2.T)
         if HAS_B2:
             v += tl.load(b2_ptr + cols)[None, :]
-        r = y_desc.load([b, m0, n0]).reshape(BM, BN2).to(tl.float32)
+        if PREFETCH and n0 == 0:
+            r = r_first.to(tl.float32)
+        else:
+            r = y_desc.load([b, m0, n0]).reshape(BM, BN2).to(tl.float32)
         if RES_QUANT:  # the skip input's Q/DQ of the fused placement
             r = (_quantize(r, 1.0 / res_scale) * res_scale).to(tl.float16).to(tl.float32)
         v += r
@@ -128,12 +135,19 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
            mid_scale: float, s_scale: float, res_scale: float, tile: tuple[int, ...]) -> None:
     """Run the kernel. x: [B, M, C] contiguous, fp16 (x_scale 0) or int8; w1 [C, taps * C] and
     w2 [C, C] K-major, int8 where their input is (x_scale > 0, mid_scale > 0); y: the residual
-    stream [B, M, C] fp16, updated in place; s: [B, M, C] (int8 when s_scale > 0) or None."""
+    stream [B, M, C] fp16, updated in place; s: [B, M, C] (int8 when s_scale > 0) or None.
+    tile: (BM, BK, BN2, warps, stages[, prefetch]); prefetch 1 reads the first BN2 columns of
+    the residual rows with pointer loads issued before the k=7 loop instead of a descriptor load
+    after it: a descriptor load waits for its data where it stands, a pointer load only where
+    its registers are first used, so that read's memory latency runs under the k=7 GEMM (at
+    the cost of holding BM x BN2 fp16 values in registers through it)."""
     batch, rows, channels = x.shape
-    bm, bk, bn2, warps, stages = tile
+    bm, bk, bn2, warps, stages, *flags = tile
     why = unit_fits(channels, tile)
     if why:
         raise ValueError(why)
+    if flags and flags[0] and not y.is_contiguous():
+        raise ValueError("a prefetching unit tile reads the residual stream by row-major pointers: pass it contiguous")
     x_desc = _desc(x, [1, bm, bk])
     w1_desc = _desc(w1, [channels, bk])
     w2_desc = _desc(w2, [bn2, channels])
@@ -141,7 +155,7 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
     s_desc = _desc(s, [1, bm, bn2]) if s is not None else y_desc
     grid = (triton.cdiv(rows, bm), batch)
     residual_unit_kernel[grid](
-        x_desc, w1_desc, w2_desc, y_desc, s_desc,
+        x_desc, w1_desc, w2_desc, y_desc, s_desc, y,
         w1_scale if w1_scale is not None else w1, b1 if b1 is not None else w1, alpha1, inv_beta1,
         w2_scale if w2_scale is not None else w2, b2 if b2 is not None else w2,
         alpha2 if alpha2 is not None else alpha1, inv_beta2 if inv_beta2 is not None else inv_beta1,
@@ -149,4 +163,5 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
         1.0 / s_scale if s_scale > 0 else 0.0, float(res_scale),
         C=channels, TAPS=taps, INT8_1=not x.dtype.is_floating_point, INT8_2=mid_scale > 0, HAS_B1=b1 is not None,
         HAS_B2=b2 is not None, RES_QUANT=res_scale > 0, STORE_S=s is not None, S_INT8=s is not None and s_scale > 0,
-        FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2, num_warps=warps, num_stages=stages)
+        FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2, PREFETCH=bool(flags and flags[0]), num_warps=warps,
+        num_stages=stages)
