@@ -1,6 +1,6 @@
 """The residual unit as one kernel (issue 36) on a GPU, layer by layer and end to end, one process.
 
-    python benchmarks/gpu_units.py --out DIR [--ranges R.ranges.json ...] [--rounds N] [--smoke]
+    python benchmarks/gpu_units.py --out DIR [--ranges R.ranges.json ...] [--rounds N] [--prefetch] [--smoke]
 
 Full-size seeded ACE-Step 1.5 decoder (fixtures/acestep-1.5, seed 0: the 60 s GPU
 configuration's model). Engines are model.fused.FusedDecoder modules with the tune stage's
@@ -532,7 +532,14 @@ def main() -> None:
     p.add_argument("--explore", action="store_true", help="time EXPLORE's tiles first")
     p.add_argument("--package", action="store_true", help="build, load and time the shipped packages last")
     p.add_argument("--smoke", action="store_true", help="a CPU check of the script (figures mean nothing)")
+    p.add_argument("--prefetch", action="store_true",
+                   help="also offer the tuner compiled.tune.UNIT_PREFETCH_CANDIDATES (not yet timed on a GPU)")
     args = p.parse_args()
+    if args.prefetch:
+        from vae_engines.compiled import tune as tuner
+
+        for kind, tiles in tuner.UNIT_PREFETCH_CANDIDATES.items():
+            tuner.UNIT_CANDIDATES[kind] = (*tiles, *tuner.UNIT_CANDIDATES[kind])  # first: --smoke keeps one
     if args.smoke:
         CFG.smoke()
     CFG.rounds = args.rounds or CFG.rounds

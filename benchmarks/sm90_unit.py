@@ -5,7 +5,7 @@ registers, spills and shared memory of every tile the tuner tries, before device
 
 Triton compiles for a target it is given (GPUTarget("cuda", 90, 128)) without a driver; the
 cubin's resource use comes from the cuobjdump Triton ships. For each unit tile of
-compiled.tune.UNIT_CANDIDATES, both widths of ACE-Step's fused units (128 and 256 channels)
+compiled.tune.UNIT_CANDIDATES and UNIT_PREFETCH_CANDIDATES, both widths of ACE-Step's fused units (128 and 256 channels)
 and both kinds (fp16, int8 on int8 operands with an int8 consumer): REG (per thread), LOCAL
 (bytes of local memory per thread: spills), SHARED (static, bytes) and Triton's dynamic shared
 memory. A kernel that needs more than the 227 KiB a Hopper block may use fails on the GPU;
@@ -28,7 +28,7 @@ from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vae_engines.compiled.tune import UNIT_CANDIDATES  # noqa: E402
+from vae_engines.compiled.tune import UNIT_CANDIDATES, UNIT_PREFETCH_CANDIDATES  # noqa: E402
 from vae_engines.kernels.op import unit_fits  # noqa: E402
 from vae_engines.kernels.triton_unit import residual_unit_kernel  # noqa: E402
 
@@ -77,7 +77,8 @@ def main() -> None:
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = p.parse_args()
     rows = []
-    for kind, tiles in UNIT_CANDIDATES.items():
+    for kind in UNIT_CANDIDATES:
+        tiles = (*UNIT_CANDIDATES[kind], *UNIT_PREFETCH_CANDIDATES[kind])
         for channels in (128, 256):
             for tile in tiles:
                 why = unit_fits(channels, (tile[0], min(tile[1], channels), min(tile[2], channels), *tile[3:]))
