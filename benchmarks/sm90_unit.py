@@ -58,8 +58,8 @@ def resources(channels: int, tile: tuple[int, ...], int8: bool) -> dict:
     # every pointer 16-byte aligned, as Triton's launcher specializes a torch tensor's pointer at run time
     aligned = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(sig.values()) if kind.startswith("*")}
     try:
-        compiled = triton.compile(ASTSource(residual_unit_kernel, sig, const, aligned), target=GPUTarget("cuda", 90, 128),
-                                  options={"num_warps": warps, "num_stages": stages})
+        compiled = triton.compile(ASTSource(residual_unit_kernel, sig, const, aligned),
+                                  target=GPUTarget("cuda", 90, 128), options={"num_warps": warps, "num_stages": stages})
     except Exception as exc:  # noqa: BLE001  (a tile that does not compile is a row of the table)
         return {"error": str(exc).splitlines()[0][:200]}
     cubin = Path("/tmp") / f"unit_{channels}_{'x'.join(map(str, tile))}_{int(int8)}.cubin"

@@ -64,13 +64,14 @@ def unit_fits(channels: int, tile: list[int] | tuple[int, ...]) -> str | None:
     spills in at most 203 registers; those over it spill or reach 249-255;
     benchmarks/results/gpu_units/sm90_unit.json)."""
     bm, bk, bn2, warps, *rest = tile
+    prefetch = len(rest) > 1 and bool(rest[1])
     if channels > UNIT_MAX_CHANNELS or channels & (channels - 1):
         return f"a fused unit takes a power of two up to {UNIT_MAX_CHANNELS} channels, not {channels}"
     if channels % bk or channels % bn2:
         return f"tile BK={bk} / BN2={bn2} does not divide the unit's {channels} channels"
-    per_thread = bm * channels // (32 * warps) + (bm * bn2 // (32 * warps) if rest[1:2] and rest[1] else 0)
+    per_thread = (bm * channels + (bm * bn2 if prefetch else 0)) // (32 * warps)
     if per_thread > UNIT_ACCUMULATOR_REGISTERS // max(1, warps // 8):
-        held = "accumulator and prefetched values" if rest[1:2] and rest[1] else "accumulator values"
+        held = "accumulator and prefetched values" if prefetch else "accumulator values"
         return (f"tile {bm} rows x {channels} channels over {warps} warps holds {per_thread} {held} a "
                 f"thread, more than its registers allow (spills)")
     return None
