@@ -5,12 +5,13 @@ registers, spills and shared memory of every tile the tuner tries, before device
 
 Triton compiles for a target it is given (GPUTarget("cuda", 90, 128)) without a driver; the
 cubin's resource use comes from the cuobjdump Triton ships. For each unit tile of
-compiled.tune.UNIT_CANDIDATES and UNIT_PREFETCH_CANDIDATES, both widths of ACE-Step's fused units (128 and 256 channels)
-and both kinds (fp16, int8 on int8 operands with an int8 consumer): REG (per thread), LOCAL
-(bytes of local memory per thread: spills), SHARED (static, bytes) and Triton's dynamic shared
-memory. A kernel that needs more than the 227 KiB a Hopper block may use fails on the GPU;
-the tuner then records it as failed. A tile that kernels.op.unit_fits refuses for a width (its
-accumulator would not fit a thread's registers) is listed with the reason, not compiled.
+compiled.tune.UNIT_CANDIDATES and UNIT_PREFETCH_CANDIDATES, both widths of ACE-Step's fused
+units (128 and 256 channels) and both kinds (fp16, int8 on int8 operands with an int8
+consumer): REG (per thread), LOCAL (bytes of local memory per thread: spills), SHARED (static,
+bytes) and Triton's dynamic shared memory. A kernel that needs more than the 227 KiB a Hopper
+block may use fails on the GPU; the tuner then records it as failed. A tile that
+kernels.op.unit_fits refuses for a width (its accumulator would not fit a thread's registers)
+is listed with the reason, not compiled.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from triton.compiler import ASTSource
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vae_engines.compiled.tune import UNIT_CANDIDATES, UNIT_PREFETCH_CANDIDATES  # noqa: E402
-from vae_engines.kernels.op import unit_fits  # noqa: E402
+from vae_engines.kernels.op import unit_fits, unit_prefetch  # noqa: E402
 from vae_engines.kernels.triton_unit import residual_unit_kernel  # noqa: E402
 
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
@@ -39,7 +40,7 @@ POINTERS = ("w1_scale_ptr", "b1_ptr", "alpha1_ptr", "inv_beta1_ptr", "w2_scale_p
 
 def signature(channels: int, tile: tuple[int, ...], int8: bool) -> tuple[dict, dict]:
     """The kernel's signature and constants for one unit width, tile and kind (as op.fused_unit_ launches it)."""
-    bm, bk, bn2, *rest = tile
+    bm, bk, bn2, *_ = tile
     t = "i8" if int8 else "fp16"
     sig = {"x_desc": f"tensordesc<{t}[1, {bm}, {bk}]>", "w1_desc": f"tensordesc<{t}[{channels}, {bk}]>",
            "w2_desc": f"tensordesc<{t}[{bn2}, {channels}]>", "y_desc": f"tensordesc<fp16[1, {bm}, {bn2}]>",
@@ -48,7 +49,7 @@ def signature(channels: int, tile: tuple[int, ...], int8: bool) -> tuple[dict, d
            "inv_s_scale": "fp32", "res_scale": "fp32"}
     const = dict(C=channels, TAPS=7, INT8_1=int8, INT8_2=int8, HAS_B1=True, HAS_B2=True, RES_QUANT=False,
                  STORE_S=True, S_INT8=int8, FAST_SIN=True, BM=bm, BK=bk, BN2=bn2,
-                 PREFETCH=bool(rest[2:3] and rest[2]))
+                 PREFETCH=unit_prefetch(tile))
     return {**sig, **{name: "constexpr" for name in const}}, const
 
 

@@ -56,6 +56,12 @@ UNIT_MAX_CHANNELS = 256
 UNIT_ACCUMULATOR_REGISTERS = 128
 
 
+def unit_prefetch(tile: list[int] | tuple[int, ...]) -> bool:
+    """Whether a unit tile (BM, BK, BN2, warps, stages[, prefetch]) has the prefetch option
+    (kernels.triton_unit.launch)."""
+    return len(tile) > 5 and bool(tile[5])
+
+
 def unit_fits(channels: int, tile: list[int] | tuple[int, ...]) -> str | None:
     """Why `tile` (BM, BK, BN2, warps, stages[, prefetch]) cannot run a fused unit of `channels`
     channels, or None where it can. A prefetching tile also holds its first chunk's BM x BN2
@@ -63,8 +69,8 @@ def unit_fits(channels: int, tile: list[int] | tuple[int, ...]) -> str | None:
     16-byte aligned as at run time: every prefetching tile within the sum compiles without
     spills in at most 203 registers; those over it spill or reach 249-255;
     benchmarks/results/gpu_units/sm90_unit.json)."""
-    bm, bk, bn2, warps, *rest = tile
-    prefetch = len(rest) > 1 and bool(rest[1])
+    bm, bk, bn2, warps, *_ = tile
+    prefetch = unit_prefetch(tile)
     if channels > UNIT_MAX_CHANNELS or channels & (channels - 1):
         return f"a fused unit takes a power of two up to {UNIT_MAX_CHANNELS} channels, not {channels}"
     if channels % bk or channels % bn2:

@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from vae_engines.kernels.op import unit_fits
+from vae_engines.kernels.op import unit_fits, unit_prefetch
 from vae_engines.kernels.triton_conv import _quantize, _quantize_int8, _sin
 
 
@@ -142,11 +142,12 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
     its registers are first used, so that read's memory latency runs under the k=7 GEMM (at
     the cost of holding BM x BN2 fp16 values in registers through it)."""
     batch, rows, channels = x.shape
-    bm, bk, bn2, warps, stages, *flags = tile
+    bm, bk, bn2, warps, stages, *_ = tile
+    prefetch = unit_prefetch(tile)
     why = unit_fits(channels, tile)
     if why:
         raise ValueError(why)
-    if flags and flags[0] and not y.is_contiguous():
+    if prefetch and not y.is_contiguous():
         raise ValueError("a prefetching unit tile reads the residual stream by row-major pointers: pass it contiguous")
     x_desc = _desc(x, [1, bm, bk])
     w1_desc = _desc(w1, [channels, bk])
@@ -163,5 +164,5 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
         1.0 / s_scale if s_scale > 0 else 0.0, float(res_scale),
         C=channels, TAPS=taps, INT8_1=not x.dtype.is_floating_point, INT8_2=mid_scale > 0, HAS_B1=b1 is not None,
         HAS_B2=b2 is not None, RES_QUANT=res_scale > 0, STORE_S=s is not None, S_INT8=s is not None and s_scale > 0,
-        FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2, PREFETCH=bool(flags and flags[0]), num_warps=warps,
+        FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2, PREFETCH=prefetch, num_warps=warps,
         num_stages=stages)
