@@ -5,7 +5,7 @@ registers, spills and shared memory of every tile the tuner tries, before device
 
 Triton compiles for a target it is given (GPUTarget("cuda", 90, 128)) without a driver; the
 cubin's resource use comes from the cuobjdump Triton ships. For each unit tile of
-compiled.tune.UNIT_CANDIDATES and UNIT_PREFETCH_CANDIDATES, both widths of ACE-Step's fused
+compiled.tune.UNIT_CANDIDATES, UNIT_PREFETCH_CANDIDATES and UNIT_PERSISTENT_CANDIDATES, both widths of ACE-Step's fused
 units (128 and 256 channels) and both kinds (fp16, int8 on int8 operands with an int8
 consumer): REG (per thread), LOCAL (bytes of local memory per thread: spills), SHARED (static,
 bytes) and Triton's dynamic shared memory. A kernel that needs more than the 227 KiB a Hopper
@@ -29,8 +29,12 @@ from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vae_engines.compiled.tune import UNIT_CANDIDATES, UNIT_PREFETCH_CANDIDATES  # noqa: E402
-from vae_engines.kernels.op import unit_fits, unit_prefetch  # noqa: E402
+from vae_engines.compiled.tune import (  # noqa: E402
+    UNIT_CANDIDATES,
+    UNIT_PERSISTENT_CANDIDATES,
+    UNIT_PREFETCH_CANDIDATES,
+)
+from vae_engines.kernels.op import unit_fits, unit_persistent, unit_prefetch  # noqa: E402
 from vae_engines.kernels.triton_unit import residual_unit_kernel  # noqa: E402
 
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
@@ -49,7 +53,7 @@ def signature(channels: int, tile: tuple[int, ...], int8: bool) -> tuple[dict, d
            "inv_s_scale": "fp32", "res_scale": "fp32"}
     const = dict(C=channels, TAPS=7, INT8_1=int8, INT8_2=int8, HAS_B1=True, HAS_B2=True, RES_QUANT=False,
                  STORE_S=True, S_INT8=int8, FAST_SIN=True, BM=bm, BK=bk, BN2=bn2,
-                 PREFETCH=unit_prefetch(tile))
+                 PREFETCH=unit_prefetch(tile), PERSISTENT=unit_persistent(tile) > 0)
     return {**sig, **{name: "constexpr" for name in const}}, const
 
 
@@ -79,7 +83,7 @@ def main() -> None:
     args = p.parse_args()
     rows = []
     for kind in UNIT_CANDIDATES:
-        tiles = (*UNIT_CANDIDATES[kind], *UNIT_PREFETCH_CANDIDATES[kind])
+        tiles = (*UNIT_CANDIDATES[kind], *UNIT_PREFETCH_CANDIDATES[kind], *UNIT_PERSISTENT_CANDIDATES[kind])
         for channels in (128, 256):
             for tile in tiles:
                 why = unit_fits(channels, (tile[0], min(tile[1], channels), min(tile[2], channels), *tile[3:]))
