@@ -1,7 +1,6 @@
 """The residual unit as one kernel (issue 36) on a GPU, layer by layer and end to end, one process.
 
-    python benchmarks/gpu_units.py --out DIR [--ranges R.ranges.json ...] [--rounds N]
-        [--prefetch] [--persistent] [--smoke]
+    python benchmarks/gpu_units.py --out DIR [--ranges R.ranges.json ...] [--rounds N] [--smoke]
 
 Full-size seeded ACE-Step 1.5 decoder (fixtures/acestep-1.5, seed 0: the 60 s GPU
 configuration's model). Engines are model.fused.FusedDecoder modules with the tune stage's
@@ -55,7 +54,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from layer_table import roofline_rows, table_md  # noqa: E402
 
-from vae_engines.compiled import tune as tuner  # noqa: E402
 from vae_engines.compiled.int8 import layer_quant, observed_quant  # noqa: E402
 from vae_engines.compiled.tune import tile_of, tiles_for, tune_tiles  # noqa: E402
 from vae_engines.core import device as devices  # noqa: E402
@@ -86,7 +84,9 @@ class Config:
         cls.device = torch.device("cpu")
         cls.model = ModelParams()
         cls.frames, cls.tune_frames, cls.sweep, cls.check_frames, cls.rounds = 3, [2], [2, 3], 1, 2
-        for table in (tuner.CANDIDATES, tuner.UNIT_CANDIDATES):  # one candidate a kind: the interpreter is slow
+        from vae_engines.compiled import tune as tuner  # one candidate a kind: the interpreter is slow
+
+        for table in (tuner.CANDIDATES, tuner.UNIT_CANDIDATES):
             for kind in table:
                 table[kind] = table[kind][:1]
         for kind in tuner.SHORT_K_CANDIDATES:
@@ -532,15 +532,7 @@ def main() -> None:
     p.add_argument("--explore", action="store_true", help="time EXPLORE's tiles first")
     p.add_argument("--package", action="store_true", help="build, load and time the shipped packages last")
     p.add_argument("--smoke", action="store_true", help="a CPU check of the script (figures mean nothing)")
-    p.add_argument("--prefetch", action="store_true",
-                   help="also offer the tuner compiled.tune.UNIT_PREFETCH_CANDIDATES (not yet timed on a GPU)")
-    p.add_argument("--persistent", action="store_true",
-                   help="also offer the tuner compiled.tune.UNIT_PERSISTENT_CANDIDATES (not yet timed on a GPU)")
     args = p.parse_args()
-    for offered, extra in ((args.persistent, tuner.UNIT_PERSISTENT_CANDIDATES),
-                           (args.prefetch, tuner.UNIT_PREFETCH_CANDIDATES)):
-        for kind, tiles in extra.items() if offered else ():
-            tuner.UNIT_CANDIDATES[kind] = (*tiles, *tuner.UNIT_CANDIDATES[kind])  # first: --smoke keeps one
     if args.smoke:
         CFG.smoke()
     CFG.rounds = args.rounds or CFG.rounds

@@ -5,13 +5,12 @@ registers, spills and shared memory of every tile the tuner tries, before device
 
 Triton compiles for a target it is given (GPUTarget("cuda", 90, 128)) without a driver; the
 cubin's resource use comes from the cuobjdump Triton ships. For each unit tile of
-compiled.tune.UNIT_CANDIDATES, UNIT_PREFETCH_CANDIDATES and UNIT_PERSISTENT_CANDIDATES, both widths of ACE-Step's fused
-units (128 and 256 channels) and both kinds (fp16, int8 on int8 operands with an int8
-consumer): REG (per thread), LOCAL (bytes of local memory per thread: spills), SHARED (static,
-bytes) and Triton's dynamic shared memory. A kernel that needs more than the 227 KiB a Hopper
-block may use fails on the GPU; the tuner then records it as failed. A tile that
-kernels.op.unit_fits refuses for a width (its accumulator would not fit a thread's registers)
-is listed with the reason, not compiled.
+compiled.tune.UNIT_CANDIDATES, both widths of ACE-Step's fused units (128 and 256 channels)
+and both kinds (fp16, int8 on int8 operands with an int8 consumer): REG (per thread), LOCAL
+(bytes of local memory per thread: spills), SHARED (static, bytes) and Triton's dynamic shared
+memory. A kernel that needs more than the 227 KiB a Hopper block may use fails on the GPU;
+the tuner then records it as failed. A tile that kernels.op.unit_fits refuses for a width (its
+accumulator would not fit a thread's registers) is listed with the reason, not compiled.
 """
 
 from __future__ import annotations
@@ -29,12 +28,8 @@ from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vae_engines.compiled.tune import (  # noqa: E402
-    UNIT_CANDIDATES,
-    UNIT_PERSISTENT_CANDIDATES,
-    UNIT_PREFETCH_CANDIDATES,
-)
-from vae_engines.kernels.op import unit_fits, unit_persistent, unit_prefetch  # noqa: E402
+from vae_engines.compiled.tune import UNIT_CANDIDATES  # noqa: E402
+from vae_engines.kernels.op import unit_fits  # noqa: E402
 from vae_engines.kernels.triton_unit import residual_unit_kernel  # noqa: E402
 
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
@@ -48,18 +43,17 @@ def signature(channels: int, tile: tuple[int, ...], int8: bool) -> tuple[dict, d
     t = "i8" if int8 else "fp16"
     sig = {"x_desc": f"tensordesc<{t}[1, {bm}, {bk}]>", "w1_desc": f"tensordesc<{t}[{channels}, {bk}]>",
            "w2_desc": f"tensordesc<{t}[{bn2}, {channels}]>", "y_desc": f"tensordesc<fp16[1, {bm}, {bn2}]>",
-           "s_desc": f"tensordesc<{t}[1, {bm}, {bn2}]>", "y_ptr": "*fp16", **{name: "*fp32" for name in POINTERS},
+           "s_desc": f"tensordesc<{t}[1, {bm}, {bn2}]>", **{name: "*fp32" for name in POINTERS},
            "M": "i32", "DIL": "i32", "x_scale": "fp32", "inv_mid_scale": "fp32", "mid_scale": "fp32",
            "inv_s_scale": "fp32", "res_scale": "fp32"}
     const = dict(C=channels, TAPS=7, INT8_1=int8, INT8_2=int8, HAS_B1=True, HAS_B2=True, RES_QUANT=False,
-                 STORE_S=True, S_INT8=int8, FAST_SIN=True, BM=bm, BK=bk, BN2=bn2,
-                 PREFETCH=unit_prefetch(tile), PERSISTENT=unit_persistent(tile) > 0)
+                 STORE_S=True, S_INT8=int8, FAST_SIN=True, BM=bm, BK=bk, BN2=bn2)
     return {**sig, **{name: "constexpr" for name in const}}, const
 
 
 def resources(channels: int, tile: tuple[int, ...], int8: bool) -> dict:
-    bm, bk, bn2, warps, stages, *flags = tile
-    sig, const = signature(channels, (bm, min(bk, channels), min(bn2, channels), warps, stages, *flags), int8)
+    bm, bk, bn2, warps, stages = tile
+    sig, const = signature(channels, (bm, min(bk, channels), min(bn2, channels)), int8)
     # every pointer 16-byte aligned, as Triton's launcher specializes a torch tensor's pointer at run time
     aligned = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(sig.values()) if kind.startswith("*")}
     try:
@@ -82,8 +76,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = p.parse_args()
     rows = []
-    for kind in UNIT_CANDIDATES:
-        tiles = (*UNIT_CANDIDATES[kind], *UNIT_PREFETCH_CANDIDATES[kind], *UNIT_PERSISTENT_CANDIDATES[kind])
+    for kind, tiles in UNIT_CANDIDATES.items():
         for channels in (128, 256):
             for tile in tiles:
                 why = unit_fits(channels, (tile[0], min(tile[1], channels), min(tile[2], channels), *tile[3:]))

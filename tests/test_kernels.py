@@ -316,47 +316,6 @@ def test_a_unit_tile_runs_only_where_its_accumulator_fits_a_threads_registers():
     assert rows > 256 and all(torch.equal(a, b) for other in others for a, b in zip(first, other))
 
 
-@pytest.mark.parametrize("int8", [False, True])
-def test_unit_tile_options_compute_what_the_plain_tile_computes(int8):
-    """Tile options of kernels.triton_unit.launch: prefetch (the first chunk's residual rows
-    read by pointer loads before the k=7 loop instead of by a descriptor after it) and
-    persistent (a fixed grid walking the row tiles). Only where a read happens or which program
-    runs a tile changes, so the results are bitwise those of the plain tile: a unit of 32
-    channels in two chunks of 16 (the second still read by descriptor), over rows that leave the
-    last tile partial (the pointer loads' mask) and give the interpreter's 4 persistent programs
-    more than one tile each."""
-    from vae_engines.kernels import triton_unit
-    from vae_engines.kernels.op import unit_fits
-
-    # the prefetched values count against the accumulator's registers (sm_90: over the sum, spills)
-    assert unit_fits(128, [128, 64, 64, 8, 3, 1]) is None and unit_fits(256, [64, 128, 128, 8, 2, 1]) is None
-    assert "160 accumulator and prefetched values" in unit_fits(256, [128, 64, 64, 8, 3, 1])
-    assert unit_fits(128, [64, 128, 128, 4, 2, 0, 2]) is None
-    assert "persistent: half the registers" in unit_fits(256, [64, 128, 128, 4, 2, 0, 2])
-    g = torch.Generator().manual_seed(5)
-    rows, c = 230, 32
-    kind = torch.int8 if int8 else torch.float16
-
-    def operand(*shape: int) -> torch.Tensor:
-        return torch.randint(-20, 20, shape, generator=g).to(kind) if int8 else torch.randn(*shape, generator=g).half()
-
-    x, w1, w2 = operand(1, rows, c), operand(c, 7 * c), operand(c, c)
-    vectors = [torch.rand(c, generator=g) + 0.5 for _ in range(8)]  # w1/w2 scales, biases, alphas, 1/betas
-    stream = torch.randn(1, rows, c, generator=g).half()
-    got = []
-    for prefetch, persistent in ((0, 0), (1, 0), (0, 1), (1, 1)):
-        y, s = stream.clone().to(DEVICE), torch.empty(1, rows, c, dtype=kind).to(DEVICE)
-        w1_scale, b1, alpha1, inv_beta1, w2_scale, b2, alpha2, inv_beta2 = (v.to(DEVICE) for v in vectors)
-        triton_unit.launch(x.to(DEVICE), w1.to(DEVICE), w1_scale if int8 else None, b1, alpha1, inv_beta1,
-                           w2.to(DEVICE), w2_scale if int8 else None, b2, alpha2, inv_beta2, y, s, taps=7, dilation=3,
-                           x_scale=0.01 if int8 else 0.0, mid_scale=0.05 if int8 else 0.0,
-                           s_scale=0.05 if int8 else 0.0, res_scale=0.0,
-                           tile=(32, 16, 16, 4, 2, prefetch, persistent))
-        got.append((y.cpu(), s.cpu()))
-    assert not torch.equal(got[0][0], stream)  # the residual stream was updated
-    assert all(torch.equal(a, b) for other in got[1:] for a, b in zip(got[0], other))
-
-
 def test_a_decoder_with_units_as_one_kernel_decodes_like_one_with_layers(tmp_path):
     """Every unit of the model fused (the Triton path) against the same decoder layer by layer
     (the reference); and the unit op survives torch.export (the engines' packaging)."""

@@ -60,23 +60,6 @@ UNIT_CANDIDATES = {  # (BM, BK, BN2, warps, stages); the last of each kind: the 
     "int8": ((128, 128, 128, 8, 3), (128, 128, 64, 8, 3), (64, 128, 128, 4, 3), (64, 128, 128, 8, 2),
              (128, 128, 128, 8, 2), (128, 128, 128, 4, 3)),
 }
-# Unit tiles with the prefetch option (kernels.triton_unit.launch: the residual's first chunk read
-# before the k=7 loop): the H100 / H200 winners above, and tiles whose occupancy shared memory bounds
-# already. Checked on the CPU and compiled for sm_90 without spills, not yet timed on a GPU, so the
-# tune stage does not offer them; `benchmarks/gpu_units.py --prefetch` adds them to its tuning.
-UNIT_PREFETCH_CANDIDATES = {
-    "fp16": ((128, 64, 64, 8, 3, 1), (128, 64, 128, 8, 3, 1), (128, 64, 128, 8, 4, 1)),
-    "int8": ((128, 128, 128, 8, 3, 1), (64, 128, 128, 4, 3, 1), (64, 128, 128, 8, 2, 1)),
-}
-# Persistent unit tiles (the last value: programs per multiprocessor), whose row-tile loop Triton
-# flattens with the k=7 loop so that the next tile's loads overlap this tile's epilogue and k=1
-# GEMM: the 128-channel tiles that compile for sm_90 without spills and fit that many programs by
-# registers and shared memory (benchmarks/results/gpu_units/sm90_unit.json). Not yet timed on a
-# GPU: offered by `benchmarks/gpu_units.py --persistent`, not by the tune stage.
-UNIT_PERSISTENT_CANDIDATES = {
-    "fp16": ((64, 64, 128, 4, 2, 0, 2), (64, 64, 64, 4, 3, 0, 2), (128, 64, 64, 8, 2, 0, 1)),
-    "int8": ((64, 128, 128, 4, 2, 0, 2), (64, 128, 64, 4, 3, 0, 2), (128, 128, 64, 8, 2, 0, 1)),
-}
 # (BM, BK, warps, stages, programs per multiprocessor) of the output convolution's kernel: the
 # fastest of 36 on the H100 for both kinds, within 3% (benchmarks/results/README.md)
 OUTCONV_CANDIDATES = ((128, 128, 4, 3, 4), (128, 128, 4, 2, 8), (256, 128, 8, 2, 8), (128, 64, 4, 3, 8))
@@ -224,8 +207,8 @@ def unit_candidates(module: Any, i: int) -> list[list[int]]:
     if (second.x_scale > 0) != int8:
         return []
     out: list[list[int]] = []
-    for bm, bk, bn2, *rest in UNIT_CANDIDATES["int8" if int8 else "fp16"]:
-        tile = [bm, min(bk, channels), min(bn2, channels), *rest]
+    for bm, bk, bn2, warps, stages in UNIT_CANDIDATES["int8" if int8 else "fp16"]:
+        tile = [bm, min(bk, channels), min(bn2, channels), warps, stages]
         if unit_fits(channels, tile) is None and tile[1] * (1 if int8 else 2) >= 16 and tile not in out:
             out.append(tile)
     return out

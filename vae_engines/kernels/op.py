@@ -56,41 +56,18 @@ UNIT_MAX_CHANNELS = 256
 UNIT_ACCUMULATOR_REGISTERS = 128
 
 
-def unit_prefetch(tile: list[int] | tuple[int, ...]) -> bool:
-    """Whether a unit tile (BM, BK, BN2, warps, stages[, prefetch]) has the prefetch option
-    (kernels.triton_unit.launch)."""
-    return len(tile) > 5 and bool(tile[5])
-
-
-def unit_persistent(tile: list[int] | tuple[int, ...]) -> int:
-    """A unit tile's programs per multiprocessor where it launches a persistent grid, else 0
-    (kernels.triton_unit.launch)."""
-    return int(tile[6]) if len(tile) > 6 else 0
-
-
 def unit_fits(channels: int, tile: list[int] | tuple[int, ...]) -> str | None:
-    """Why `tile` (BM, BK, BN2, warps, stages[, prefetch[, persistent]]) cannot run a fused unit
-    of `channels` channels, or None where it can. A prefetching tile also holds its first
-    chunk's BM x BN2 residual values through the k=7 loop: they count against the same
-    registers (sm_90, pointers 16-byte aligned as at run time: every prefetching tile within
-    the sum compiles without spills in at most 203 registers; those over it spill or reach
-    249-255). A persistent tile carries the flattened loop's state (the next tile's
-    descriptors, loads and counters) beside the accumulator: half the budget (every offered one
-    within it compiles without spills in at most 200 registers; 64 rows x 256 channels over 4
-    warps, at the full budget, spills; benchmarks/results/gpu_units/sm90_unit.json)."""
+    """Why `tile` (BM, BK, BN2, warps, stages) cannot run a fused unit of `channels`
+    channels, or None where it can."""
     bm, bk, bn2, warps, *_ = tile
-    prefetch, persistent = unit_prefetch(tile), unit_persistent(tile)
     if channels > UNIT_MAX_CHANNELS or channels & (channels - 1):
         return f"a fused unit takes a power of two up to {UNIT_MAX_CHANNELS} channels, not {channels}"
     if channels % bk or channels % bn2:
         return f"tile BK={bk} / BN2={bn2} does not divide the unit's {channels} channels"
-    per_thread = (bm * channels + (bm * bn2 if prefetch else 0)) // (32 * warps)
-    budget = UNIT_ACCUMULATOR_REGISTERS // max(1, warps // 8) // (2 if persistent else 1)
-    if per_thread > budget:
-        held = "accumulator and prefetched values" if prefetch else "accumulator values"
-        how = " (persistent: half the registers)" if persistent else ""
-        return (f"tile {bm} rows x {channels} channels over {warps} warps holds {per_thread} {held} a "
-                f"thread, more than its registers allow{how} (spills)")
+    per_thread = bm * channels // (32 * warps)
+    if per_thread > UNIT_ACCUMULATOR_REGISTERS // max(1, warps // 8):
+        return (f"tile {bm} rows x {channels} channels over {warps} warps holds {per_thread} accumulator values a "
+                f"thread, more than its registers allow (spills)")
     return None
 
 

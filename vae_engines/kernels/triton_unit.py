@@ -35,8 +35,8 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from vae_engines.kernels.op import unit_fits, unit_persistent, unit_prefetch
-from vae_engines.kernels.triton_conv import _multiprocessors, _quantize, _quantize_int8, _sin
+from vae_engines.kernels.op import unit_fits
+from vae_engines.kernels.triton_conv import _quantize, _quantize_int8, _sin
 
 
 @triton.jit
@@ -83,19 +83,16 @@ def _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_pt
     return mid
 
 
-@triton.jit
-def _unit_tile(m0, b, x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, w1_scale_ptr, b1_ptr, alpha1_ptr,
-               inv_beta1_ptr, w2_scale_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr,
-               M, DIL, x_scale, inv_mid_scale, mid_scale, inv_s_scale, res_scale,
-               C: tl.constexpr, TAPS: tl.constexpr, INT8_1: tl.constexpr, INT8_2: tl.constexpr, HAS_B1: tl.constexpr,
-               HAS_B2: tl.constexpr, RES_QUANT: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
-               FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr,
-               PREFETCH: tl.constexpr):
-    """Rows m0 .. m0 + BM of batch item b: the whole unit."""
-    if PREFETCH:  # the first chunk's residual rows by pointer loads, issued before the k=7 loop (see launch)
-        rows = m0 + tl.arange(0, BM)
-        first = y_ptr + (b.to(tl.int64) * M + rows[:, None]) * C + tl.arange(0, BN2)[None, :]
-        r_first = tl.load(first, mask=(rows < M)[:, None], other=0.0)
+@triton.jit(do_not_specialize=["M", "DIL"])
+def residual_unit_kernel(
+        x_desc, w1_desc, w2_desc, y_desc, s_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr,
+        w2_scale_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr,
+        M, DIL, x_scale, inv_mid_scale, mid_scale, inv_s_scale, res_scale,
+        C: tl.constexpr, TAPS: tl.constexpr, INT8_1: tl.constexpr, INT8_2: tl.constexpr, HAS_B1: tl.constexpr,
+        HAS_B2: tl.constexpr, RES_QUANT: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
+        FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr):
+    b = tl.program_id(1)
+    m0 = tl.program_id(0) * BM
     mid = _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, b, m0 - (TAPS // 2) * DIL,
                        DIL, x_scale, inv_mid_scale, C, TAPS, INT8_1, INT8_2, HAS_B1, FAST_SIN, BM, BK)
     # the k=1 layer from the tile, BN2 columns at a time, each with the residual epilogue
@@ -109,10 +106,7 @@ def _unit_tile(m0, b, x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, w1_scale_
             v = tl.dot(mid, w2.T)
         if HAS_B2:
             v += tl.load(b2_ptr + cols)[None, :]
-        if PREFETCH and n0 == 0:
-            r = r_first.to(tl.float32)
-        else:
-            r = y_desc.load([b, m0, n0]).reshape(BM, BN2).to(tl.float32)
+        r = y_desc.load([b, m0, n0]).reshape(BM, BN2).to(tl.float32)
         if RES_QUANT:  # the skip input's Q/DQ of the fused placement
             r = (_quantize(r, 1.0 / res_scale) * res_scale).to(tl.float16).to(tl.float32)
         v += r
@@ -125,29 +119,6 @@ def _unit_tile(m0, b, x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, w1_scale_
                 s_desc.store([b, m0, n0], s.to(tl.float16).reshape(1, BM, BN2))
 
 
-@triton.jit(do_not_specialize=["M", "DIL"])
-def residual_unit_kernel(
-        x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr,
-        w2_scale_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr,
-        M, DIL, x_scale, inv_mid_scale, mid_scale, inv_s_scale, res_scale,
-        C: tl.constexpr, TAPS: tl.constexpr, INT8_1: tl.constexpr, INT8_2: tl.constexpr, HAS_B1: tl.constexpr,
-        HAS_B2: tl.constexpr, RES_QUANT: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
-        FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr, PREFETCH: tl.constexpr,
-        PERSISTENT: tl.constexpr):
-    b = tl.program_id(1)
-    if PERSISTENT:  # a fixed grid walks the row tiles, one loop that Triton's pipeliner flattens (see launch)
-        for t in tl.range(tl.program_id(0), tl.cdiv(M, BM), tl.num_programs(0), flatten=True):
-            _unit_tile(t * BM, b, x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, w1_scale_ptr, b1_ptr, alpha1_ptr,
-                       inv_beta1_ptr, w2_scale_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, M, DIL, x_scale,
-                       inv_mid_scale, mid_scale, inv_s_scale, res_scale, C, TAPS, INT8_1, INT8_2, HAS_B1, HAS_B2,
-                       RES_QUANT, STORE_S, S_INT8, FAST_SIN, BM, BK, BN2, PREFETCH)
-    else:
-        _unit_tile(tl.program_id(0) * BM, b, x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, w1_scale_ptr, b1_ptr,
-                   alpha1_ptr, inv_beta1_ptr, w2_scale_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, M, DIL, x_scale,
-                   inv_mid_scale, mid_scale, inv_s_scale, res_scale, C, TAPS, INT8_1, INT8_2, HAS_B1, HAS_B2,
-                   RES_QUANT, STORE_S, S_INT8, FAST_SIN, BM, BK, BN2, PREFETCH)
-
-
 def _desc(t: Any, block: list[int]) -> TensorDescriptor:
     return TensorDescriptor(t, list(t.shape), list(t.stride()), block)
 
@@ -157,32 +128,20 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
            mid_scale: float, s_scale: float, res_scale: float, tile: tuple[int, ...]) -> None:
     """Run the kernel. x: [B, M, C] contiguous, fp16 (x_scale 0) or int8; w1 [C, taps * C] and
     w2 [C, C] K-major, int8 where their input is (x_scale > 0, mid_scale > 0); y: the residual
-    stream [B, M, C] fp16, updated in place; s: [B, M, C] (int8 when s_scale > 0) or None.
-    tile: (BM, BK, BN2, warps, stages[, prefetch[, persistent]]). prefetch 1 reads the first
-    BN2 columns of the residual rows with pointer loads issued before the k=7 loop instead of a
-    descriptor load after it: a descriptor load waits for its data where it stands, a pointer
-    load only where its registers are first used, so that read's memory latency runs under the
-    k=7 GEMM (at the cost of holding BM x BN2 fp16 values in registers through it). persistent
-    P > 0 launches P programs per multiprocessor that walk the row tiles in one loop, flattened
-    with the k=7 loop by Triton's pipeliner (tl.range's flatten), so that the next tile's
-    first loads are in flight while a program runs its epilogue and k=1 GEMM."""
+    stream [B, M, C] fp16, updated in place; s: [B, M, C] (int8 when s_scale > 0) or None."""
     batch, rows, channels = x.shape
-    bm, bk, bn2, warps, stages, *_ = tile
-    prefetch, persistent = unit_prefetch(tile), unit_persistent(tile)
+    bm, bk, bn2, warps, stages = tile
     why = unit_fits(channels, tile)
     if why:
         raise ValueError(why)
-    if prefetch and not y.is_contiguous():
-        raise ValueError("a prefetching unit tile reads the residual stream by row-major pointers: pass it contiguous")
     x_desc = _desc(x, [1, bm, bk])
     w1_desc = _desc(w1, [channels, bk])
     w2_desc = _desc(w2, [bn2, channels])
     y_desc = _desc(y, [1, bm, bn2])
     s_desc = _desc(s, [1, bm, bn2]) if s is not None else y_desc
-    tiles = triton.cdiv(rows, bm)
-    grid = (min(tiles, persistent * _multiprocessors(x)) if persistent else tiles, batch)
+    grid = (triton.cdiv(rows, bm), batch)
     residual_unit_kernel[grid](
-        x_desc, w1_desc, w2_desc, y_desc, s_desc, y,
+        x_desc, w1_desc, w2_desc, y_desc, s_desc,
         w1_scale if w1_scale is not None else w1, b1 if b1 is not None else w1, alpha1, inv_beta1,
         w2_scale if w2_scale is not None else w2, b2 if b2 is not None else w2,
         alpha2 if alpha2 is not None else alpha1, inv_beta2 if inv_beta2 is not None else inv_beta1,
@@ -190,6 +149,4 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
         1.0 / s_scale if s_scale > 0 else 0.0, float(res_scale),
         C=channels, TAPS=taps, INT8_1=not x.dtype.is_floating_point, INT8_2=mid_scale > 0, HAS_B1=b1 is not None,
         HAS_B2=b2 is not None, RES_QUANT=res_scale > 0, STORE_S=s is not None, S_INT8=s is not None and s_scale > 0,
-        FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2, PREFETCH=prefetch,
-        PERSISTENT=persistent > 0, num_warps=warps,
-        num_stages=stages)
+        FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2, num_warps=warps, num_stages=stages)
