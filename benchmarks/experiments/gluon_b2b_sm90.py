@@ -90,14 +90,15 @@ def b2b_kernel(a_ptr, w1_ptr, w2_ptr, out_ptr, scale, BM: gl.constexpr, C: gl.co
     gl.store(out_ptr + o_rows[:, None] * BN2 + o_cols[None, :], out.to(gl.float32))
 
 
-def resources(compiled) -> dict:
+def resources(compiled: triton.compiler.CompiledKernel) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "k.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
         dump = subprocess.run([str(CUOBJDUMP), "--dump-resource-usage", str(cubin)], capture_output=True, text=True,
                               check=True).stdout
     fields = dict(re.findall(r"(REG|LOCAL):(\d+)", dump))
-    return {"registers": int(fields["REG"]), "local_bytes": int(fields["LOCAL"]), "shared_bytes": compiled.metadata.shared}
+    return {"registers": int(fields["REG"]), "local_bytes": int(fields["LOCAL"]),
+            "shared_bytes": compiled.metadata.shared}
 
 
 def ptx_counts(ptx: str) -> dict:
