@@ -20,6 +20,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import triton
@@ -32,6 +33,7 @@ from vae_engines.compiled.tune import UNIT_CANDIDATES  # noqa: E402
 from vae_engines.kernels.op import unit_fits  # noqa: E402
 from vae_engines.kernels.triton_unit import residual_unit_kernel  # noqa: E402
 
+TARGET = GPUTarget("cuda", 90, 128)
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 POINTERS = ("w1_scale_ptr", "b1_ptr", "alpha1_ptr", "inv_beta1_ptr", "w2_scale_ptr", "b2_ptr", "alpha2_ptr",
             "inv_beta2_ptr")
@@ -51,24 +53,34 @@ def signature(channels: int, tile: tuple[int, ...], int8: bool) -> tuple[dict, d
     return {**sig, **{name: "constexpr" for name in const}}, const
 
 
-def resources(channels: int, tile: tuple[int, ...], int8: bool) -> dict:
+def compile_unit(channels: int, tile: tuple[int, ...], int8: bool) -> triton.compiler.CompiledKernel:
+    """The unit kernel compiled for sm_90 at one width, tile (BM, BK, BN2, warps, stages) and kind."""
     bm, bk, bn2, warps, stages = tile
     sig, const = signature(channels, (bm, min(bk, channels), min(bn2, channels)), int8)
     # every pointer 16-byte aligned, as Triton's launcher specializes a torch tensor's pointer at run time
     aligned = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(sig.values()) if kind.startswith("*")}
-    try:
-        compiled = triton.compile(ASTSource(residual_unit_kernel, sig, const, aligned),
-                                  target=GPUTarget("cuda", 90, 128), options={"num_warps": warps, "num_stages": stages})
-    except Exception as exc:  # noqa: BLE001  (a tile that does not compile is a row of the table)
-        return {"error": str(exc).splitlines()[0][:200]}
-    cubin = Path("/tmp") / f"unit_{channels}_{'x'.join(map(str, tile))}_{int(int8)}.cubin"
-    cubin.write_bytes(compiled.asm["cubin"])
-    usage = subprocess.run([str(CUOBJDUMP), "--dump-resource-usage", str(cubin)], capture_output=True, text=True,
-                           check=True).stdout
-    cubin.unlink()
+    return triton.compile(ASTSource(residual_unit_kernel, sig, const, aligned), target=TARGET,
+                          options={"num_warps": warps, "num_stages": stages})
+
+
+def cubin_usage(compiled: triton.compiler.CompiledKernel) -> dict:
+    """A compiled kernel's registers, local memory and stack per thread (cuobjdump) and dynamic shared memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        usage = subprocess.run([str(CUOBJDUMP), "--dump-resource-usage", str(cubin)], capture_output=True,
+                               text=True, check=True).stdout
     fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", usage))
     return {"registers": int(fields["REG"]), "local_bytes": int(fields["LOCAL"]), "stack_bytes": int(fields["STACK"]),
             "dynamic_shared_bytes": compiled.metadata.shared}
+
+
+def resources(channels: int, tile: tuple[int, ...], int8: bool) -> dict:
+    try:
+        compiled = compile_unit(channels, tile, int8)
+    except Exception as exc:  # noqa: BLE001  (a tile that does not compile is a row of the table)
+        return {"error": str(exc).splitlines()[0][:200]}
+    return cubin_usage(compiled)
 
 
 def main() -> None:

@@ -24,28 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 from triton.experimental import gluon
 from triton.experimental.gluon import GluonASTSource
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # sm90_unit, which puts the repository on the path
 
-from sm90_unit import signature  # noqa: E402
-
-from vae_engines.kernels.triton_unit import residual_unit_kernel  # noqa: E402
-
-TARGET = GPUTarget("cuda", 90, 128)
-CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+from sm90_unit import TARGET, compile_unit, cubin_usage  # noqa: E402
 
 
 @gluon.jit
@@ -90,17 +80,6 @@ def b2b_kernel(a_ptr, w1_ptr, w2_ptr, out_ptr, scale, BM: gl.constexpr, C: gl.co
     gl.store(out_ptr + o_rows[:, None] * BN2 + o_cols[None, :], out.to(gl.float32))
 
 
-def resources(compiled: triton.compiler.CompiledKernel) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        cubin = Path(tmp) / "k.cubin"
-        cubin.write_bytes(compiled.asm["cubin"])
-        dump = subprocess.run([str(CUOBJDUMP), "--dump-resource-usage", str(cubin)], capture_output=True, text=True,
-                              check=True).stdout
-    fields = dict(re.findall(r"(REG|LOCAL):(\d+)", dump))
-    return {"registers": int(fields["REG"]), "local_bytes": int(fields["LOCAL"]),
-            "shared_bytes": compiled.metadata.shared}
-
-
 def ptx_counts(ptx: str) -> dict:
     return {"st_shared": len(re.findall(r"\bst\.shared", ptx)), "stmatrix": ptx.count("stmatrix"),
             "shfl": ptx.count("shfl.sync"), "prmt": ptx.count("prmt"), "wgmma": ptx.count("wgmma.mma_async")}
@@ -119,7 +98,7 @@ def gluon_rows() -> list[dict]:
                                           options={"num_warps": warps})
                 row = {"kind": "int8" if int8 else "fp16", "BMxCxBN2xwarps": f"{bm}x{c}x{bn2}x{warps}",
                        "intermediate": "registers" if in_registers else "shared memory",
-                       **ptx_counts(compiled.asm["ptx"]), **resources(compiled)}
+                       **ptx_counts(compiled.asm["ptx"]), **cubin_usage(compiled)}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     return rows
@@ -129,10 +108,7 @@ def triton_rows() -> list[dict]:
     """The project's unit kernel (the H100 winners at 128 channels): is the k=1 dot's A operand a register tensor?"""
     rows = []
     for tile, int8 in (((128, 64, 64, 8, 3), False), ((128, 128, 128, 4, 3), True)):
-        sig, const = signature(128, tile, int8)
-        aligned = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(sig.values()) if kind.startswith("*")}
-        compiled = triton.compile(ASTSource(residual_unit_kernel, sig, const, aligned), target=TARGET,
-                                  options={"num_warps": tile[3], "num_stages": tile[4]})
+        compiled = compile_unit(128, tile, int8)
         dots = re.findall(r"ttng\.warp_group_dot (.*)", compiled.asm["ttgir"])
         row = {"kind": "int8" if int8 else "fp16", "tile": "x".join(map(str, tile)),
                "k1_dots_with_register_A": sum(": tensor<" in d.split("*")[0] for d in dots), "dots": len(dots)}
