@@ -1,0 +1,298 @@
+"""An int8 residual unit of 128 channels as a persistent Gluon kernel with its weights resident
+in shared memory (issue 36, blocks 3-4 of ACE-Step's decoder). Experiment: timed against the
+project's Triton unit kernel by benchmarks/gpu_gluon_unit.py; compiled offline here.
+
+    python benchmarks/experiments/gluon_unit.py [--out FILE.json]   # sm_90, no GPU needed
+
+Why (a count, not a measurement): the Triton unit kernel's H100 winner at block 4 (tile
+128x128x128x4x3, 1.335 ms at 1500 frames, run 12) loads, per 128-row tile, seven shifted
+128-row windows of its input (one per tap, 112 KiB) and the whole k=7 weight (7 x 16 KiB)
+again, on top of the 96 KiB the tile must move to and from memory: about 320 KiB per tile
+through L2, 7.2 GB per unit at block 4 -- at the ~5.5 TB/s commonly measured for an H100's
+L2, about the 1.3 ms the unit takes. This kernel moves only what it must:
+- weights loaded once per program (k=7: 7 x 128 x 128 int8 = 112 KiB, k=1: 16 KiB) and kept
+  in shared memory while the program walks its row tiles (persistent);
+- one TMA load of BM + 2 * HALO input rows per tile (HALO = 32 >= 3 * dilation for the unit's
+  dilations 1, 3, 9), from which each tap's window is a row slice of shared memory, loaded
+  into registers as the wgmma's A operand (8-bit wgmma takes B K-major from shared memory,
+  A from shared memory only at swizzle-atom-aligned rows, so shifted windows go by registers).
+The arithmetic is kernels.triton_unit's, step by step (dequantize with the weight scale times
+the input scale, bias, Snake of the fp16-rounded value, int8 with the next layer's scale by
+the 1.5 * 2^23 rounding sum), so its outputs should match that kernel's bit for bit or within
+kernels.op.TOLERANCES.
+
+Variants (constexprs): CONSUMERS = 1 (one warpgroup, the input of the next tile prefetched in a
+second buffer, outputs staged in shared memory and stored by TMA) or 2 (two warpgroups by
+gl.warp_specialize, each walking its own tiles with one input buffer, outputs stored from
+registers; while one runs its epilogue's sines the other can hold the tensor cores).
+
+Gluon has no interpreter (Triton 3.6 and 3.9), so no CPU test runs this kernel: its numerics
+are checked on the GPU against the Triton unit kernel. It is written to Triton 3.6's API (the
+lent GPU's), whose names Triton 3.9 still accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma
+
+C_UNIT = 128  # channels this kernel takes (blocks 3-4)
+TAPS = 7
+BM = 64  # output rows per tile and consumer (one m64 wgmma row block)
+
+
+@gluon.jit
+def _snake(v, alpha, inv_beta):
+    """Snake of the fp16-rounded value, rounded to fp16 (kernels.triton_unit._snake, sin.approx)."""
+    h = v.to(gl.float16).to(gl.float32)
+    sn = gl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=r,r", [h * alpha[None, :]], dtype=gl.float32,
+                                   is_pure=True, pack=1)
+    return (h + inv_beta[None, :] * (sn * sn)).to(gl.float16).to(gl.float32)
+
+
+@gluon.jit
+def _int8(x, inv_scale):
+    """kernels.triton_conv._quantize_int8: saturate, round half to even by + 1.5 * 2^23, low byte."""
+    t = gl.minimum(gl.maximum(x * inv_scale, -128.0), 127.0) + 12582912.0
+    return t.to(gl.int32, bitcast=True).to(gl.int8)
+
+
+@gluon.jit
+def _tap(w1_a, w1_b, w1_c, T: gl.constexpr):
+    """Tap T's [C out, C in] slice of the resident k=7 weights."""
+    if T < 4:
+        return w1_a.index(T)
+    elif T < 6:
+        return w1_b.index(T - 4)
+    else:
+        return w1_c
+
+
+@gluon.jit
+def _load_rows(desc, bar, dst, row, pred):
+    """TMA: a block of rows from `row` into dst, signalling bar (zeros outside the sequence)."""
+    nbytes: gl.constexpr = desc.block_type.shape[0] * desc.block_type.shape[1] * desc.dtype.primitive_bitwidth // 8
+    mbarrier.expect(bar, nbytes, pred=pred)
+    tma.async_copy_global_to_shared(desc, [row, 0], bar, dst, pred=pred)
+
+
+@gluon.jit
+def _load_window(x_desc, bars, a_smem, w, first, step, n_tiles, CID: gl.constexpr, DIL: gl.constexpr,
+                 BM: gl.constexpr, NA: gl.constexpr):
+    """The consumer's w-th input window (tile w // 7, tap w % 7) into its ring slot w % NA."""
+    tile = first + (w // 7) * step
+    tap = w % 7
+    _load_rows(x_desc, bars.index(CID * 16 + w % NA), a_smem.index(CID * NA + w % NA), tile * BM + (tap - 3) * DIL,
+               tile < n_tiles)
+
+
+@gluon.jit
+def _consumer(CID: gl.constexpr, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem,
+              s_smem, bars, w1s_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2s_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, M,
+              n_tiles, inv_mid_scale, inv_s_scale, C: gl.constexpr, DIL: gl.constexpr, BM: gl.constexpr,
+              NA: gl.constexpr, STAGE_OUT: gl.constexpr, CONSUMERS: gl.constexpr, WARPS: gl.constexpr):
+    """One warpgroup's walk over its row tiles: tiles CID, CID + CONSUMERS, ... of its program's share.
+    The k=7 GEMM takes its seven shifted input windows from a ring of NA shared-memory buffers that
+    TMA keeps NA windows ahead, across tile boundaries."""
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, C, 32])
+    a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
+    cols = gl.arange(0, C, layout=gl.SliceLayout(0, mma))
+    rows = gl.arange(0, BM, layout=gl.SliceLayout(1, mma))
+    first = gl.program_id(0) * CONSUMERS + CID
+    step = gl.num_programs(0) * CONSUMERS
+    mine = (gl.maximum(n_tiles - first, 0) + step - 1) // step
+    # this consumer's barriers: one per ring slot, then its residual buffer's
+    y_bar = bars.index(CID * 16 + NA)
+    y_buf = y_smem.index(CID)
+    for j in gl.static_range(NA):
+        _load_window(x_desc, bars, a_smem, j, first, step, n_tiles, CID, DIL, BM, NA)
+    _load_rows(y_desc, y_bar, y_buf, first * BM, first < n_tiles)
+    for i in range(mine):
+        tile = first + i * step
+        m0 = tile * BM
+        acc = gl.zeros([BM, C], gl.int32, layout=mma)
+        for t in gl.static_range(7):
+            w = i * 7 + t
+            mbarrier.wait(bars.index(CID * 16 + w % NA), (w // NA) & 1)
+            acc = warpgroup_mma(a_smem.index(CID * NA + w % NA), _tap(w1_a, w1_b, w1_c, t).permute((1, 0)), acc)
+            _load_window(x_desc, bars, a_smem, w + NA, first, step, n_tiles, CID, DIL, BM, NA)
+        # the k=7 layer's epilogue: dequantize, bias, Snake, int8 with the k=1 layer's input scale
+        v = acc.to(gl.float32) * gl.load(w1s_ptr + cols)[None, :] + gl.load(b1_ptr + cols)[None, :]
+        mid = _int8(_snake(v, gl.load(alpha1_ptr + cols), gl.load(inv_beta1_ptr + cols)), inv_mid_scale)
+        acc2 = warpgroup_mma(gl.convert_layout(mid, a_op), w2_smem.permute((1, 0)),
+                             gl.zeros([BM, C], gl.int32, layout=mma))
+        mbarrier.wait(y_bar, i & 1)
+        r = y_buf.load(mma).to(gl.float32)
+        _load_rows(y_desc, y_bar, y_buf, (tile + step) * BM, tile + step < n_tiles)
+        v = acc2.to(gl.float32) * gl.load(w2s_ptr + cols)[None, :] + gl.load(b2_ptr + cols)[None, :]
+        v += r
+        y = v.to(gl.float16)
+        s = _int8(_snake(v, gl.load(alpha2_ptr + cols), gl.load(inv_beta2_ptr + cols)), inv_s_scale)
+        if STAGE_OUT:
+            tma.store_wait(0)  # the previous tile's stores have left the staging buffers
+            o_smem.store(y)
+            s_smem.store(s)
+            fence_async_shared()
+            tma.async_copy_shared_to_global(y_desc, [m0, 0], o_smem)
+            tma.async_copy_shared_to_global(s_desc, [m0, 0], s_smem)
+        else:
+            offs = (m0 + rows)[:, None] * C + cols[None, :]
+            inside = (m0 + rows < M)[:, None]
+            gl.store(y_ptr + offs, y, mask=inside)
+            gl.store(s_ptr + offs, s, mask=inside)
+    if STAGE_OUT:
+        tma.store_wait(0)
+
+
+@gluon.jit
+def gluon_unit_kernel(x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, s_ptr, w1s_ptr, b1_ptr, alpha1_ptr,
+                      inv_beta1_ptr, w2s_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, M, n_tiles, inv_mid_scale,
+                      inv_s_scale, C: gl.constexpr, DIL: gl.constexpr, BM: gl.constexpr, NA: gl.constexpr,
+                      STAGE_OUT: gl.constexpr, CONSUMERS: gl.constexpr,
+                      WORKER_REGS: gl.constexpr, num_warps: gl.constexpr):
+    # weights, resident: k=7 as 7 [C out, C in] slices (K-major, as 8-bit wgmma takes B), k=1 [C, C]
+    # (shared-memory shapes are powers of two: taps 0-3, 4-5 and 6 in three buffers)
+    w1_a = gl.allocate_shared_memory(gl.int8, [4, C, C], w1_desc.layout)
+    w1_b = gl.allocate_shared_memory(gl.int8, [2, C, C], w1_desc.layout)
+    w1_c = gl.allocate_shared_memory(gl.int8, [C, C], w1_desc.layout)
+    w2_smem = gl.allocate_shared_memory(gl.int8, [C, C], w2_desc.layout)
+    a_smem = gl.allocate_shared_memory(gl.int8, [CONSUMERS * NA, BM, C], x_desc.layout)
+    y_smem = gl.allocate_shared_memory(gl.float16, [CONSUMERS, BM, C], y_desc.layout)
+    if STAGE_OUT:
+        o_smem = gl.allocate_shared_memory(gl.float16, [BM, C], y_desc.layout)
+        s_smem = gl.allocate_shared_memory(gl.int8, [BM, C], s_desc.layout)
+    else:
+        o_smem = w2_smem
+        s_smem = w2_smem
+    N_BARS: gl.constexpr = 32  # 16 per consumer (its ring's, then its residual's); the weights' is the last
+    bars = gl.allocate_shared_memory(gl.int64, [N_BARS, 1], mbarrier.MBarrierLayout())
+    for j in gl.static_range(N_BARS):
+        mbarrier.init(bars.index(j), count=1)
+    fence_async_shared()
+    w_bar = bars.index(N_BARS - 1)
+    mbarrier.expect(w_bar, 8 * C * C)
+    for t in gl.static_range(7):
+        tma.async_copy_global_to_shared(w1_desc, [0, t * C], w_bar, _tap(w1_a, w1_b, w1_c, t))
+    tma.async_copy_global_to_shared(w2_desc, [0, 0], w_bar, w2_smem)
+    mbarrier.wait(w_bar, 0)
+    if CONSUMERS == 1:
+        _consumer(0, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem, s_smem, bars,
+                  w1s_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2s_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, M, n_tiles,
+                  inv_mid_scale, inv_s_scale, C, DIL, BM, NA, STAGE_OUT, CONSUMERS, num_warps)
+    else:
+        gl.warp_specialize([
+            (_consumer, (0, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem,
+                         s_smem, bars, w1s_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2s_ptr, b2_ptr, alpha2_ptr,
+                         inv_beta2_ptr, M, n_tiles, inv_mid_scale, inv_s_scale, C, DIL, BM, NA, STAGE_OUT, CONSUMERS,
+                         num_warps)),
+            (_consumer, (1, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem,
+                         s_smem, bars, w1s_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2s_ptr, b2_ptr, alpha2_ptr,
+                         inv_beta2_ptr, M, n_tiles, inv_mid_scale, inv_s_scale, C, DIL, BM, NA, STAGE_OUT, CONSUMERS,
+                         num_warps))], [num_warps], [WORKER_REGS])
+    for j in gl.static_range(N_BARS):
+        mbarrier.invalidate(bars.index(j))
+
+
+def _layout(block: list[int], dtype: Any) -> Any:
+    return gl.NVMMASharedLayout.get_default_for(block, dtype)
+VARIANTS = {  # name: (consumers, input windows in flight per consumer, outputs staged in shared memory, warps)
+    "one_wg_staged": (1, 4, True, 4),
+    "one_wg_direct": (1, 4, False, 4),
+    "two_wg_ring2": (2, 2, False, 4),
+    "two_wg_ring4": (2, 4, False, 4),
+}
+WORKER_REGS = 232  # the second consumer's registers (setmaxnreg); two 4-warp groups fit 255 each anyway
+
+
+def blocks() -> dict[str, list[int]]:
+    """TMA block shapes: input rows with halo, weights, residual and Snake output tiles."""
+    return {"x": [BM, C_UNIT], "w1": [C_UNIT, C_UNIT], "w2": [C_UNIT, C_UNIT], "y": [BM, C_UNIT], "s": [BM, C_UNIT]}
+
+
+def constants(variant: str, dilation: int) -> dict:
+    consumers, ring, stage_out, warps = VARIANTS[variant]
+    return dict(C=C_UNIT, DIL=dilation, BM=BM, NA=ring, STAGE_OUT=stage_out, CONSUMERS=consumers,
+                WORKER_REGS=WORKER_REGS, num_warps=warps)
+
+
+def launch(x: Any, w1: Any, w2: Any, y: Any, s: Any, vectors: dict, *, dilation: int, mid_scale: float,
+           s_scale: float, variant: str, programs: int) -> None:
+    """One int8 unit in place: x [B, M, C] int8 (Snake of y, quantized), w1 [C, 7C] and w2 [C, C] int8 K-major,
+    y [B, M, C] fp16 (the residual stream, updated), s [B, M, C] int8 (the next layer's input). vectors: fp32 [C]
+    w1s (w1's scale times x's), b1, alpha1, inv_beta1, w2s (w2's scale times mid_scale), b2, alpha2, inv_beta2.
+    One launch per batch item: 2-D descriptors over its [M, C] rows."""
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    batch, rows, channels = x.shape
+    if channels != C_UNIT:
+        raise ValueError(f"gluon unit: {channels} channels, this kernel takes {C_UNIT}")
+    shapes = blocks()
+    n_tiles = triton.cdiv(rows, BM)
+    w1_d = TensorDescriptor.from_tensor(w1, shapes["w1"], _layout(shapes["w1"], gl.int8))
+    w2_d = TensorDescriptor.from_tensor(w2, shapes["w2"], _layout(shapes["w2"], gl.int8))
+    const = constants(variant, dilation)
+    for b in range(batch):
+        x_d = TensorDescriptor.from_tensor(x[b], shapes["x"], _layout(shapes["x"], gl.int8))
+        y_d = TensorDescriptor.from_tensor(y[b], shapes["y"], _layout(shapes["y"], gl.float16))
+        s_d = TensorDescriptor.from_tensor(s[b], shapes["s"], _layout(shapes["s"], gl.int8))
+        grid = (min(programs, triton.cdiv(n_tiles, const["CONSUMERS"])), )
+        gluon_unit_kernel[grid](x_d, w1_d, w2_d, y_d, s_d, y[b], s[b], vectors["w1s"], vectors["b1"],
+                                vectors["alpha1"], vectors["inv_beta1"], vectors["w2s"], vectors["b2"],
+                                vectors["alpha2"], vectors["inv_beta2"], rows, n_tiles, 1.0 / mid_scale,
+                                1.0 / s_scale, **const)
+
+
+def compile_offline(variant: str, dilation: int) -> Any:
+    """The kernel compiled for sm_90 without a GPU (Triton's GPUTarget), pointers 16-byte aligned."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    shapes = blocks()
+    types = {"x": "i8", "w1": "i8", "w2": "i8", "y": "fp16", "s": "i8"}
+    gl_types = {"i8": gl.int8, "fp16": gl.float16}
+    sig = {f"{k}_desc": f"tensordesc<{t}{shapes[k]},{_layout(shapes[k], gl_types[t])!r}>" for k, t in types.items()}
+    sig.update({"y_ptr": "*fp16", "s_ptr": "*i8"})
+    sig.update({f"{n}_ptr": "*fp32" for n in ("w1s", "b1", "alpha1", "inv_beta1", "w2s", "b2", "alpha2", "inv_beta2")})
+    sig.update({"M": "i32", "n_tiles": "i32", "inv_mid_scale": "fp32", "inv_s_scale": "fp32"})
+    const = constants(variant, dilation)
+    sig.update({k: "constexpr" for k in const})
+    aligned = {(i, ): [["tt.divisibility", 16]] for i, kind in enumerate(sig.values()) if kind.startswith("*")}
+    return triton.compile(GluonASTSource(gluon_unit_kernel, sig, const, aligned),
+                          target=GPUTarget("cuda", 90, 128), options={"num_warps": const["num_warps"]})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=None, help="also write the rows as JSON here")
+    p.add_argument("--variant", action="append", default=None, help="only these variants")
+    args = p.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from sm90_unit import cubin_usage
+
+    rows = []
+    for variant in args.variant or VARIANTS:
+        for dilation in (1, 3, 9):
+            try:
+                compiled = compile_offline(variant, dilation)
+                row = {"variant": variant, "dilation": dilation, **cubin_usage(compiled),
+                       "wgmma": compiled.asm["ptx"].count("wgmma.mma_async"),
+                       "setmaxnreg": compiled.asm["ptx"].count("setmaxnreg")}
+            except Exception as exc:  # noqa: BLE001  (a variant that does not compile is a row of the table)
+                row = {"variant": variant, "dilation": dilation, "error": str(exc)[-600:]}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"triton": triton.__version__, "target": "cuda sm_90", "rows": rows},
+                                             indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
