@@ -42,7 +42,8 @@ from typing import Any
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                               warpgroup_mma_wait)
 
 C_UNIT = 128  # channels this kernel takes (blocks 3-4)
 TAPS = 7
@@ -98,7 +99,8 @@ def _load_window(x_desc, bars, a_smem, w, first, step, n_tiles, CID: gl.constexp
 def _consumer(CID: gl.constexpr, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem,
               s_smem, bars, w1s_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2s_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, M,
               n_tiles, inv_mid_scale, inv_s_scale, C: gl.constexpr, DIL: gl.constexpr, BM: gl.constexpr,
-              NA: gl.constexpr, STAGE_OUT: gl.constexpr, CONSUMERS: gl.constexpr, WARPS: gl.constexpr):
+              NA: gl.constexpr, STAGE_OUT: gl.constexpr, ASYNC: gl.constexpr, CONSUMERS: gl.constexpr,
+              WARPS: gl.constexpr):
     """One warpgroup's walk over its row tiles: tiles CID, CID + CONSUMERS, ... of its program's share.
     The k=7 GEMM takes its seven shifted input windows from a ring of NA shared-memory buffers that
     TMA keeps NA windows ahead, across tile boundaries."""
@@ -122,8 +124,17 @@ def _consumer(CID: gl.constexpr, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_
         for t in gl.static_range(7):
             w = i * 7 + t
             mbarrier.wait(bars.index(CID * 16 + w % NA), (w // NA) & 1)
-            acc = warpgroup_mma(a_smem.index(CID * NA + w % NA), _tap(w1_a, w1_b, w1_c, t).permute((1, 0)), acc)
-            _load_window(x_desc, bars, a_smem, w + NA, first, step, n_tiles, CID, DIL, BM, NA)
+            acc = warpgroup_mma(a_smem.index(CID * NA + w % NA), _tap(w1_a, w1_b, w1_c, t).permute((1, 0)), acc,
+                                is_async=ASYNC)
+            if ASYNC:  # one wgmma in flight: the previous window's is done, so its slot can refill
+                acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc, ))
+                if t > 0:
+                    _load_window(x_desc, bars, a_smem, w - 1 + NA, first, step, n_tiles, CID, DIL, BM, NA)
+            else:
+                _load_window(x_desc, bars, a_smem, w + NA, first, step, n_tiles, CID, DIL, BM, NA)
+        if ASYNC:
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+            _load_window(x_desc, bars, a_smem, i * 7 + 6 + NA, first, step, n_tiles, CID, DIL, BM, NA)
         # the k=7 layer's epilogue: dequantize, bias, Snake, int8 with the k=1 layer's input scale
         v = acc.to(gl.float32) * gl.load(w1s_ptr + cols)[None, :] + gl.load(b1_ptr + cols)[None, :]
         mid = _int8(_snake(v, gl.load(alpha1_ptr + cols), gl.load(inv_beta1_ptr + cols)), inv_mid_scale)
@@ -156,7 +167,7 @@ def _consumer(CID: gl.constexpr, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_
 def gluon_unit_kernel(x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, s_ptr, w1s_ptr, b1_ptr, alpha1_ptr,
                       inv_beta1_ptr, w2s_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, M, n_tiles, inv_mid_scale,
                       inv_s_scale, C: gl.constexpr, DIL: gl.constexpr, BM: gl.constexpr, NA: gl.constexpr,
-                      STAGE_OUT: gl.constexpr, CONSUMERS: gl.constexpr,
+                      STAGE_OUT: gl.constexpr, ASYNC: gl.constexpr, CONSUMERS: gl.constexpr,
                       WORKER_REGS: gl.constexpr, num_warps: gl.constexpr):
     # weights, resident: k=7 as 7 [C out, C in] slices (K-major, as 8-bit wgmma takes B), k=1 [C, C]
     # (shared-memory shapes are powers of two: taps 0-3, 4-5 and 6 in three buffers)
@@ -186,16 +197,16 @@ def gluon_unit_kernel(x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, s_ptr, w1
     if CONSUMERS == 1:
         _consumer(0, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem, s_smem, bars,
                   w1s_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2s_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, M, n_tiles,
-                  inv_mid_scale, inv_s_scale, C, DIL, BM, NA, STAGE_OUT, CONSUMERS, num_warps)
+                  inv_mid_scale, inv_s_scale, C, DIL, BM, NA, STAGE_OUT, ASYNC, CONSUMERS, num_warps)
     else:
         gl.warp_specialize([
             (_consumer, (0, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem,
                          s_smem, bars, w1s_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2s_ptr, b2_ptr, alpha2_ptr,
-                         inv_beta2_ptr, M, n_tiles, inv_mid_scale, inv_s_scale, C, DIL, BM, NA, STAGE_OUT, CONSUMERS,
+                         inv_beta2_ptr, M, n_tiles, inv_mid_scale, inv_s_scale, C, DIL, BM, NA, STAGE_OUT, ASYNC, CONSUMERS,
                          num_warps)),
             (_consumer, (1, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem,
                          s_smem, bars, w1s_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2s_ptr, b2_ptr, alpha2_ptr,
-                         inv_beta2_ptr, M, n_tiles, inv_mid_scale, inv_s_scale, C, DIL, BM, NA, STAGE_OUT, CONSUMERS,
+                         inv_beta2_ptr, M, n_tiles, inv_mid_scale, inv_s_scale, C, DIL, BM, NA, STAGE_OUT, ASYNC, CONSUMERS,
                          num_warps))], [num_warps], [WORKER_REGS])
     for j in gl.static_range(N_BARS):
         mbarrier.invalidate(bars.index(j))
@@ -203,11 +214,14 @@ def gluon_unit_kernel(x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, s_ptr, w1
 
 def _layout(block: list[int], dtype: Any) -> Any:
     return gl.NVMMASharedLayout.get_default_for(block, dtype)
-VARIANTS = {  # name: (consumers, input windows in flight per consumer, outputs staged in shared memory, warps)
-    "one_wg_staged": (1, 4, True, 4),
-    "one_wg_direct": (1, 4, False, 4),
-    "two_wg_ring2": (2, 2, False, 4),
-    "two_wg_ring4": (2, 4, False, 4),
+VARIANTS = {  # name: (consumers, input windows in flight per consumer, outputs staged in shared memory,
+    #                 the k=7 wgmmas asynchronous (one in flight), warps per consumer)
+    "one_wg_staged": (1, 4, True, False, 4),
+    "one_wg_staged_async": (1, 4, True, True, 4),
+    "one_wg_direct": (1, 4, False, False, 4),
+    "two_wg_ring2": (2, 2, False, False, 4),
+    "two_wg_ring4": (2, 4, False, False, 4),
+    "two_wg_ring4_async": (2, 4, False, True, 4),
 }
 WORKER_REGS = 232  # the second consumer's registers (setmaxnreg); two 4-warp groups fit 255 each anyway
 
@@ -218,8 +232,8 @@ def blocks() -> dict[str, list[int]]:
 
 
 def constants(variant: str, dilation: int) -> dict:
-    consumers, ring, stage_out, warps = VARIANTS[variant]
-    return dict(C=C_UNIT, DIL=dilation, BM=BM, NA=ring, STAGE_OUT=stage_out, CONSUMERS=consumers,
+    consumers, ring, stage_out, asynchronous, warps = VARIANTS[variant]
+    return dict(C=C_UNIT, DIL=dilation, BM=BM, NA=ring, STAGE_OUT=stage_out, ASYNC=asynchronous, CONSUMERS=consumers,
                 WORKER_REGS=WORKER_REGS, num_warps=warps)
 
 
