@@ -83,11 +83,10 @@ def run_gluon(o: dict, y, s, dilation: int, variant: str, programs: int) -> None
         return run_triton(o, y, s, dilation, TRITON_TILES[1])
     import gluon_unit
 
-    vectors = {"w1s": o["w1_scale"] * o["x_scale"], "b1": o["b1"], "alpha1": o["alpha1"],
-               "inv_beta1": o["inv_beta1"], "w2s": o["w2_scale"] * o["mid_scale"], "b2": o["b2"],
-               "alpha2": o["alpha2"], "inv_beta2": o["inv_beta2"]}
-    gluon_unit.launch(o["x"], o["w1"], o["w2"], y, s, vectors, dilation=dilation, mid_scale=o["mid_scale"],
-                      s_scale=o["s_scale"], variant=variant, programs=programs)
+    gluon_unit.launch(o["x"], o["w1"], o["w1_scale"], o["b1"], o["alpha1"], o["inv_beta1"], o["w2"], o["w2_scale"],
+                      o["b2"], o["alpha2"], o["inv_beta2"], y, s, taps=7, dilation=dilation, x_scale=o["x_scale"],
+                      mid_scale=o["mid_scale"], s_scale=o["s_scale"], res_scale=0.0, variant=variant,
+                      programs=programs)
 
 
 def compare(y, s, y_ref, s_ref) -> dict:

@@ -1,34 +1,34 @@
 """An int8 residual unit of 128 channels as a persistent Gluon kernel with its weights resident
-in shared memory (issue 36, blocks 3-4 of ACE-Step's decoder). Experiment: timed against the
-project's Triton unit kernel by benchmarks/gpu_gluon_unit.py; compiled offline here.
+in shared memory (issue 36, blocks 3-4 of ACE-Step's decoder). Experiment: checked against and
+timed beside the project's Triton unit kernel by benchmarks/gpu_gluon_unit.py; compiled here.
 
     python benchmarks/experiments/gluon_unit.py [--out FILE.json]   # sm_90, no GPU needed
 
 Why (a count, not a measurement): the Triton unit kernel's H100 winner at block 4 (tile
 128x128x128x4x3, 1.335 ms at 1500 frames, run 12) loads, per 128-row tile, seven shifted
-128-row windows of its input (one per tap, 112 KiB) and the whole k=7 weight (7 x 16 KiB)
-again, on top of the 96 KiB the tile must move to and from memory: about 320 KiB per tile
-through L2, 7.2 GB per unit at block 4 -- at the ~5.5 TB/s commonly measured for an H100's
-L2, about the 1.3 ms the unit takes. This kernel moves only what it must:
-- weights loaded once per program (k=7: 7 x 128 x 128 int8 = 112 KiB, k=1: 16 KiB) and kept
-  in shared memory while the program walks its row tiles (persistent);
-- one TMA load of BM + 2 * HALO input rows per tile (HALO = 32 >= 3 * dilation for the unit's
-  dilations 1, 3, 9), from which each tap's window is a row slice of shared memory, loaded
-  into registers as the wgmma's A operand (8-bit wgmma takes B K-major from shared memory,
-  A from shared memory only at swizzle-atom-aligned rows, so shifted windows go by registers).
+128-row windows of its input (one per tap, 112 KiB) and the whole k=7 weight again (7 x 16
+KiB), beside the 96 KiB the tile must move to and from memory: about 320 KiB per tile through
+L2, 7.2 GB per unit at block 4. Here each program loads the weights once (k=7: 7 x 128 x 128
+int8 = 112 KiB, k=1: 16 KiB), keeps them in shared memory and walks its row tiles
+(persistent): per 64 rows, 56 KiB of windows and the 48 KiB that must move, against 160 KiB.
+
+The seven windows still come through L2, one TMA load each into a ring of NA buffers kept NA
+windows ahead across tile boundaries. One load of the tile plus a halo, with each tap's window
+a row slice of it, is what this kernel first tried; Gluon (Triton 3.6) refuses it: a shared-
+memory subslice must start at a multiple of its own length ("The split offset may not touch
+the tile"), so a 64-row window cannot start at row 3.
+
 The arithmetic is kernels.triton_unit's, step by step (dequantize with the weight scale times
 the input scale, bias, Snake of the fp16-rounded value, int8 with the next layer's scale by
 the 1.5 * 2^23 rounding sum), so its outputs should match that kernel's bit for bit or within
-kernels.op.TOLERANCES.
-
-Variants (constexprs): CONSUMERS = 1 (one warpgroup, the input of the next tile prefetched in a
-second buffer, outputs staged in shared memory and stored by TMA) or 2 (two warpgroups by
-gl.warp_specialize, each walking its own tiles with one input buffer, outputs stored from
-registers; while one runs its epilogue's sines the other can hold the tensor cores).
+kernels.op.TOLERANCES. Variants (VARIANTS): one warpgroup, outputs staged in shared memory
+and stored by TMA, or stored from registers; two warpgroups (gl.warp_specialize), each walking
+its own tiles, so that one can hold the tensor cores while the other runs its epilogue's sines;
+the k=7 wgmmas synchronous, or asynchronous with one in flight.
 
 Gluon has no interpreter (Triton 3.6 and 3.9), so no CPU test runs this kernel: its numerics
-are checked on the GPU against the Triton unit kernel. It is written to Triton 3.6's API (the
-lent GPU's), whose names Triton 3.9 still accepts.
+are checked on the GPU. It is written to Triton 3.6's API (the lent GPU's), whose names
+Triton 3.9 still accepts.
 """
 
 from __future__ import annotations
@@ -96,11 +96,11 @@ def _load_window(x_desc, bars, a_smem, w, first, step, n_tiles, CID: gl.constexp
 
 
 @gluon.jit
-def _consumer(CID: gl.constexpr, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem,
-              s_smem, bars, w1s_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2s_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, M,
-              n_tiles, inv_mid_scale, inv_s_scale, C: gl.constexpr, DIL: gl.constexpr, BM: gl.constexpr,
-              NA: gl.constexpr, STAGE_OUT: gl.constexpr, ASYNC: gl.constexpr, CONSUMERS: gl.constexpr,
-              WARPS: gl.constexpr):
+def _consumer(CID: gl.constexpr, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem,
+              o_smem, s_smem, bars, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2_scale_ptr, b2_ptr,
+              alpha2_ptr, inv_beta2_ptr, M, n_tiles, x_scale, inv_mid_scale, mid_scale, inv_s_scale,
+              C: gl.constexpr, DIL: gl.constexpr, BM: gl.constexpr, NA: gl.constexpr, STAGE_OUT: gl.constexpr,
+              ASYNC: gl.constexpr, CONSUMERS: gl.constexpr, WARPS: gl.constexpr):
     """One warpgroup's walk over its row tiles: tiles CID, CID + CONSUMERS, ... of its program's share.
     The k=7 GEMM takes its seven shifted input windows from a ring of NA shared-memory buffers that
     TMA keeps NA windows ahead, across tile boundaries."""
@@ -136,14 +136,16 @@ def _consumer(CID: gl.constexpr, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
             _load_window(x_desc, bars, a_smem, i * 7 + 6 + NA, first, step, n_tiles, CID, DIL, BM, NA)
         # the k=7 layer's epilogue: dequantize, bias, Snake, int8 with the k=1 layer's input scale
-        v = acc.to(gl.float32) * gl.load(w1s_ptr + cols)[None, :] + gl.load(b1_ptr + cols)[None, :]
+        v = acc.to(gl.float32) * (gl.load(w1_scale_ptr + cols) * x_scale)[None, :]
+        v += gl.load(b1_ptr + cols)[None, :]
         mid = _int8(_snake(v, gl.load(alpha1_ptr + cols), gl.load(inv_beta1_ptr + cols)), inv_mid_scale)
         acc2 = warpgroup_mma(gl.convert_layout(mid, a_op), w2_smem.permute((1, 0)),
                              gl.zeros([BM, C], gl.int32, layout=mma))
         mbarrier.wait(y_bar, i & 1)
         r = y_buf.load(mma).to(gl.float32)
         _load_rows(y_desc, y_bar, y_buf, (tile + step) * BM, tile + step < n_tiles)
-        v = acc2.to(gl.float32) * gl.load(w2s_ptr + cols)[None, :] + gl.load(b2_ptr + cols)[None, :]
+        v = acc2.to(gl.float32) * (gl.load(w2_scale_ptr + cols) * mid_scale)[None, :]
+        v += gl.load(b2_ptr + cols)[None, :]
         v += r
         y = v.to(gl.float16)
         s = _int8(_snake(v, gl.load(alpha2_ptr + cols), gl.load(inv_beta2_ptr + cols)), inv_s_scale)
@@ -164,10 +166,10 @@ def _consumer(CID: gl.constexpr, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_
 
 
 @gluon.jit
-def gluon_unit_kernel(x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, s_ptr, w1s_ptr, b1_ptr, alpha1_ptr,
-                      inv_beta1_ptr, w2s_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, M, n_tiles, inv_mid_scale,
-                      inv_s_scale, C: gl.constexpr, DIL: gl.constexpr, BM: gl.constexpr, NA: gl.constexpr,
-                      STAGE_OUT: gl.constexpr, ASYNC: gl.constexpr, CONSUMERS: gl.constexpr,
+def gluon_unit_kernel(x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, s_ptr, w1_scale_ptr, b1_ptr, alpha1_ptr,
+                      inv_beta1_ptr, w2_scale_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, M, n_tiles, x_scale,
+                      inv_mid_scale, mid_scale, inv_s_scale, C: gl.constexpr, DIL: gl.constexpr, BM: gl.constexpr,
+                      NA: gl.constexpr, STAGE_OUT: gl.constexpr, ASYNC: gl.constexpr, CONSUMERS: gl.constexpr,
                       WORKER_REGS: gl.constexpr, num_warps: gl.constexpr):
     # weights, resident: k=7 as 7 [C out, C in] slices (K-major, as 8-bit wgmma takes B), k=1 [C, C]
     # (shared-memory shapes are powers of two: taps 0-3, 4-5 and 6 in three buffers)
@@ -194,20 +196,23 @@ def gluon_unit_kernel(x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, s_ptr, w1
         tma.async_copy_global_to_shared(w1_desc, [0, t * C], w_bar, _tap(w1_a, w1_b, w1_c, t))
     tma.async_copy_global_to_shared(w2_desc, [0, 0], w_bar, w2_smem)
     mbarrier.wait(w_bar, 0)
+    # (the arguments are spelled out at each call: constexprs inside a tuple built here reach
+    # warp_specialize's partitions as values, not constants)
     if CONSUMERS == 1:
-        _consumer(0, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem, s_smem, bars,
-                  w1s_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2s_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, M, n_tiles,
-                  inv_mid_scale, inv_s_scale, C, DIL, BM, NA, STAGE_OUT, ASYNC, CONSUMERS, num_warps)
+        _consumer(0, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem, s_smem,
+                  bars, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2_scale_ptr, b2_ptr, alpha2_ptr,
+                  inv_beta2_ptr, M, n_tiles, x_scale, inv_mid_scale, mid_scale, inv_s_scale, C, DIL, BM, NA,
+                  STAGE_OUT, ASYNC, CONSUMERS, num_warps)
     else:
         gl.warp_specialize([
             (_consumer, (0, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem,
-                         s_smem, bars, w1s_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2s_ptr, b2_ptr, alpha2_ptr,
-                         inv_beta2_ptr, M, n_tiles, inv_mid_scale, inv_s_scale, C, DIL, BM, NA, STAGE_OUT, ASYNC, CONSUMERS,
-                         num_warps)),
+                         s_smem, bars, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2_scale_ptr, b2_ptr,
+                         alpha2_ptr, inv_beta2_ptr, M, n_tiles, x_scale, inv_mid_scale, mid_scale, inv_s_scale, C, DIL,
+                         BM, NA, STAGE_OUT, ASYNC, CONSUMERS, num_warps)),
             (_consumer, (1, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem,
-                         s_smem, bars, w1s_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2s_ptr, b2_ptr, alpha2_ptr,
-                         inv_beta2_ptr, M, n_tiles, inv_mid_scale, inv_s_scale, C, DIL, BM, NA, STAGE_OUT, ASYNC, CONSUMERS,
-                         num_warps))], [num_warps], [WORKER_REGS])
+                         s_smem, bars, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2_scale_ptr, b2_ptr,
+                         alpha2_ptr, inv_beta2_ptr, M, n_tiles, x_scale, inv_mid_scale, mid_scale, inv_s_scale, C, DIL,
+                         BM, NA, STAGE_OUT, ASYNC, CONSUMERS, num_warps))], [num_warps], [WORKER_REGS])
     for j in gl.static_range(N_BARS):
         mbarrier.invalidate(bars.index(j))
 
@@ -226,8 +231,11 @@ VARIANTS = {  # name: (consumers, input windows in flight per consumer, outputs 
 WORKER_REGS = 232  # the second consumer's registers (setmaxnreg); two 4-warp groups fit 255 each anyway
 
 
+GL_TYPES = {"x": gl.int8, "w1": gl.int8, "w2": gl.int8, "y": gl.float16, "s": gl.int8}
+
+
 def blocks() -> dict[str, list[int]]:
-    """TMA block shapes: input rows with halo, weights, residual and Snake output tiles."""
+    """TMA block shapes: an input window, a tap's weights, the k=1 weights, residual and Snake output tiles."""
     return {"x": [BM, C_UNIT], "w1": [C_UNIT, C_UNIT], "w2": [C_UNIT, C_UNIT], "y": [BM, C_UNIT], "s": [BM, C_UNIT]}
 
 
@@ -237,31 +245,33 @@ def constants(variant: str, dilation: int) -> dict:
                 WORKER_REGS=WORKER_REGS, num_warps=warps)
 
 
-def launch(x: Any, w1: Any, w2: Any, y: Any, s: Any, vectors: dict, *, dilation: int, mid_scale: float,
-           s_scale: float, variant: str, programs: int) -> None:
-    """One int8 unit in place: x [B, M, C] int8 (Snake of y, quantized), w1 [C, 7C] and w2 [C, C] int8 K-major,
-    y [B, M, C] fp16 (the residual stream, updated), s [B, M, C] int8 (the next layer's input). vectors: fp32 [C]
-    w1s (w1's scale times x's), b1, alpha1, inv_beta1, w2s (w2's scale times mid_scale), b2, alpha2, inv_beta2.
-    One launch per batch item: 2-D descriptors over its [M, C] rows."""
+def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any, w2: Any, w2_scale: Any, b2: Any,
+           alpha2: Any, inv_beta2: Any, y: Any, s: Any, *, taps: int, dilation: int, x_scale: float,
+           mid_scale: float, s_scale: float, res_scale: float, variant: str, programs: int) -> None:
+    """kernels.triton_unit.launch's unit, where this kernel takes it: int8 x [B, M, 128] and both
+    weights int8, biases, an int8 Snake output s, no quantized skip (res_scale 0), 7 taps; y is
+    updated in place. `programs`: persistent programs (the multiprocessors). One launch per batch
+    item, its [M, C] rows under 2-D descriptors."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     batch, rows, channels = x.shape
-    if channels != C_UNIT:
-        raise ValueError(f"gluon unit: {channels} channels, this kernel takes {C_UNIT}")
+    if (channels != C_UNIT or taps != TAPS or x.dtype.is_floating_point or mid_scale <= 0 or s is None
+            or s_scale <= 0 or res_scale > 0 or b1 is None or b2 is None):
+        raise ValueError("gluon unit: takes an int8 unit of 128 channels and 7 taps with biases, an int8 Snake "
+                         "output and no quantized skip")
     shapes = blocks()
     n_tiles = triton.cdiv(rows, BM)
-    w1_d = TensorDescriptor.from_tensor(w1, shapes["w1"], _layout(shapes["w1"], gl.int8))
-    w2_d = TensorDescriptor.from_tensor(w2, shapes["w2"], _layout(shapes["w2"], gl.int8))
     const = constants(variant, dilation)
+
+    def desc(t: Any, name: str) -> Any:
+        return TensorDescriptor.from_tensor(t, shapes[name], _layout(shapes[name], GL_TYPES[name]))
+
+    w1_d, w2_d = desc(w1, "w1"), desc(w2, "w2")
+    grid = (min(programs, triton.cdiv(n_tiles, const["CONSUMERS"])), )
     for b in range(batch):
-        x_d = TensorDescriptor.from_tensor(x[b], shapes["x"], _layout(shapes["x"], gl.int8))
-        y_d = TensorDescriptor.from_tensor(y[b], shapes["y"], _layout(shapes["y"], gl.float16))
-        s_d = TensorDescriptor.from_tensor(s[b], shapes["s"], _layout(shapes["s"], gl.int8))
-        grid = (min(programs, triton.cdiv(n_tiles, const["CONSUMERS"])), )
-        gluon_unit_kernel[grid](x_d, w1_d, w2_d, y_d, s_d, y[b], s[b], vectors["w1s"], vectors["b1"],
-                                vectors["alpha1"], vectors["inv_beta1"], vectors["w2s"], vectors["b2"],
-                                vectors["alpha2"], vectors["inv_beta2"], rows, n_tiles, 1.0 / mid_scale,
-                                1.0 / s_scale, **const)
+        gluon_unit_kernel[grid](desc(x[b], "x"), w1_d, w2_d, desc(y[b], "y"), desc(s[b], "s"), y[b], s[b], w1_scale,
+                                b1, alpha1, inv_beta1, w2_scale, b2, alpha2, inv_beta2, rows, n_tiles,
+                                float(x_scale), 1.0 / mid_scale, float(mid_scale), 1.0 / s_scale, **const)
 
 
 def compile_offline(variant: str, dilation: int) -> Any:
@@ -270,12 +280,13 @@ def compile_offline(variant: str, dilation: int) -> Any:
     from triton.experimental.gluon._runtime import GluonASTSource
 
     shapes = blocks()
-    types = {"x": "i8", "w1": "i8", "w2": "i8", "y": "fp16", "s": "i8"}
-    gl_types = {"i8": gl.int8, "fp16": gl.float16}
-    sig = {f"{k}_desc": f"tensordesc<{t}{shapes[k]},{_layout(shapes[k], gl_types[t])!r}>" for k, t in types.items()}
+    names = {gl.int8: "i8", gl.float16: "fp16"}
+    sig = {f"{k}_desc": f"tensordesc<{names[t]}{shapes[k]},{_layout(shapes[k], t)!r}>" for k, t in GL_TYPES.items()}
     sig.update({"y_ptr": "*fp16", "s_ptr": "*i8"})
-    sig.update({f"{n}_ptr": "*fp32" for n in ("w1s", "b1", "alpha1", "inv_beta1", "w2s", "b2", "alpha2", "inv_beta2")})
-    sig.update({"M": "i32", "n_tiles": "i32", "inv_mid_scale": "fp32", "inv_s_scale": "fp32"})
+    sig.update({f"{n}_ptr": "*fp32" for n in ("w1_scale", "b1", "alpha1", "inv_beta1", "w2_scale", "b2", "alpha2",
+                                              "inv_beta2")})
+    sig.update({"M": "i32", "n_tiles": "i32", **{k: "fp32" for k in ("x_scale", "inv_mid_scale", "mid_scale",
+                                                                     "inv_s_scale")}})
     const = constants(variant, dilation)
     sig.update({k: "constexpr" for k in const})
     aligned = {(i, ): [["tt.divisibility", 16]] for i, kind in enumerate(sig.values()) if kind.startswith("*")}
