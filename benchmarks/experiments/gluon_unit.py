@@ -45,6 +45,11 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                warpgroup_mma_wait)
 
+# Triton 3.6 names its TMA copies async_copy_global_to_shared / async_copy_shared_to_global; 3.9
+# renamed them async_load / async_store and made the old names raise
+TMA_LOAD = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+TMA_STORE = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
+
 C_UNIT = 128  # channels this kernel takes (blocks 3-4)
 TAPS = 7
 BM = 64  # output rows per tile and consumer (one m64 wgmma row block)
@@ -82,7 +87,7 @@ def _load_rows(desc, bar, dst, row, pred):
     """TMA: a block of rows from `row` into dst, signalling bar (zeros outside the sequence)."""
     nbytes: gl.constexpr = desc.block_type.shape[0] * desc.block_type.shape[1] * desc.dtype.primitive_bitwidth // 8
     mbarrier.expect(bar, nbytes, pred=pred)
-    tma.async_copy_global_to_shared(desc, [row, 0], bar, dst, pred=pred)
+    TMA_LOAD(desc, [row, 0], bar, dst, pred=pred)
 
 
 @gluon.jit
@@ -154,8 +159,8 @@ def _consumer(CID: gl.constexpr, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_
             o_smem.store(y)
             s_smem.store(s)
             fence_async_shared()
-            tma.async_copy_shared_to_global(y_desc, [m0, 0], o_smem)
-            tma.async_copy_shared_to_global(s_desc, [m0, 0], s_smem)
+            TMA_STORE(y_desc, [m0, 0], o_smem)
+            TMA_STORE(s_desc, [m0, 0], s_smem)
         else:
             offs = (m0 + rows)[:, None] * C + cols[None, :]
             inside = (m0 + rows < M)[:, None]
@@ -193,8 +198,8 @@ def gluon_unit_kernel(x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, s_ptr, w1
     w_bar = bars.index(N_BARS - 1)
     mbarrier.expect(w_bar, 8 * C * C)
     for t in gl.static_range(7):
-        tma.async_copy_global_to_shared(w1_desc, [0, t * C], w_bar, _tap(w1_a, w1_b, w1_c, t))
-    tma.async_copy_global_to_shared(w2_desc, [0, 0], w_bar, w2_smem)
+        TMA_LOAD(w1_desc, [0, t * C], w_bar, _tap(w1_a, w1_b, w1_c, t))
+    TMA_LOAD(w2_desc, [0, 0], w_bar, w2_smem)
     mbarrier.wait(w_bar, 0)
     # (the arguments are spelled out at each call: constexprs inside a tuple built here reach
     # warp_specialize's partitions as values, not constants)
