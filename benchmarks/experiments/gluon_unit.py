@@ -101,14 +101,47 @@ def _load_window(x_desc, bars, a_smem, w, first, step, n_tiles, CID: gl.constexp
 
 
 @gluon.jit
+def _free_window(x_desc, bars, a_smem, w, first, step, n_tiles, CID: gl.constexpr, DIL: gl.constexpr,
+                 BM: gl.constexpr, NA: gl.constexpr, FED: gl.constexpr):
+    """Window w's wgmma has read its slot: hand it to the producer (FED), or load window w + NA into it."""
+    if FED:
+        mbarrier.arrive(bars.index(CID * 16 + 4 + w % NA))
+    else:
+        _load_window(x_desc, bars, a_smem, w + NA, first, step, n_tiles, CID, DIL, BM, NA)
+
+
+@gluon.jit
+def _producer(x_desc, y_desc, a_smem, y_smem, bars, n_tiles, DIL: gl.constexpr, BM: gl.constexpr, NA: gl.constexpr,
+              CONSUMERS: gl.constexpr):
+    """One warp issuing every TMA load of the program's consumers, window by window in turns, each
+    into a slot its consumer has handed back; a consumer's residual tile once it has read the last."""
+    step = gl.num_programs(0) * CONSUMERS
+    first = gl.program_id(0) * CONSUMERS
+    most = (gl.maximum(n_tiles - first, 0) + step - 1) // step  # consumer 0's tiles: the most of any
+    for i in range(most):
+        for t in gl.static_range(7):
+            for c in gl.static_range(CONSUMERS):
+                tile = first + c + i * step
+                w = i * 7 + t
+                mbarrier.wait(bars.index(c * 16 + 4 + w % NA), (w // NA - 1) & 1, pred=(tile < n_tiles) & (w >= NA))
+                _load_window(x_desc, bars, a_smem, w, first + c, step, n_tiles, c, DIL, BM, NA)
+                if t == 2:  # the residual tile, read after the k=7 GEMM, once the last one is read
+                    mbarrier.wait(bars.index(c * 16 + 9), (i - 1) & 1, pred=(tile < n_tiles) & (i > 0))
+                    _load_rows(y_desc, bars.index(c * 16 + 8), y_smem.index(c), tile * BM, tile < n_tiles)
+
+
+@gluon.jit
 def _consumer(CID: gl.constexpr, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem,
               o_smem, s_smem, bars, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2_scale_ptr, b2_ptr,
               alpha2_ptr, inv_beta2_ptr, M, n_tiles, x_scale, inv_mid_scale, mid_scale, inv_s_scale,
               C: gl.constexpr, DIL: gl.constexpr, BM: gl.constexpr, NA: gl.constexpr, STAGE_OUT: gl.constexpr,
-              ASYNC: gl.constexpr, CONSUMERS: gl.constexpr, WARPS: gl.constexpr):
+              ASYNC: gl.constexpr, FED: gl.constexpr, CONSUMERS: gl.constexpr, WARPS: gl.constexpr):
     """One warpgroup's walk over its row tiles: tiles CID, CID + CONSUMERS, ... of its program's share.
     The k=7 GEMM takes its seven shifted input windows from a ring of NA shared-memory buffers that
-    TMA keeps NA windows ahead, across tile boundaries."""
+    TMA keeps NA windows ahead, across tile boundaries: issued here, or (FED) by the producer warp,
+    to which this consumer hands each buffer back through an mbarrier once its wgmma has read it.
+    Barriers of consumer CID, from CID * 16: its NA ring slots' (full), then (FED) the same slots'
+    (empty, from + 4), its residual buffer's (full, + 8) and (FED, empty, + 9)."""
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, C, 32])
     a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
     cols = gl.arange(0, C, layout=gl.SliceLayout(0, mma))
@@ -116,12 +149,12 @@ def _consumer(CID: gl.constexpr, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_
     first = gl.program_id(0) * CONSUMERS + CID
     step = gl.num_programs(0) * CONSUMERS
     mine = (gl.maximum(n_tiles - first, 0) + step - 1) // step
-    # this consumer's barriers: one per ring slot, then its residual buffer's
-    y_bar = bars.index(CID * 16 + NA)
+    y_bar = bars.index(CID * 16 + 8)
     y_buf = y_smem.index(CID)
-    for j in gl.static_range(NA):
-        _load_window(x_desc, bars, a_smem, j, first, step, n_tiles, CID, DIL, BM, NA)
-    _load_rows(y_desc, y_bar, y_buf, first * BM, first < n_tiles)
+    if not FED:
+        for j in gl.static_range(NA):
+            _load_window(x_desc, bars, a_smem, j, first, step, n_tiles, CID, DIL, BM, NA)
+        _load_rows(y_desc, y_bar, y_buf, first * BM, first < n_tiles)
     for i in range(mine):
         tile = first + i * step
         m0 = tile * BM
@@ -134,12 +167,12 @@ def _consumer(CID: gl.constexpr, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_
             if ASYNC:  # one wgmma in flight: the previous window's is done, so its slot can refill
                 acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc, ))
                 if t > 0:
-                    _load_window(x_desc, bars, a_smem, w - 1 + NA, first, step, n_tiles, CID, DIL, BM, NA)
+                    _free_window(x_desc, bars, a_smem, w - 1, first, step, n_tiles, CID, DIL, BM, NA, FED)
             else:
-                _load_window(x_desc, bars, a_smem, w + NA, first, step, n_tiles, CID, DIL, BM, NA)
+                _free_window(x_desc, bars, a_smem, w, first, step, n_tiles, CID, DIL, BM, NA, FED)
         if ASYNC:
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-            _load_window(x_desc, bars, a_smem, i * 7 + 6 + NA, first, step, n_tiles, CID, DIL, BM, NA)
+            _free_window(x_desc, bars, a_smem, i * 7 + 6, first, step, n_tiles, CID, DIL, BM, NA, FED)
         # the k=7 layer's epilogue: dequantize, bias, Snake, int8 with the k=1 layer's input scale
         v = acc.to(gl.float32) * (gl.load(w1_scale_ptr + cols) * x_scale)[None, :]
         v += gl.load(b1_ptr + cols)[None, :]
@@ -148,7 +181,10 @@ def _consumer(CID: gl.constexpr, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_
                              gl.zeros([BM, C], gl.int32, layout=mma))
         mbarrier.wait(y_bar, i & 1)
         r = y_buf.load(mma).to(gl.float32)
-        _load_rows(y_desc, y_bar, y_buf, (tile + step) * BM, tile + step < n_tiles)
+        if FED:
+            mbarrier.arrive(bars.index(CID * 16 + 9))
+        else:
+            _load_rows(y_desc, y_bar, y_buf, (tile + step) * BM, tile + step < n_tiles)
         v = acc2.to(gl.float32) * (gl.load(w2_scale_ptr + cols) * mid_scale)[None, :]
         v += gl.load(b2_ptr + cols)[None, :]
         v += r
@@ -174,8 +210,9 @@ def _consumer(CID: gl.constexpr, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_
 def gluon_unit_kernel(x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, s_ptr, w1_scale_ptr, b1_ptr, alpha1_ptr,
                       inv_beta1_ptr, w2_scale_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, M, n_tiles, x_scale,
                       inv_mid_scale, mid_scale, inv_s_scale, C: gl.constexpr, DIL: gl.constexpr, BM: gl.constexpr,
-                      NA: gl.constexpr, STAGE_OUT: gl.constexpr, ASYNC: gl.constexpr, CONSUMERS: gl.constexpr,
-                      WORKER_REGS: gl.constexpr, num_warps: gl.constexpr):
+                      NA: gl.constexpr, STAGE_OUT: gl.constexpr, ASYNC: gl.constexpr, FED: gl.constexpr,
+                      CONSUMERS: gl.constexpr, WORKER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+                      num_warps: gl.constexpr):
     # weights, resident: k=7 as 7 [C out, C in] slices (K-major, as 8-bit wgmma takes B), k=1 [C, C]
     # (shared-memory shapes are powers of two: taps 0-3, 4-5 and 6 in three buffers)
     w1_a = gl.allocate_shared_memory(gl.int8, [4, C, C], w1_desc.layout)
@@ -207,17 +244,29 @@ def gluon_unit_kernel(x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, s_ptr, w1
         _consumer(0, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem, s_smem,
                   bars, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2_scale_ptr, b2_ptr, alpha2_ptr,
                   inv_beta2_ptr, M, n_tiles, x_scale, inv_mid_scale, mid_scale, inv_s_scale, C, DIL, BM, NA,
-                  STAGE_OUT, ASYNC, CONSUMERS, num_warps)
+                  STAGE_OUT, ASYNC, FED, CONSUMERS, num_warps)
+    elif FED:
+        gl.warp_specialize([
+            (_consumer, (0, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem,
+                         s_smem, bars, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2_scale_ptr, b2_ptr,
+                         alpha2_ptr, inv_beta2_ptr, M, n_tiles, x_scale, inv_mid_scale, mid_scale, inv_s_scale, C, DIL,
+                         BM, NA, STAGE_OUT, ASYNC, FED, CONSUMERS, num_warps)),
+            (_consumer, (1, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem,
+                         s_smem, bars, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2_scale_ptr, b2_ptr,
+                         alpha2_ptr, inv_beta2_ptr, M, n_tiles, x_scale, inv_mid_scale, mid_scale, inv_s_scale, C, DIL,
+                         BM, NA, STAGE_OUT, ASYNC, FED, CONSUMERS, num_warps)),
+            (_producer, (x_desc, y_desc, a_smem, y_smem, bars, n_tiles, DIL, BM, NA, CONSUMERS))],
+            [num_warps, 1], [WORKER_REGS, PRODUCER_REGS])
     else:
         gl.warp_specialize([
             (_consumer, (0, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem,
                          s_smem, bars, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2_scale_ptr, b2_ptr,
                          alpha2_ptr, inv_beta2_ptr, M, n_tiles, x_scale, inv_mid_scale, mid_scale, inv_s_scale, C, DIL,
-                         BM, NA, STAGE_OUT, ASYNC, CONSUMERS, num_warps)),
+                         BM, NA, STAGE_OUT, ASYNC, FED, CONSUMERS, num_warps)),
             (_consumer, (1, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem,
                          s_smem, bars, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2_scale_ptr, b2_ptr,
                          alpha2_ptr, inv_beta2_ptr, M, n_tiles, x_scale, inv_mid_scale, mid_scale, inv_s_scale, C, DIL,
-                         BM, NA, STAGE_OUT, ASYNC, CONSUMERS, num_warps))], [num_warps], [WORKER_REGS])
+                         BM, NA, STAGE_OUT, ASYNC, FED, CONSUMERS, num_warps))], [num_warps], [WORKER_REGS])
     for j in gl.static_range(N_BARS):
         mbarrier.invalidate(bars.index(j))
 
@@ -225,15 +274,23 @@ def gluon_unit_kernel(x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, s_ptr, w1
 def _layout(block: list[int], dtype: Any) -> Any:
     return gl.NVMMASharedLayout.get_default_for(block, dtype)
 VARIANTS = {  # name: (consumers, input windows in flight per consumer, outputs staged in shared memory,
-    #                 the k=7 wgmmas asynchronous (one in flight), warps per consumer)
-    "one_wg_staged": (1, 4, True, False, 4),
-    "one_wg_staged_async": (1, 4, True, True, 4),
-    "one_wg_direct": (1, 4, False, False, 4),
-    "two_wg_ring2": (2, 2, False, False, 4),
-    "two_wg_ring4": (2, 4, False, False, 4),
-    "two_wg_ring4_async": (2, 4, False, True, 4),
+    #                 the k=7 wgmmas asynchronous (one in flight), loads by a producer warp, warps per consumer)
+    "one_wg_staged": (1, 4, True, False, False, 4),
+    "one_wg_staged_async": (1, 4, True, True, False, 4),
+    "one_wg_direct": (1, 4, False, False, False, 4),
+    "two_wg_ring2": (2, 2, False, False, False, 4),
+    "two_wg_ring4": (2, 4, False, False, False, 4),
+    "two_wg_ring4_async": (2, 4, False, True, False, 4),
+    "two_wg_producer": (2, 4, False, False, True, 4),
+    "two_wg_producer_async": (2, 4, False, True, True, 4),
 }
-WORKER_REGS = 232  # the second consumer's registers (setmaxnreg); two 4-warp groups fit 255 each anyway
+# Registers (setmaxnreg) of the second consumer and of the producer warp. Triton rounds each partition
+# up to whole warpgroups and sizes the register pool to what its warps may hold at launch (two
+# partitions: 8 warps x 255; with the producer: 12 warps x 168 = 64,512 a program), so the counts
+# must fit that pool: 128 threads x (default + WORKER_REGS + PRODUCER_REGS) <= 64,512 with the
+# producer, the default consumer getting the rest (capped at 256). A consumer needs about 170.
+WORKER_REGS = {False: 232, True: 208}  # by FED
+PRODUCER_REGS = 24
 
 
 GL_TYPES = {"x": gl.int8, "w1": gl.int8, "w2": gl.int8, "y": gl.float16, "s": gl.int8}
@@ -245,9 +302,9 @@ def blocks() -> dict[str, list[int]]:
 
 
 def constants(variant: str, dilation: int) -> dict:
-    consumers, ring, stage_out, asynchronous, warps = VARIANTS[variant]
-    return dict(C=C_UNIT, DIL=dilation, BM=BM, NA=ring, STAGE_OUT=stage_out, ASYNC=asynchronous, CONSUMERS=consumers,
-                WORKER_REGS=WORKER_REGS, num_warps=warps)
+    consumers, ring, stage_out, asynchronous, fed, warps = VARIANTS[variant]
+    return dict(C=C_UNIT, DIL=dilation, BM=BM, NA=ring, STAGE_OUT=stage_out, ASYNC=asynchronous, FED=fed,
+                CONSUMERS=consumers, WORKER_REGS=WORKER_REGS[fed], PRODUCER_REGS=PRODUCER_REGS, num_warps=warps)
 
 
 def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any, w2: Any, w2_scale: Any, b2: Any,
