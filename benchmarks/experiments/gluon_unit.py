@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -356,6 +357,9 @@ def compile_offline(variant: str, dilation: int) -> Any:
                           target=GPUTarget("cuda", 90, 128), options={"num_warps": const["num_warps"]})
 
 
+SETMAXNREG = r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
@@ -369,9 +373,12 @@ def main() -> None:
         for dilation in (1, 3, 9):
             try:
                 compiled = compile_offline(variant, dilation)
-                row = {"variant": variant, "dilation": dilation, **cubin_usage(compiled),
-                       "wgmma": compiled.asm["ptx"].count("wgmma.mma_async"),
-                       "setmaxnreg": compiled.asm["ptx"].count("setmaxnreg")}
+                ptx = compiled.asm["ptx"]
+                # registers: what a thread holds at launch; a warp-specialized kernel's partitions then
+                # move to their own counts (setmaxnreg's targets)
+                row = {"variant": variant, "dilation": dilation, "warps": compiled.metadata.num_warps,
+                       **cubin_usage(compiled), "wgmma": ptx.count("wgmma.mma_async"),
+                       "setmaxnreg_targets": sorted({int(v) for v in re.findall(SETMAXNREG, ptx)})}
             except Exception as exc:  # noqa: BLE001  (a variant that does not compile is a row of the table)
                 row = {"variant": variant, "dilation": dilation, "error": str(exc)[-600:]}
             print(json.dumps(row), flush=True)
