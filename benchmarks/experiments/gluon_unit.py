@@ -112,23 +112,24 @@ def _free_window(x_desc, bars, a_smem, w, first, step, n_tiles, CID: gl.constexp
 
 
 @gluon.jit
-def _producer(x_desc, y_desc, a_smem, y_smem, bars, n_tiles, DIL: gl.constexpr, BM: gl.constexpr, NA: gl.constexpr,
-              CONSUMERS: gl.constexpr):
-    """One warp issuing every TMA load of the program's consumers, window by window in turns, each
-    into a slot its consumer has handed back; a consumer's residual tile once it has read the last."""
+def _producer(CID: gl.constexpr, x_desc, y_desc, a_smem, y_smem, bars, n_tiles, DIL: gl.constexpr, BM: gl.constexpr,
+              NA: gl.constexpr, CONSUMERS: gl.constexpr):
+    """One warp issuing every TMA load of consumer CID, each window into a slot the consumer has
+    handed back, its residual tile once it has read the last. One producer per consumer: a
+    producer shared by two would wait on one consumer's slots while the other starves, and the
+    two would run in step."""
     step = gl.num_programs(0) * CONSUMERS
-    first = gl.program_id(0) * CONSUMERS
-    most = (gl.maximum(n_tiles - first, 0) + step - 1) // step  # consumer 0's tiles: the most of any
-    for i in range(most):
+    first = gl.program_id(0) * CONSUMERS + CID
+    mine = (gl.maximum(n_tiles - first, 0) + step - 1) // step
+    for i in range(mine):
+        tile = first + i * step
         for t in gl.static_range(7):
-            for c in gl.static_range(CONSUMERS):
-                tile = first + c + i * step
-                w = i * 7 + t
-                mbarrier.wait(bars.index(c * 16 + 4 + w % NA), (w // NA - 1) & 1, pred=(tile < n_tiles) & (w >= NA))
-                _load_window(x_desc, bars, a_smem, w, first + c, step, n_tiles, c, DIL, BM, NA)
-                if t == 2:  # the residual tile, read after the k=7 GEMM, once the last one is read
-                    mbarrier.wait(bars.index(c * 16 + 9), (i - 1) & 1, pred=(tile < n_tiles) & (i > 0))
-                    _load_rows(y_desc, bars.index(c * 16 + 8), y_smem.index(c), tile * BM, tile < n_tiles)
+            w = i * 7 + t
+            mbarrier.wait(bars.index(CID * 16 + 4 + w % NA), (w // NA - 1) & 1, pred=w >= NA)
+            _load_window(x_desc, bars, a_smem, w, first, step, n_tiles, CID, DIL, BM, NA)
+            if t == 2:  # the residual tile, read after the k=7 GEMM, once the last one is read
+                mbarrier.wait(bars.index(CID * 16 + 9), (i - 1) & 1, pred=i > 0)
+                _load_rows(y_desc, bars.index(CID * 16 + 8), y_smem.index(CID), tile * BM, True)
 
 
 @gluon.jit
@@ -199,10 +200,11 @@ def _consumer(CID: gl.constexpr, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_
             TMA_STORE(y_desc, [m0, 0], o_smem)
             TMA_STORE(s_desc, [m0, 0], s_smem)
         else:
-            offs = (m0 + rows)[:, None] * C + cols[None, :]
+            base = m0.to(gl.int64) * C  # past 2^31 elements from 16.7 M rows (a 10-minute decode's block 4)
+            offs = rows[:, None] * C + cols[None, :]
             inside = (m0 + rows < M)[:, None]
-            gl.store(y_ptr + offs, y, mask=inside)
-            gl.store(s_ptr + offs, s, mask=inside)
+            gl.store(y_ptr + base + offs, y, mask=inside)
+            gl.store(s_ptr + base + offs, s, mask=inside)
     if STAGE_OUT:
         tma.store_wait(0)
 
@@ -214,6 +216,8 @@ def gluon_unit_kernel(x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, s_ptr, w1
                       NA: gl.constexpr, STAGE_OUT: gl.constexpr, ASYNC: gl.constexpr, FED: gl.constexpr,
                       CONSUMERS: gl.constexpr, WORKER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                       num_warps: gl.constexpr):
+    gl.static_assert(NA <= 4, "a consumer's barriers: 4 ring slots (full), 4 (empty), its residual's 2")
+    gl.static_assert(not STAGE_OUT or CONSUMERS == 1, "one set of staging buffers: one consumer")
     # weights, resident: k=7 as 7 [C out, C in] slices (K-major, as 8-bit wgmma takes B), k=1 [C, C]
     # (shared-memory shapes are powers of two: taps 0-3, 4-5 and 6 in three buffers)
     w1_a = gl.allocate_shared_memory(gl.int8, [4, C, C], w1_desc.layout)
@@ -256,8 +260,9 @@ def gluon_unit_kernel(x_desc, w1_desc, w2_desc, y_desc, s_desc, y_ptr, s_ptr, w1
                          s_smem, bars, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, w2_scale_ptr, b2_ptr,
                          alpha2_ptr, inv_beta2_ptr, M, n_tiles, x_scale, inv_mid_scale, mid_scale, inv_s_scale, C, DIL,
                          BM, NA, STAGE_OUT, ASYNC, FED, CONSUMERS, num_warps)),
-            (_producer, (x_desc, y_desc, a_smem, y_smem, bars, n_tiles, DIL, BM, NA, CONSUMERS))],
-            [num_warps, 1], [WORKER_REGS, PRODUCER_REGS])
+            (_producer, (0, x_desc, y_desc, a_smem, y_smem, bars, n_tiles, DIL, BM, NA, CONSUMERS)),
+            (_producer, (1, x_desc, y_desc, a_smem, y_smem, bars, n_tiles, DIL, BM, NA, CONSUMERS))],
+            [num_warps, 1, 1], [WORKER_REGS, PRODUCER_REGS, PRODUCER_REGS])
     else:
         gl.warp_specialize([
             (_consumer, (0, x_desc, y_desc, s_desc, y_ptr, s_ptr, w1_a, w1_b, w1_c, w2_smem, a_smem, y_smem, o_smem,
@@ -285,11 +290,13 @@ VARIANTS = {  # name: (consumers, input windows in flight per consumer, outputs 
     "two_wg_producer": (2, 4, False, False, True, 4),
     "two_wg_producer_async": (2, 4, False, True, True, 4),
 }
-# Registers (setmaxnreg) of the second consumer and of the producer warp. Triton rounds each partition
-# up to whole warpgroups and sizes the register pool to what its warps may hold at launch (two
-# partitions: 8 warps x 255; with the producer: 12 warps x 168 = 64,512 a program), so the counts
-# must fit that pool: 128 threads x (default + WORKER_REGS + PRODUCER_REGS) <= 64,512 with the
-# producer, the default consumer getting the rest (capped at 256). A consumer needs about 170.
+# Registers (setmaxnreg) of the second consumer and of the producer warps. Triton places the
+# partitions in whole warpgroups (the two 1-warp producers share one) and sizes the register pool
+# to what its warps may hold at launch (two consumers: 8 warps x 256; with the producers: 12
+# warps x 168 = 64,512 a program, `.maxnreg` in the PTX), so the counts must fit that pool:
+# 128 threads x (default + WORKER_REGS + PRODUCER_REGS) <= 64,512 with the producers, the default
+# consumer getting 256. A consumer needs about 170. (A first 256 + 232 + 40 did not fit:
+# setmaxnreg.inc would have waited for ever.)
 WORKER_REGS = {False: 232, True: 208}  # by FED
 PRODUCER_REGS = 24
 
@@ -357,6 +364,18 @@ def compile_offline(variant: str, dilation: int) -> Any:
                           target=GPUTarget("cuda", 90, 128), options={"num_warps": const["num_warps"]})
 
 
+def local_traffic(compiled: Any, cuobjdump: Path) -> dict:
+    """Local-memory stores and loads in the machine code (STL / LDL: spills, or a stack frame's saves)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        sass = subprocess.run([str(cuobjdump), "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
+    return {"sass_stl": len(re.findall(r"\bSTL\b", sass)), "sass_ldl": len(re.findall(r"\bLDL\b", sass))}
+
+
 SETMAXNREG = r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)"
 
 
@@ -366,7 +385,7 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=None, help="only these variants")
     args = p.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from sm90_unit import cubin_usage
+    from sm90_unit import CUOBJDUMP, cubin_usage
 
     rows = []
     for variant in args.variant or VARIANTS:
@@ -377,7 +396,8 @@ def main() -> None:
                 # registers: what a thread holds at launch; a warp-specialized kernel's partitions then
                 # move to their own counts (setmaxnreg's targets)
                 row = {"variant": variant, "dilation": dilation, "warps": compiled.metadata.num_warps,
-                       **cubin_usage(compiled), "wgmma": ptx.count("wgmma.mma_async"),
+                       **cubin_usage(compiled), **local_traffic(compiled, CUOBJDUMP),
+                       "wgmma": ptx.count("wgmma.mma_async"),
                        "setmaxnreg_targets": sorted({int(v) for v in re.findall(SETMAXNREG, ptx)})}
             except Exception as exc:  # noqa: BLE001  (a variant that does not compile is a row of the table)
                 row = {"variant": variant, "dilation": dilation, "error": str(exc)[-600:]}
