@@ -1,4 +1,4 @@
-"""The Gluon int8 unit kernel (benchmarks/experiments/gluon_unit.py) against the project's Triton
+"""The Gluon int8 unit kernel (kernels/gluon_unit.py) against the project's Triton
 unit kernel on a GPU: outputs compared, then timed, at the shapes of blocks 3-4 (issue 36).
 
     python benchmarks/gpu_gluon_unit.py --out DIR [--rows N ...] [--variant V ...]
@@ -14,7 +14,9 @@ its limit, not the call. The child checks the variant's y and s against the refe
 few programs (each consumer walking many tiles), then times every kernel in turns: ROUNDS
 rounds, each kernel REPEATS calls back to back between CUDA events; the median round and every
 round's figure. Results go to DIR/results.json as each child ends (each child's output to
-DIR/child_*.log).
+DIR/child_*.log); DIR/winners.txt names the variants faster than both Triton tiles everywhere,
+for VAE_ENGINES_GLUON_UNITS (compiled.tune.gluon_unit_tiles) in a package timing that follows,
+`VAE_ENGINES_GLUON_UNITS=$(cat DIR/winners.txt) python3 benchmarks/gpu_units.py ... --package`.
 
 --smoke runs the script's plumbing on the CPU (Triton's interpreter, 300 rows, the second Triton
 tile standing in for the Gluon kernel, which has no interpreter): its figures mean nothing.
@@ -32,7 +34,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks" / "experiments"))
 
 TRITON_TILES = ((128, 128, 128, 4, 3), (64, 128, 128, 4, 3))
 ROWS = (2_880_000, 480_000)
@@ -83,11 +84,11 @@ def run_triton(o: dict, y, s, dilation: int, tile) -> None:
 def run_gluon(o: dict, y, s, dilation: int, variant: str, programs: int) -> None:
     if SMOKE:
         return run_triton(o, y, s, dilation, TRITON_TILES[1])
-    import gluon_unit
+    from vae_engines.kernels import gluon_unit
 
     gluon_unit.launch(o["x"], o["w1"], o["w1_scale"], o["b1"], o["alpha1"], o["inv_beta1"], o["w2"], o["w2_scale"],
                       o["b2"], o["alpha2"], o["inv_beta2"], y, s, taps=7, dilation=dilation, x_scale=o["x_scale"],
-                      mid_scale=o["mid_scale"], s_scale=o["s_scale"], res_scale=0.0, variant=variant,
+                      mid_scale=o["mid_scale"], s_scale=o["s_scale"], res_scale=0.0, tile=gluon_unit.TILES[variant],
                       programs=programs)
 
 
@@ -209,10 +210,10 @@ def main() -> None:
         records = child(variant, int(rows), [int(d) for d in dilations.split(",")], timed == "timed")
         (out / f"child_{variant}_{rows}.json").write_text(json.dumps(records, indent=1) + "\n")
         return
-    import gluon_unit
+    from vae_engines.kernels.gluon_unit import TILES
 
     results = {"device": device(), "command": " ".join(sys.argv), "rounds": ROUNDS, "repeats": REPEATS, "runs": []}
-    variants = args.variant or list(gluon_unit.VARIANTS)
+    variants = args.variant or list(TILES)
     dilations = ",".join(map(str, args.dilation or DILATIONS))
     # a small first pass, every variant at once in its own process (it compiles them; the GPU's
     # cores are many): a kernel that hangs or computes wrongly is dropped before the long runs.
@@ -253,9 +254,19 @@ def main() -> None:
     for variant, proc in procs.items():
         if not all(r.get("ok") for r in collect(variant, check_rows, proc, began)):
             variants.remove(variant)
+    winners = set(variants)
     for rows in args.rows or ROWS:
         for variant in variants:
-            collect(variant, rows, start(variant, rows, True), time.perf_counter())
+            for record in collect(variant, rows, start(variant, rows, True), time.perf_counter()):
+                ms = record.get("ms", {})
+                gluon = ms.get(f"gluon {variant}", {}).get("median")
+                best = min((v["median"] for k, v in ms.items() if k.startswith("triton")), default=None)
+                if not record.get("ok") or gluon is None or best is None or gluon >= best:
+                    winners.discard(variant)
+    # the variants checked at every length and faster than both Triton tiles at every length and
+    # dilation: VAE_ENGINES_GLUON_UNITS=$(cat DIR/winners.txt) offers them to the tuner
+    (out / "winners.txt").write_text(",".join(v for v in variants if v in winners) + "\n")
+
 
 if __name__ == "__main__":
     main()

@@ -689,3 +689,85 @@ def test_the_tune_record_gives_each_engine_its_layers_tiles(tmp_path, monkeypatc
     other.write_text(json.dumps({"device": {"name": "NVIDIA H200", "compute_capability": "9.0"}, "fp16": {}}))
     with pytest.raises(UserError, match="was tuned on NVIDIA H200, this is the CPU"):
         read_tiles(other, cpu)
+
+
+def test_the_gluon_unit_kernel_is_offered_only_on_request_on_a_hopper_gpu_and_for_its_width(monkeypatch):
+    """kernels.gluon_unit runs on sm_90 only and has no interpreter, so nothing on this CPU runs
+    it: the tuner offers its tiles where VAE_ENGINES_GLUON_UNITS names them and the device is a
+    Hopper GPU, for int8 units of 128 channels, and a name it does not know is an error."""
+    from vae_engines.compiled import tune
+    from vae_engines.kernels.gluon_unit import TILES
+    from vae_engines.kernels.op import is_gluon_unit_tile, unit_fits
+
+    tile = TILES["two_wg_producer"]
+    assert is_gluon_unit_tile(tile) and not is_gluon_unit_tile([128, 128, 128, 4, 3])
+    assert unit_fits(128, tile) is None and "takes 128 channels, not 256" in unit_fits(256, tile)
+    monkeypatch.delenv(tune.GLUON_UNITS_ENV, raising=False)
+    assert tune.gluon_unit_tiles(torch.device("cuda")) == []
+    monkeypatch.setenv(tune.GLUON_UNITS_ENV, "two_wg_producer,two_wg_ring4")
+    assert tune.gluon_unit_tiles(torch.device("cpu")) == []
+    capability = {"cc": (8, 9)}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability["cc"])
+    assert tune.gluon_unit_tiles(torch.device("cuda")) == []  # an Ada GPU: no wgmma
+    capability["cc"] = (9, 0)
+    assert tune.gluon_unit_tiles(torch.device("cuda")) == [TILES["two_wg_ring4"], TILES["two_wg_producer"]]
+    monkeypatch.setenv(tune.GLUON_UNITS_ENV, "all")
+    assert len(tune.gluon_unit_tiles(torch.device("cuda"))) == len(TILES)
+    monkeypatch.setenv(tune.GLUON_UNITS_ENV, "two_wg_producr")
+    with pytest.raises(ValueError, match="two_wg_producr: not a Gluon unit tile"):
+        tune.gluon_unit_tiles(torch.device("cuda"))
+
+
+def test_a_gluon_unit_tile_goes_to_the_gluon_kernel_with_the_units_arguments(monkeypatch):
+    """fused_unit_ hands a Gluon tile's unit to kernels.gluon_unit.launch (Triton tiles still go
+    to kernels.triton_unit) with every multiprocessor as its persistent programs, and returns the
+    int8 Snake output it wrote."""
+    from types import SimpleNamespace
+
+    from vae_engines.kernels import op
+    from vae_engines.kernels.gluon_unit import TILES
+
+    calls = []
+
+    def launch(*args, **kw):
+        calls.append((args, kw))
+        args[12].fill_(7)
+
+    monkeypatch.setattr(op, "gluon_unit", SimpleNamespace(launch=launch))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(multi_processor_count=132))
+    c, rows = 128, 10
+    x = torch.zeros(1, rows, c, dtype=torch.int8)
+    w1, w2 = torch.zeros(c, 7 * c, dtype=torch.int8), torch.zeros(c, c, dtype=torch.int8)
+    ones = torch.ones(c)
+    stream = torch.zeros(1, rows, c, dtype=torch.float16)
+    s = op.fused_unit_(x, w1, ones, ones, ones, ones, w2, ones, ones, ones, ones, stream, 7, 3, 0.02, 0.03, 0.04, 0.0,
+                       TILES["two_wg_producer"])
+    (args, kw), = calls
+    assert args[0].shape == x.shape and args[11] is stream and s.dtype == torch.int8 and bool((s == 7).all())
+    assert kw["tile"] == TILES["two_wg_producer"] and kw["programs"] == 132 and kw["dilation"] == 3
+    assert (kw["x_scale"], kw["mid_scale"], kw["s_scale"], kw["res_scale"]) == (0.02, 0.03, 0.04, 0.0)
+
+
+def test_the_gluon_unit_kernel_compiles_for_sm90_without_a_gpu():
+    """Each kind of Gluon tile (one warpgroup; two consumers; two consumers and producer warps)
+    compiled for the lent H100's sm_90 on this CPU (Triton's GPUTarget): within a Hopper block's
+    227 KiB of shared memory, wgmma in its machine code, and the warp-specialized kinds' register
+    targets (setmaxnreg) within the pool their launch holds (or setmaxnreg.inc would wait for
+    ever). Registers and spills of every tile: benchmarks/experiments/gluon_unit.py."""
+    import re
+
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper", reason="Gluon's Hopper API")
+    from vae_engines.kernels.gluon_unit import TILES, compile_offline, constants
+
+    for name in ("one_wg_direct", "two_wg_ring4", "two_wg_producer"):
+        compiled = compile_offline(TILES[name], 9)
+        ptx = compiled.asm["ptx"]
+        assert compiled.metadata.shared <= 227 * 1024 and "wgmma.mma_async" in ptx, name
+        const = constants(TILES[name], 9)
+        if const["CONSUMERS"] > 1:
+            # the default consumer at 256 registers a thread, the other at WORKER_REGS, the
+            # producers' warpgroup at PRODUCER_REGS: 128 threads each, within the launch's pool
+            parts = [256, const["WORKER_REGS"]] + ([const["PRODUCER_REGS"]] if const["FED"] else [])
+            targets = {int(v) for v in re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)}
+            pool = 32 * compiled.metadata.num_warps * int(re.search(r"\.maxnreg (\d+)", ptx).group(1))
+            assert set(parts) <= targets and 128 * sum(parts) <= pool, (name, parts, targets, pool)
