@@ -315,8 +315,9 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     batch, rows, channels = x.shape
-    if (channels != C_UNIT or taps != TAPS or x.dtype.is_floating_point or mid_scale <= 0 or s is None
-            or s_scale <= 0 or res_scale > 0 or None in (w1_scale, b1, w2_scale, b2, alpha2, inv_beta2)):
+    missing = any(v is None for v in (w1_scale, b1, w2_scale, b2, alpha2, inv_beta2, s))
+    if (channels != C_UNIT or taps != TAPS or x.dtype.is_floating_point or mid_scale <= 0 or s_scale <= 0
+            or res_scale > 0 or missing):
         raise ValueError("gluon unit: takes an int8 unit of 128 channels and 7 taps with biases, an int8 Snake "
                          "output and no quantized skip")
     shapes = blocks()
