@@ -63,13 +63,17 @@ def compile_unit(channels: int, tile: tuple[int, ...], int8: bool) -> triton.com
                           options={"num_warps": warps, "num_stages": stages})
 
 
-def cubin_usage(compiled: triton.compiler.CompiledKernel) -> dict:
-    """A compiled kernel's registers, local memory and stack per thread (cuobjdump) and dynamic shared memory."""
+def cuobjdump(compiled: triton.compiler.CompiledKernel, flag: str) -> str:
+    """cuobjdump's output for a compiled kernel's cubin (`--dump-resource-usage`, `-sass`)."""
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "kernel.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
-        usage = subprocess.run([str(CUOBJDUMP), "--dump-resource-usage", str(cubin)], capture_output=True,
-                               text=True, check=True).stdout
+        return subprocess.run([str(CUOBJDUMP), flag, str(cubin)], capture_output=True, text=True, check=True).stdout
+
+
+def cubin_usage(compiled: triton.compiler.CompiledKernel) -> dict:
+    """A compiled kernel's registers, local memory and stack per thread (cuobjdump) and dynamic shared memory."""
+    usage = cuobjdump(compiled, "--dump-resource-usage")
     fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", usage))
     return {"registers": int(fields["REG"]), "local_bytes": int(fields["LOCAL"]), "stack_bytes": int(fields["STACK"]),
             "dynamic_shared_bytes": compiled.metadata.shared}

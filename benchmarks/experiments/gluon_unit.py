@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import triton  # noqa: E402
 
-from sm90_unit import CUOBJDUMP, cubin_usage  # noqa: E402
+from sm90_unit import cubin_usage, cuobjdump  # noqa: E402
 
 from vae_engines.kernels.gluon_unit import TILES, compile_offline  # noqa: E402
 
-def local_traffic(compiled: Any, cuobjdump: Path) -> dict:
+def local_traffic(compiled: Any) -> dict:
     """Local-memory stores and loads in the machine code (STL / LDL: spills, or a stack frame's saves)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cubin = Path(tmp) / "kernel.cubin"
-        cubin.write_bytes(compiled.asm["cubin"])
-        sass = subprocess.run([str(cuobjdump), "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
+    sass = cuobjdump(compiled, "-sass")
     return {"sass_stl": len(re.findall(r"\bSTL\b", sass)), "sass_ldl": len(re.findall(r"\bLDL\b", sass))}
 
 
@@ -46,17 +41,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
     p.add_argument("--variant", action="append", default=None, help="only these variants")
+    p.add_argument("--dilation", type=int, action="append", default=None, help="only these dilations (1, 3, 9)")
     args = p.parse_args()
     rows = []
     for variant in args.variant or TILES:
-        for dilation in (1, 3, 9):
+        for dilation in args.dilation or (1, 3, 9):
             try:
                 compiled = compile_offline(TILES[variant], dilation)
                 ptx = compiled.asm["ptx"]
                 # registers: what a thread holds at launch; a warp-specialized kernel's partitions then
                 # move to their own counts (setmaxnreg's targets)
                 row = {"variant": variant, "dilation": dilation, "warps": compiled.metadata.num_warps,
-                       **cubin_usage(compiled), **local_traffic(compiled, CUOBJDUMP),
+                       **cubin_usage(compiled), **local_traffic(compiled),
                        "wgmma": ptx.count("wgmma.mma_async"),
                        "setmaxnreg_targets": sorted({int(v) for v in re.findall(SETMAXNREG, ptx)})}
             except Exception as exc:  # noqa: BLE001  (a variant that does not compile is a row of the table)

@@ -33,12 +33,14 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                warpgroup_mma_wait)
 
+from vae_engines.kernels.op import GLUON_UNIT_CHANNELS
+
 # Triton 3.6 names its TMA copies async_copy_global_to_shared / async_copy_shared_to_global; 3.9
 # renamed them async_load / async_store and made the old names raise
 TMA_LOAD = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 TMA_STORE = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
 
-C_UNIT = 128  # channels this kernel takes (blocks 3-4)
+C_UNIT = GLUON_UNIT_CHANNELS  # channels this kernel takes (blocks 3-4)
 TAPS = 7
 BM = 64  # output rows per tile and consumer (one m64 wgmma row block)
 

@@ -216,18 +216,16 @@ def fused_unit_(x: Tensor, w1: Tensor, w1_scale: Optional[Tensor], b1: Optional[
     `dilation` (padding keeps the length), conv2 one; mid_scale > 0: conv2 is int8 and its
     input is quantized with that scale; the other arguments as fused_conv_residual_'s."""
     batch, frames, channels, _ = _shapes(x, w1, 0)
-    if tile and is_gluon_unit_tile(tile):
-        s = _snake_out(x, batch, frames, channels, s_scale)
-        gluon_unit.launch(x.contiguous(), w1, w1_scale, b1, alpha1, inv_beta1, w2, w2_scale, b2, alpha2, inv_beta2,
-                          residual, s, taps=taps, dilation=dilation, x_scale=x_scale, mid_scale=mid_scale,
-                          s_scale=s_scale, res_scale=res_scale, tile=tile,
-                          programs=torch.cuda.get_device_properties(x.device).multi_processor_count)
-        return s
     if tile:
         s = _snake_out(x, batch, frames, channels, s_scale) if alpha2 is not None else None
-        triton_unit.launch(x.contiguous(), w1, w1_scale, b1, alpha1, inv_beta1, w2, w2_scale, b2, alpha2, inv_beta2,
-                           residual, s, taps=taps, dilation=dilation, x_scale=x_scale, mid_scale=mid_scale,
-                           s_scale=s_scale, res_scale=res_scale, tile=tuple(tile))
+        if is_gluon_unit_tile(tile):  # persistent: a program per multiprocessor
+            sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+            launch, how = gluon_unit.launch, {"programs": sms}
+        else:
+            launch, how = triton_unit.launch, {}
+        launch(x.contiguous(), w1, w1_scale, b1, alpha1, inv_beta1, w2, w2_scale, b2, alpha2, inv_beta2, residual, s,
+               taps=taps, dilation=dilation, x_scale=x_scale, mid_scale=mid_scale, s_scale=s_scale,
+               res_scale=res_scale, tile=tuple(tile), **how)
         return x.new_empty((0,), dtype=torch.float16) if s is None else s
     v = reference.layer_output(x, w1, w1_scale, b1, None, taps=taps, dilation=dilation,
                                padding=(taps // 2) * dilation, stride=0, x_scale=x_scale, res_scale=0.0)
