@@ -30,8 +30,6 @@ Phases, each writing DIR/results.json as it ends (a call cut short keeps what fi
    reduce-overhead), loaded with runtime.load: each against its module, and their 60 s decode.
 --smoke runs it on the CPU (the shipped small model, Triton's interpreter, a few frames): its
 figures mean nothing; it checks the script before device time is spent on it.
-With VAE_ENGINES_GLUON_UNITS set (benchmarks/gpu_gluon_unit.py's winners.txt), the tuner also
-tries those Gluon unit tiles on the int8 units of 128 channels (compiled.tune.gluon_unit_tiles).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Gluon int8 unit kernel (vae_engines/kernels/gluon_unit.py) compiled for sm_90 on a machine
+"""The Gluon int8 unit kernel (experiments/gluon_unit_kernel.py) compiled for sm_90 on a machine
 with no GPU: registers, local memory, shared memory and the warp-specialized partitions'
 register targets of every tile in its TILES, at the unit's dilations 1, 3 and 9 (issue 36).
 
@@ -7,7 +7,7 @@ register targets of every tile in its TILES, at the unit's dilations 1, 3 and 9 
 Run it with the lent GPU's Triton (3.6: a side virtualenv with the package index's
 triton==3.6.0 wheel and torch==2.13.0) for the record in results/gluon/unit_sm90_triton36.json;
 the project's Triton 3.9 compiles the same source. The kernel itself is timed on a GPU by
-benchmarks/gpu_gluon_unit.py.
+benchmarks/experiments/gpu_gluon_unit.py.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import triton  # noqa: E402
 
 from sm90_unit import cubin_usage, cuobjdump  # noqa: E402
 
-from vae_engines.kernels.gluon_unit import TILES, compile_offline  # noqa: E402
+from gluon_unit_kernel import TILES, compile_offline  # noqa: E402
 
 def local_traffic(compiled: Any) -> dict:
     """Local-memory stores and loads in the machine code (STL / LDL: spills, or a stack frame's saves)."""

@@ -25,12 +25,11 @@ from __future__ import annotations
 import copy
 import logging
 import multiprocessing
-import os
 import time
 from typing import Any
 
 from vae_engines.core.lazy import lazy_import
-from vae_engines.kernels.op import GLUON_UNIT_CHANNELS, outconv_fits, unit_fits
+from vae_engines.kernels.op import outconv_fits, unit_fits
 from vae_engines.model.fused import FusedDecoder, LayerQuant, layer_specs, unit_call, unit_of
 
 torch = lazy_import("torch")
@@ -197,30 +196,9 @@ def choose_tiles(module: Any, device: Any, frames: list[int]) -> dict[str, dict]
     return record
 
 
-GLUON_UNITS_ENV = "VAE_ENGINES_GLUON_UNITS"
-
-
-def gluon_unit_tiles(device: Any) -> list[list[int]]:
-    """The Gluon unit kernel's tiles (kernels.gluon_unit.TILES) that VAE_ENGINES_GLUON_UNITS names
-    (comma-separated names, or "all"), where `device` is a Hopper GPU (compute capability 9.x);
-    none otherwise. Experimental: the kernel is offered only on request until a GPU record shows
-    it faster than the Triton unit kernel (benchmarks/gpu_gluon_unit.py writes the names that were)."""
-    names = [n.strip() for n in os.environ.get(GLUON_UNITS_ENV, "").split(",") if n.strip()]
-    if not names or torch.device(device).type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
-        return []
-    from vae_engines.kernels.gluon_unit import TILES
-
-    unknown = sorted(set(names) - set(TILES) - {"all"})
-    if unknown:
-        raise ValueError(f"{GLUON_UNITS_ENV} names {', '.join(unknown)}: not a Gluon unit tile (known: all, "
-                         f"{', '.join(TILES)})")
-    return [list(tile) for name, tile in TILES.items() if "all" in names or name in names]
-
-
 def unit_candidates(module: Any, i: int) -> list[list[int]]:
     """The unit tiles that fit the residual unit whose k=7 convolution is layer i of `module`
-    (a FusedDecoder); none where the unit is too wide or mixes an int8 and a float layer. An
-    int8 unit of 128 channels also gets the Gluon tiles gluon_unit_tiles allows."""
+    (a FusedDecoder); none where the unit is too wide or mixes an int8 and a float layer."""
     if unit_of(module.layers[i].spec) is None:
         return []
     first, second = module.layers[i], module.layers[i + 1]
@@ -233,8 +211,6 @@ def unit_candidates(module: Any, i: int) -> list[list[int]]:
         tile = [bm, min(bk, channels), min(bn2, channels), warps, stages]
         if unit_fits(channels, tile) is None and tile[1] * (1 if int8 else 2) >= 16 and tile not in out:
             out.append(tile)
-    if int8 and channels == GLUON_UNIT_CHANNELS and first.weight.device.type == "cuda":
-        out += gluon_unit_tiles(first.weight.device)
     return out
 
 

@@ -5,7 +5,5 @@ channels-last activations that does each layer's whole neighbourhood in one pass
 CPU for tests); `reference` the same operation in plain torch (the CPU implementation, and
 cuDNN's path on a GPU where cuDNN is faster for a layer); `op` registers both as PyTorch
 custom ops, so `torch.export`, `torch.compile` and the engine packages see one op per layer.
-`triton_unit` runs a whole residual unit as one kernel, `triton_outconv` the audio layer;
-`gluon_unit` an int8 residual unit on Hopper (experimental, no interpreter: GPU only).
 model.fused builds the decoder out of these ops.
 """

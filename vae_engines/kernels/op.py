@@ -8,8 +8,7 @@ packages see one op per decoder layer.
   decode holds three full-width activations at a time instead of four.
 - `vae_engines::fused_unit_` -> s: a whole residual unit (the k=7 convolution, its Snake, the
   k=1 convolution into the residual stream in place, the next Snake) with the k=7 output kept
-  on chip (kernels.triton_unit): for units of up to 256 channels. A Gluon unit tile (7 values,
-  BK 0) runs kernels.gluon_unit instead: int8 units of 128 channels on a Hopper GPU only.
+  on chip (kernels.triton_unit): for units of up to 256 channels.
 
 `tile` chooses the implementation: (BM, BN, BK, warps, stages) runs the Triton kernel
 (kernels.triton_conv) -- on a GPU, or on the CPU under Triton's interpreter
@@ -38,7 +37,6 @@ from vae_engines.kernels import reference
 
 triton_conv = lazy_import("vae_engines.kernels.triton_conv")  # imports Triton: only where a kernel runs
 triton_unit = lazy_import("vae_engines.kernels.triton_unit")
-gluon_unit = lazy_import("vae_engines.kernels.gluon_unit")  # Gluon (Hopper): only where one of its tiles runs
 triton_outconv = lazy_import("vae_engines.kernels.triton_outconv")
 
 TOLERANCES = {
@@ -58,20 +56,9 @@ UNIT_MAX_CHANNELS = 256
 UNIT_ACCUMULATOR_REGISTERS = 128
 
 
-GLUON_UNIT_CHANNELS = 128  # kernels.gluon_unit's width (blocks 3-4)
-
-
-def is_gluon_unit_tile(tile: list[int] | tuple[int, ...]) -> bool:
-    """A kernels.gluon_unit tile, [64, 0, NA, consumers, async, producer, staged] (BK = 0)."""
-    return len(tile) == 7 and tile[1] == 0
-
-
 def unit_fits(channels: int, tile: list[int] | tuple[int, ...]) -> str | None:
-    """Why `tile` (BM, BK, BN2, warps, stages; or a Gluon unit tile) cannot run a fused unit of
-    `channels` channels, or None where it can."""
-    if is_gluon_unit_tile(tile):
-        return (None if channels == GLUON_UNIT_CHANNELS else
-                f"the Gluon unit kernel takes {GLUON_UNIT_CHANNELS} channels, not {channels}")
+    """Why `tile` (BM, BK, BN2, warps, stages) cannot run a fused unit of `channels`
+    channels, or None where it can."""
     bm, bk, bn2, warps, *_ = tile
     if channels > UNIT_MAX_CHANNELS or channels & (channels - 1):
         return f"a fused unit takes a power of two up to {UNIT_MAX_CHANNELS} channels, not {channels}"
@@ -218,14 +205,9 @@ def fused_unit_(x: Tensor, w1: Tensor, w1_scale: Optional[Tensor], b1: Optional[
     batch, frames, channels, _ = _shapes(x, w1, 0)
     if tile:
         s = _snake_out(x, batch, frames, channels, s_scale) if alpha2 is not None else None
-        if is_gluon_unit_tile(tile):  # persistent: a program per multiprocessor
-            sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-            launch, how = gluon_unit.launch, {"programs": sms}
-        else:
-            launch, how = triton_unit.launch, {}
-        launch(x.contiguous(), w1, w1_scale, b1, alpha1, inv_beta1, w2, w2_scale, b2, alpha2, inv_beta2, residual, s,
-               taps=taps, dilation=dilation, x_scale=x_scale, mid_scale=mid_scale, s_scale=s_scale,
-               res_scale=res_scale, tile=tuple(tile), **how)
+        triton_unit.launch(x.contiguous(), w1, w1_scale, b1, alpha1, inv_beta1, w2, w2_scale, b2, alpha2, inv_beta2,
+                           residual, s, taps=taps, dilation=dilation, x_scale=x_scale, mid_scale=mid_scale,
+                           s_scale=s_scale, res_scale=res_scale, tile=tuple(tile))
         return x.new_empty((0,), dtype=torch.float16) if s is None else s
     v = reference.layer_output(x, w1, w1_scale, b1, None, taps=taps, dilation=dilation,
                                padding=(taps // 2) * dilation, stride=0, x_scale=x_scale, res_scale=0.0)

@@ -1,7 +1,9 @@
-"""The Gluon int8 unit kernel (kernels/gluon_unit.py) against the project's Triton
-unit kernel on a GPU: outputs compared, then timed, at the shapes of blocks 3-4 (issue 36).
+"""The Gluon int8 unit kernel (experiments/gluon_unit_kernel.py) against the project's Triton
+unit kernel on a GPU: outputs compared, then timed, at the shapes of blocks 3-4 (issue 36). Its
+H100 run is benchmarks/results/gluon/h100_timing/ (the kernel lost at every shape and was
+withdrawn from the package).
 
-    python benchmarks/gpu_gluon_unit.py --out DIR [--rows N ...] [--variant V ...]
+    python benchmarks/experiments/gpu_gluon_unit.py --out DIR [--rows N ...] [--variant V ...]
 
 Operands are seeded random int8 tensors with scales that put the k=7 output near unit range
 (what calibrated scales do), the decoder's own shapes: C = 128, k=7 with dilation 1, 3, 9, at
@@ -13,10 +15,10 @@ its limit, not the call. The child checks the variant's y and s against the refe
 (kernels.op.TOLERANCES, plus the share that is bit-identical) on every multiprocessor and on a
 few programs (each consumer walking many tiles), then times every kernel in turns: ROUNDS
 rounds, each kernel REPEATS calls back to back between CUDA events; the median round and every
-round's figure. Results go to DIR/results.json as each child ends (each child's output to
-DIR/child_*.log); DIR/winners.txt names the variants faster than both Triton tiles everywhere,
-for VAE_ENGINES_GLUON_UNITS (compiled.tune.gluon_unit_tiles) in a package timing that follows,
-`VAE_ENGINES_GLUON_UNITS=$(cat DIR/winners.txt) python3 benchmarks/gpu_units.py ... --package`.
+round's figure. Every record goes to stdout and to DIR/results.json as each child ends; a
+child's files are removed once collected, except the log of one that failed (the device tool
+brings back 8 files a call). DIR/winners.txt names the variants faster than both Triton tiles
+everywhere.
 
 --smoke runs the script's plumbing on the CPU (Triton's interpreter, 300 rows, the second Triton
 tile standing in for the Gluon kernel, which has no interpreter): its figures mean nothing.
@@ -32,8 +34,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TRITON_TILES = ((128, 128, 128, 4, 3), (64, 128, 128, 4, 3))
 ROWS = (2_880_000, 480_000)
@@ -84,7 +87,7 @@ def run_triton(o: dict, y, s, dilation: int, tile) -> None:
 def run_gluon(o: dict, y, s, dilation: int, variant: str, programs: int) -> None:
     if SMOKE:
         return run_triton(o, y, s, dilation, TRITON_TILES[1])
-    from vae_engines.kernels import gluon_unit
+    import gluon_unit_kernel as gluon_unit
 
     gluon_unit.launch(o["x"], o["w1"], o["w1_scale"], o["b1"], o["alpha1"], o["inv_beta1"], o["w2"], o["w2_scale"],
                       o["b2"], o["alpha2"], o["inv_beta2"], y, s, taps=7, dilation=dilation, x_scale=o["x_scale"],
@@ -210,7 +213,7 @@ def main() -> None:
         records = child(variant, int(rows), [int(d) for d in dilations.split(",")], timed == "timed")
         (out / f"child_{variant}_{rows}.json").write_text(json.dumps(records, indent=1) + "\n")
         return
-    from vae_engines.kernels.gluon_unit import TILES
+    from gluon_unit_kernel import TILES
 
     results = {"device": device(), "command": " ".join(sys.argv), "rounds": ROUNDS, "repeats": REPEATS, "runs": []}
     variants = args.variant or list(TILES)
@@ -236,6 +239,9 @@ def main() -> None:
             proc.wait()
             records = [{"variant": variant, "rows": rows, "error": f"no result in {args.limit:.0f} s",
                         "log": log_of(variant, rows).read_text()[-800:]}]
+        (out / f"child_{variant}_{rows}.json").unlink(missing_ok=True)  # held in results.json
+        if all(r.get("ok") for r in records):
+            log_of(variant, rows).unlink(missing_ok=True)
         for record in records:
             record["child_wall_s"] = round(time.perf_counter() - began, 1)
             print(json.dumps(record), flush=True)
@@ -264,7 +270,7 @@ def main() -> None:
                 if not record.get("ok") or gluon is None or best is None or gluon >= best:
                     winners.discard(variant)
     # the variants checked at every length and faster than both Triton tiles at every length and
-    # dilation: VAE_ENGINES_GLUON_UNITS=$(cat DIR/winners.txt) offers them to the tuner
+    # dilation
     (out / "winners.txt").write_text(",".join(v for v in variants if v in winners) + "\n")
 
 

@@ -1,12 +1,13 @@
 """A residual unit of 128 channels, int8, as a persistent Gluon kernel with its weights resident
-in shared memory (Hopper: TMA, wgmma, mbarriers, warp specialization). Experimental: offered to
-the tuner only where VAE_ENGINES_GLUON_UNITS names its tiles (compiled.tune.gluon_unit_tiles),
-until a GPU record shows it faster than kernels.triton_unit.
+in shared memory (Hopper: TMA, wgmma, mbarriers, warp specialization). An experiment's record
+(issue 36): in the package from ff80a1b behind a switch, withdrawn after its H100 timing
+(benchmarks/results/README.md, "A persistent Gluon int8 unit kernel"): 1.5-2.8x slower than
+kernels.triton_unit at every shape, with the same outputs bit for bit.
 
 Oobleck's residual unit is two layers (kernels.triton_unit says which); this kernel computes it
 with the Triton unit kernel's arithmetic step by step, so their outputs agree to
-kernels.op.TOLERANCES (benchmarks/gpu_gluon_unit.py checks that on a GPU: Gluon has no
-interpreter, so no CPU test runs it). What differs is the schedule:
+kernels.op.TOLERANCES (benchmarks/experiments/gpu_gluon_unit.py checks that on a GPU: Gluon has
+no interpreter). What differs is the schedule:
 - each program loads both weights once (k=7: 7 x 128 x 128 int8 = 112 KiB, k=1: 16 KiB), keeps
   them in shared memory and walks its 64-row tiles (persistent): the Triton kernel reloads the
   k=7 weights for every tile;
@@ -33,14 +34,12 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                warpgroup_mma_wait)
 
-from vae_engines.kernels.op import GLUON_UNIT_CHANNELS
-
 # Triton 3.6 names its TMA copies async_copy_global_to_shared / async_copy_shared_to_global; 3.9
 # renamed them async_load / async_store and made the old names raise
 TMA_LOAD = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 TMA_STORE = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
 
-C_UNIT = GLUON_UNIT_CHANNELS  # channels this kernel takes (blocks 3-4)
+C_UNIT = 128  # channels this kernel takes (blocks 3-4)
 TAPS = 7
 BM = 64  # output rows per tile and consumer (one m64 wgmma row block)
 
