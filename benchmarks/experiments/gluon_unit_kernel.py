@@ -1,7 +1,7 @@
 """A residual unit of 128 channels, int8, as a persistent Gluon kernel with its weights resident
 in shared memory (Hopper: TMA, wgmma, mbarriers, warp specialization). An experiment's record
 (issue 36): in the package from ff80a1b behind a switch, withdrawn after its H100 timing
-(benchmarks/results/README.md, "A persistent Gluon int8 unit kernel"): 1.5-2.8x slower than
+(benchmarks/results/README.md, "A persistent Gluon int8 unit kernel"): 1.43-2.87x slower than
 kernels.triton_unit at every shape, with the same outputs bit for bit.
 
 Oobleck's residual unit is two layers (kernels.triton_unit says which); this kernel computes it
