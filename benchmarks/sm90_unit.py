@@ -16,6 +16,7 @@ accumulator would not fit a thread's registers) is listed with the reason, not c
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import re
 import subprocess
@@ -69,6 +70,15 @@ def cuobjdump(compiled: triton.compiler.CompiledKernel, flag: str) -> str:
         cubin = Path(tmp) / "kernel.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
         return subprocess.run([str(CUOBJDUMP), flag, str(cubin)], capture_output=True, text=True, check=True).stdout
+
+
+SASS_OPCODE = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*)")
+
+
+def sass_opcodes(compiled: triton.compiler.CompiledKernel) -> collections.Counter:
+    """Each machine instruction's opcode (without its modifiers: STL.64 is STL), counted once."""
+    return collections.Counter(m.group(1) for m in map(SASS_OPCODE.search, cuobjdump(compiled, "-sass").splitlines())
+                               if m)
 
 
 def cubin_usage(compiled: triton.compiler.CompiledKernel) -> dict:

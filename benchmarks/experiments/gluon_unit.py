@@ -25,14 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import triton  # noqa: E402
 
-from sm90_unit import cubin_usage, cuobjdump  # noqa: E402
+from sm90_unit import cubin_usage, sass_opcodes  # noqa: E402
 
 from gluon_unit_kernel import TILES, compile_offline  # noqa: E402
 
+
 def local_traffic(compiled: Any) -> dict:
     """Local-memory stores and loads in the machine code (STL / LDL: spills, or a stack frame's saves)."""
-    sass = cuobjdump(compiled, "-sass")
-    return {"sass_stl": len(re.findall(r"\bSTL\b", sass)), "sass_ldl": len(re.findall(r"\bLDL\b", sass))}
+    opcodes = sass_opcodes(compiled)
+    return {"sass_stl": opcodes["STL"], "sass_ldl": opcodes["LDL"]}
 
 
 SETMAXNREG = r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)"

@@ -1,11 +1,14 @@
-"""Why the Gluon int8 unit kernel (kernels/gluon_unit.py) is slower than the Triton one: both at
-block 4's 60 s shape (2,880,000 rows x 128 channels, dilation 1), each launched twice (the first
-compiles; only the second matters), for Nsight Compute.
+"""Why the Gluon int8 unit kernel (experiments/gluon_unit_kernel.py) is slower than the Triton one:
+both at block 4's 60 s shape (2,880,000 rows x 128 channels, dilation 1), each launched twice (the
+first compiles; only the second matters), for Nsight Compute. The H100 record
+(results/gluon/h100_ncu/) ran
 
-    ncu --clock-control none --kernel-name regex:"unit" --csv --page details \
-        --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-        --section WarpStateStats --section Occupancy --section LaunchStats \
+    ncu --clock-control none --kernel-name regex:"unit_kernel" --csv --page details \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+        --section ComputeWorkloadAnalysis --section Occupancy --section LaunchStats \
+        --section SchedulerStats --section InstructionStats \
         python3 benchmarks/experiments/gluon_unit_ncu.py > ncu.csv
+    python3 benchmarks/experiments/ncu_summary.py ncu.csv > summary.txt
 
 Operands and launches are experiments/gpu_gluon_unit.py's; the order of the kernels is printed
 to stderr.

@@ -229,9 +229,9 @@ def main() -> None:
         return out / f"child_{variant}_{rows}.log"
 
     def collect(variant: str, rows: int, proc: subprocess.Popen, began: float) -> list[dict]:
+        path = out / f"child_{variant}_{rows}.json"
         try:
             proc.wait(timeout=max(1.0, args.limit - (time.perf_counter() - began)))
-            path = out / f"child_{variant}_{rows}.json"
             records = (json.loads(path.read_text()) if proc.returncode == 0 and path.exists() else
                        [{"variant": variant, "rows": rows, "error": log_of(variant, rows).read_text()[-1500:]}])
         except subprocess.TimeoutExpired:
@@ -239,7 +239,7 @@ def main() -> None:
             proc.wait()
             records = [{"variant": variant, "rows": rows, "error": f"no result in {args.limit:.0f} s",
                         "log": log_of(variant, rows).read_text()[-800:]}]
-        (out / f"child_{variant}_{rows}.json").unlink(missing_ok=True)  # held in results.json
+        path.unlink(missing_ok=True)  # held in results.json
         if all(r.get("ok") for r in records):
             log_of(variant, rows).unlink(missing_ok=True)
         for record in records:

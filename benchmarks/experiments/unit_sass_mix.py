@@ -16,9 +16,7 @@ results/gpu_units/unit_sass_mix_triton36.json.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -27,25 +25,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import triton  # noqa: E402
 
-from sm90_unit import compile_unit, cuobjdump  # noqa: E402
+from sm90_unit import compile_unit, sass_opcodes  # noqa: E402
 
 CHANNELS = 128
 TILES = {"int8": (128, 128, 128, 4, 3), "fp16": (128, 64, 64, 8, 3)}
-OPCODE = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*)")
-
-
-def opcode_counts(sass: str) -> collections.Counter:
-    """Each machine instruction's opcode (without its modifiers), counted once."""
-    return collections.Counter(m.group(1) for m in map(OPCODE.search, sass.splitlines()) if m)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None)
     args = p.parse_args()
     record = {"triton": triton.__version__, "target": "cuda sm_90", "channels": CHANNELS, "kernels": []}
     for kind, tile in TILES.items():
-        counts = opcode_counts(cuobjdump(compile_unit(CHANNELS, tile, kind == "int8"), "-sass"))
+        counts = sass_opcodes(compile_unit(CHANNELS, tile, kind == "int8"))
         per_thread = tile[0] * CHANNELS / (tile[3] * 32)
         top = counts.most_common(16)
         record["kernels"].append({"kind": kind, "tile": list(tile), "static_instructions": sum(counts.values()),
