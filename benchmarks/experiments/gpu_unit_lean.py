@@ -35,6 +35,11 @@ latents (or --ranges). Phases, each writing DIR/results.json as it ends:
 6. package: the fp16 and INT8 engines as the pipeline ships them (gpu_units.package), at the
    level whose INT8 decode was fastest of those within 0.1 dB of level 0's quality (--package
    LEVEL to name one).
+With --ab LEVEL it does this instead: the tune at level 0 and at LEVEL (each level's own
+tiles), then the fp16 and INT8 engines as the pipeline ships them at both levels (four
+packages, gpu_units.package's build and load), their 60 s decodes in --rounds rounds taking
+turns (ratios with 95% intervals), and the sweep of lengths for each: shipped engine against
+shipped engine, in one process.
 --smoke runs it on the CPU (small model, Triton's interpreter): it checks the script only.
 """
 
@@ -43,6 +48,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +57,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gpu_epilogue as epi  # noqa: E402  (puts benchmarks/ on the path; gpu_units reads --smoke)
 import gpu_units  # noqa: E402
-from gpu_units import CFG, Run, quant_of  # noqa: E402
+import torch  # noqa: E402
+from gpu_units import CFG, Run, event_ms, quant_of, seeded  # noqa: E402
 
+from vae_engines.compiled.tune import tiles_for  # noqa: E402
 from vae_engines.kernels import triton_unit  # noqa: E402
+from vae_engines.measure.timing import Timing, paired_ratio  # noqa: E402
+from vae_engines.metrics import peak_psnr  # noqa: E402
+from vae_engines.model.fused import FusedDecoder  # noqa: E402
 from vae_engines.model.oobleck import fold_decoder, load_vae  # noqa: E402
 
 log = logging.getLogger("gpu_unit_lean")
@@ -93,15 +104,96 @@ def fastest_within_quality(decode: dict | None, quality: dict | None) -> int:
     return min(ok)[1] if ok else 0
 
 
+class AtLevel:
+    """A loaded package whose every decode runs at one level (CUDA graphs record at the first
+    calls of a length, so those must run at the package's level too)."""
+
+    def __init__(self, engine, level: int) -> None:
+        self.engine, self.level = engine, level
+
+    def decode(self, x, **kw):
+        with UnitLean(self.level):
+            return self.engine.decode(x, **kw)
+
+
+def packages(decoder, quants: dict, tuned: dict[int, dict], out: Path) -> dict:
+    """fp16 and INT8 packages at each level of `tuned` (its own tiles), built, loaded, checked
+    against their modules, and timed in rounds taking turns; ratios level / level 0 and INT8 / fp16."""
+    from vae_engines.compiled.build import build_package
+    from vae_engines.core.params import ProfileParams
+    from vae_engines.runtime import load
+    from vae_engines.runtime.base import Shape
+
+    shape = Shape(channels=64, hop=1920, sampling_rate=48000)
+    profile = ProfileParams(min_frames=125 if CFG.device.type == "cuda" else 2, opt_frames=CFG.frames,
+                            max_frames=CFG.frames)
+    mode = "reduce-overhead" if CFG.device.type == "cuda" else "default"
+    result: dict = {}
+    engines: dict[str, AtLevel] = {}
+    for level, record in tuned.items():
+        for kind, quant in {"fp16": None, **quants}.items():
+            name = f"{kind} L{level}"
+            tiles = tiles_for(record, set(quant or {}))
+            path = out / f"{kind}_L{level}.pt2"
+            began = time.perf_counter()
+            with UnitLean(level):
+                built = build_package(decoder, shape, precision="fp16", mode=mode, device=CFG.device,
+                                      profile=profile, path=path, model="seeded acestep-1.5 (seed 0)", kernels="fused",
+                                      quant=quant, variant=kind if quant else None, tiles=tiles)
+                engine = AtLevel(load(path, on_range="off") if quant else load(path), level)
+                module = FusedDecoder(decoder, quant, tiles).to(CFG.device).eval()
+                x = seeded(CFG.frames, 30, 0.027)
+                with torch.inference_mode():
+                    agree = peak_psnr(module(x).float().cpu().numpy(),
+                                      engine.decode(x, check_finite=False).float().cpu().numpy())
+            module = None
+            engines[name] = engine
+            result[name] = {"build_s": round(time.perf_counter() - began, 1), "fused_units": built.get("fused_units"),
+                            "tiles": {k: v for k, v in tiles.items() if ".res_unit" in k and "conv" not in k},
+                            "package_vs_module_db": round(float(agree), 2)}
+    x = seeded(CFG.frames, 0)
+    for e in engines.values():
+        for _ in range(3):
+            e.decode(x, check_finite=False)
+    timings = {n: Timing(n, 1, CFG.frames) for n in engines}
+    for r in range(CFG.rounds):
+        names = list(engines)[r % len(engines):] + list(engines)[: r % len(engines)]
+        for n in names:
+            timings[n].ms.append(event_ms(lambda n=n: engines[n].decode(x, check_finite=False), repeats=1))
+    result["timings"] = {n: t.summary() for n, t in timings.items()}
+    levels = list(tuned)
+    result["ratios"] = [paired_ratio(timings[f"{k} L{lv}"], timings[f"{k} L{levels[0]}"])
+                        for lv in levels[1:] for k in ["fp16", *quants]]
+    result["ratios"] += [paired_ratio(timings[f"{k} L{lv}"], timings[f"fp16 L{lv}"]) for lv in levels for k in quants]
+    result["sweep"] = gpu_units.package_sweep(engines)
+    for p in out.glob("*.pt2*"):
+        p.unlink()
+    return result
+
+
+def ab(args, run: Run, decoder, quants: dict) -> None:
+    """--ab: each level's own tune, then the shipped packages of both levels side by side."""
+    tuned = {}
+    for level in (0, args.ab):
+        with UnitLean(level):
+            tuned[level] = run.phase(f"tune L{level}", gpu_units.tune, decoder)
+        if tuned[level] is None:
+            return
+    run.phase("packages", packages, decoder, quants, tuned, args.out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--ranges", type=Path, default=None)
     p.add_argument("--package", type=int, default=None, metavar="LEVEL")
+    p.add_argument("--ab", type=int, default=None, metavar="LEVEL")
+    p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
     if args.smoke:
         CFG.smoke()
+    CFG.rounds = args.rounds or CFG.rounds
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "log.txt")])
@@ -110,6 +202,10 @@ def main() -> None:
     decoder = fold_decoder(load_vae(CFG.model).vae).eval()
     quants = {"int8": quant_of(decoder, args.ranges)}
     decoder.to("cpu")
+    if args.ab is not None:
+        ab(args, run, decoder, quants)
+        log.info("done")
+        return
     tuned = run.phase("tune", gpu_units.tune, decoder)
     if tuned is None:
         return
