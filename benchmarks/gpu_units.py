@@ -25,7 +25,8 @@ Phases, each writing DIR/results.json as it ends (a call cut short keeps what fi
 6. sweep: milliseconds per second of audio from 250 to 1500 frames, each engine;
 7. quality: peak PSNR against eager fp32 (TF32 off) on seeded latents at unit scale and at the
    seeded encoder's scale (std 0.027, the 60 s configuration's held-out windows), and units
-   against layers (the same arithmetic: they should agree to fp16 rounding);
+   against layers (the same arithmetic but for the unit's two Snakes, which skip the fp16
+   roundings: kernels.op.UNIT_VS_LAYERS);
 8. (--package) the fp16 and the first INT8 engine as the pipeline ships them (build_package,
    reduce-overhead), loaded with runtime.load: each against its module, and their 60 s decode.
 --smoke runs it on the CPU (the shipped small model, Triton's interpreter, a few frames): its

@@ -2,7 +2,8 @@
 in shared memory (Hopper: TMA, wgmma, mbarriers, warp specialization). An experiment's record
 (issue 36): in the package from ff80a1b behind a switch, withdrawn after its H100 timing
 (benchmarks/results/README.md, "A persistent Gluon int8 unit kernel"): 1.43-2.87x slower than
-kernels.triton_unit at every shape, with the same outputs bit for bit.
+kernels.triton_unit at every shape, with the same outputs bit for bit (the Triton kernel's as they
+were then: its Snakes have since dropped two fp16 roundings, kernels.reference.unit_snake).
 
 Oobleck's residual unit is two layers (kernels.triton_unit says which); this kernel computes it
 with the Triton unit kernel's arithmetic step by step, so their outputs agree to

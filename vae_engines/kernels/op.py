@@ -8,7 +8,8 @@ packages see one op per decoder layer.
   decode holds three full-width activations at a time instead of four.
 - `vae_engines::fused_unit_` -> s: a whole residual unit (the k=7 convolution, its Snake, the
   k=1 convolution into the residual stream in place, the next Snake) with the k=7 output kept
-  on chip (kernels.triton_unit): for units of up to 256 channels.
+  on chip (kernels.triton_unit): for units of up to 256 channels. Its Snakes work on fp32
+  values (kernels.reference.unit_snake): UNIT_VS_LAYERS bounds how far it is from the two layers.
 
 `tile` chooses the implementation: (BM, BN, BK, warps, stages) runs the Triton kernel
 (kernels.triton_conv) -- on a GPU, or on the CPU under Triton's interpreter
@@ -45,6 +46,11 @@ TOLERANCES = {
     # int8 outputs: codes differ by at most 1, in at most this share of the elements
     "int8": {"max_step": 1, "max_share": 0.01},
 }
+# A fused unit against its two layers run apart (kernels.reference's docstring): its Snakes skip
+# the fp16 rounding of their input and output, half an fp16 step (2^-12) of a value, so an int8
+# code t moves by one step only where that crosses a rounding boundary, in at most |t| * 2^-11 of
+# the elements: 1/16 at the largest codes. Its residual stream follows its k=1 layer's operand.
+UNIT_VS_LAYERS = {"fp16": {"rtol": 1e-2, "atol": 1e-2}, "int8": {"max_step": 1, "max_share": 1 / 16}}
 
 
 # A residual unit runs as one kernel only where one program holds all its channels: an
@@ -211,13 +217,13 @@ def fused_unit_(x: Tensor, w1: Tensor, w1_scale: Optional[Tensor], b1: Optional[
         return x.new_empty((0,), dtype=torch.float16) if s is None else s
     v = reference.layer_output(x, w1, w1_scale, b1, None, taps=taps, dilation=dilation,
                                padding=(taps // 2) * dilation, stride=0, x_scale=x_scale, res_scale=0.0)
-    mid = reference.snake_input(v, alpha1, inv_beta1, mid_scale)
+    mid = reference.unit_snake(v, alpha1, inv_beta1, mid_scale)
     v = reference.layer_output(mid, w2, w2_scale, b2, residual, taps=1, dilation=1, padding=0, stride=0,
                                x_scale=mid_scale, res_scale=res_scale)
     residual.copy_(v)
     if alpha2 is None:
         return x.new_empty((0,), dtype=torch.float16)
-    return reference.snake_input(v, alpha2, inv_beta2, s_scale)
+    return reference.unit_snake(v, alpha2, inv_beta2, s_scale)
 
 
 @fused_unit_.register_fake

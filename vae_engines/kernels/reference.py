@@ -18,6 +18,16 @@ own arithmetic (graph.execute), so an engine and its variant's graph quantize al
 saturation (+-448) and rounding to the nearest e4m3 value, ties to even (QuantizeLinear's
 saturate=1).
 
+A residual unit fused into one kernel (op.fused_unit_, kernels.triton_unit) computes its two
+layers this way with one difference: nothing is stored between its k=7 convolution and its
+quantizers, so its two Snakes (`unit_snake`) take the fp32 values and an int8 operand is
+quantized from fp32, with no fp16 rounding before either -- what an engine that fuses Snake and
+QuantizeLinear into the convolution's epilogue computes, where the Q/DQ graph's separate nodes
+round to fp16 between them. About 1% of its int8 codes land one step from the layers' (where a
+half fp16 step, 2^-12 of the value, crosses a rounding boundary), its fp16 output is closer to
+fp32; on the lent H100 its INT8 engines decoded held-out latents within 0.01 dB of the layer
+arithmetic's and 4% faster (benchmarks/results/README.md, "Fewer roundings in the unit").
+
 On the CPU the arithmetic is fp32 on the stored (fp16 / int8) values; on a GPU the
 convolution runs in fp16 on cuDNN (channels-last 2-D, fp32 accumulation).
 """
@@ -103,10 +113,20 @@ def layer_output(x: Any, weight: Any, w_scale: Any, bias: Any, residual: Any, *,
     return v
 
 
+def _snake(h: Any, alpha: Any, inv_beta: Any) -> Any:
+    sn = torch.sin(alpha * h)
+    return h + inv_beta * (sn * sn)
+
+
 def snake_input(v: Any, alpha: Any, inv_beta: Any, s_scale: float, s_dtype: Any = None) -> Any:
     """The next layer's input: Snake of the stored fp16 value, in fp16 or quantized (int8,
     or s_dtype) with s_scale."""
-    h = v.half().float()
-    sn = torch.sin(alpha * h)
-    s = h + inv_beta * (sn * sn)
+    s = _snake(v.half().float(), alpha, inv_beta)
     return quantize(s.half().float(), s_scale, s_dtype) if s_scale > 0 else s.half()
+
+
+def unit_snake(v: Any, alpha: Any, inv_beta: Any, s_scale: float) -> Any:
+    """snake_input inside a fused residual unit (module docstring): Snake of the fp32 value, in
+    fp32, to fp16 or quantized (int8) with s_scale straight from fp32."""
+    s = _snake(v.float(), alpha, inv_beta)
+    return quantize(s, s_scale) if s_scale > 0 else s.half()

@@ -12,9 +12,12 @@ k=1 GEMM straight from that tile, in column chunks of BN2, each with kernels.tri
 epilogue (bias, the quantized skip of the fused placement, the residual add in place, the
 next layer's Snake and quantization). s1 never reaches memory: at block 4 of a 60 s decode
 (C = 128, 2.88 M rows) that is 0.74 GB written and read back per unit in fp16, 0.37 GB in
-int8. The arithmetic and rounding are the two layers' own, step by step, so a fused unit
-computes what the two layer kernels compute (kernels.op.TOLERANCES) and an INT8 engine's
-numerics stay its Q/DQ graph's.
+int8. The arithmetic is the two layers' own, step by step, except that both Snakes take the
+fp32 value and feed the quantizer (or the fp16 operand) without rounding to fp16 first: no
+tensor is stored there (kernels.reference.unit_snake; op.UNIT_VS_LAYERS bounds the
+difference). Those roundings were 6 of the int8 unit's 38 machine instructions per output
+element on sm_90; without them INT8 engines decoded 4% faster on the lent H100, held-out
+quality within 0.01 dB (benchmarks/results/README.md, "Fewer roundings in the unit").
 
 The condition is the one CUTLASS's back-to-back GEMM fusion (its example 13) states: the first
 GEMM's N must fit one threadblock tile, because the second GEMM needs every channel of a row.
@@ -40,30 +43,16 @@ from vae_engines.kernels.triton_conv import _quantize, _quantize_int8, _sin
 
 
 @triton.jit
-def _snake(v, alpha_ptr, inv_beta_ptr, ch, FAST_SIN: tl.constexpr, ROUND_IN: tl.constexpr = True,
-           ROUND_OUT: tl.constexpr = True, SINE: tl.constexpr = True):
-    """Snake of the fp16-rounded value (what the consumer of a stored fp16 tensor sees), rounded to
-    fp16; without ROUND_IN / ROUND_OUT, of v itself / in fp32."""
-    h = v
-    if ROUND_IN:
-        h = v.to(tl.float16).to(tl.float32)
-    alpha = tl.load(alpha_ptr + ch)
-    inv_beta = tl.load(inv_beta_ptr + ch)
-    if not SINE:  # an ablation (LEAN 9, wrong numerics): what the sines cost
-        sn = h * alpha[None, :]
-    else:
-        sn = _sin(h * alpha[None, :], FAST_SIN)
-    s = h + inv_beta[None, :] * (sn * sn)
-    if ROUND_OUT:
-        s = s.to(tl.float16).to(tl.float32)
-    return s
+def _snake(v, alpha_ptr, inv_beta_ptr, ch, FAST_SIN: tl.constexpr):
+    """Snake of v, in fp32 (kernels.reference.unit_snake)."""
+    sn = _sin(v * tl.load(alpha_ptr + ch)[None, :], FAST_SIN)
+    return v + tl.load(inv_beta_ptr + ch)[None, :] * (sn * sn)
 
 
 @triton.jit
 def _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, b, row0, DIL, x_scale,
                  inv_mid_scale, C: tl.constexpr, TAPS: tl.constexpr, INT8_1: tl.constexpr, INT8_2: tl.constexpr,
-                 HAS_B1: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
-                 LEAN: tl.constexpr):
+                 HAS_B1: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr):
     """The k=7 layer on chip: its [BM, C] output through Snake2, as the k=1 layer's operand
     (fp16, or int8 quantized with that layer's input scale)."""
     ch = tl.arange(0, C)
@@ -86,7 +75,7 @@ def _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_pt
         v = v * (tl.load(w1_scale_ptr + ch) * x_scale)[None, :]
     if HAS_B1:
         v += tl.load(b1_ptr + ch)[None, :]
-    s1 = _snake(v, alpha1_ptr, inv_beta1_ptr, ch, FAST_SIN, LEAN < 1, LEAN < 1, LEAN != 9)
+    s1 = _snake(v, alpha1_ptr, inv_beta1_ptr, ch, FAST_SIN)
     if INT8_2:  # one return: Triton types every return of a function alike, constexpr branches included
         mid = _quantize_int8(s1, inv_mid_scale)
     else:
@@ -101,11 +90,11 @@ def residual_unit_kernel(
         M, DIL, x_scale, inv_mid_scale, mid_scale, inv_s_scale, res_scale,
         C: tl.constexpr, TAPS: tl.constexpr, INT8_1: tl.constexpr, INT8_2: tl.constexpr, HAS_B1: tl.constexpr,
         HAS_B2: tl.constexpr, RES_QUANT: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
-        FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr, LEAN: tl.constexpr = 0):
+        FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr):
     b = tl.program_id(1)
     m0 = tl.program_id(0) * BM
     mid = _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, b, m0 - (TAPS // 2) * DIL,
-                       DIL, x_scale, inv_mid_scale, C, TAPS, INT8_1, INT8_2, HAS_B1, FAST_SIN, BM, BK, LEAN)
+                       DIL, x_scale, inv_mid_scale, C, TAPS, INT8_1, INT8_2, HAS_B1, FAST_SIN, BM, BK)
     # the k=1 layer from the tile, BN2 columns at a time, each with the residual epilogue
     for n0 in tl.static_range(0, C, BN2):
         w2 = w2_desc.load([n0, 0])
@@ -123,14 +112,11 @@ def residual_unit_kernel(
         v += r
         y_desc.store([b, m0, n0], v.to(tl.float16).reshape(1, BM, BN2))
         if STORE_S:
-            s = _snake(v, alpha2_ptr, inv_beta2_ptr, cols, FAST_SIN, LEAN < 2, LEAN < 2, LEAN != 9)
+            s = _snake(v, alpha2_ptr, inv_beta2_ptr, cols, FAST_SIN)
             if S_INT8:
                 s_desc.store([b, m0, n0], _quantize_int8(s, inv_s_scale).reshape(1, BM, BN2))
             else:
                 s_desc.store([b, m0, n0], s.to(tl.float16).reshape(1, BM, BN2))
-
-
-LEAN = 0  # experiment switch (issue 36): 1 keeps the k=7 output in fp32 through Snake1, 2 also Snake2's; 9: 2 without sines
 
 
 def _desc(t: Any, block: list[int]) -> TensorDescriptor:
@@ -163,4 +149,4 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
         1.0 / s_scale if s_scale > 0 else 0.0, float(res_scale),
         C=channels, TAPS=taps, INT8_1=not x.dtype.is_floating_point, INT8_2=mid_scale > 0, HAS_B1=b1 is not None,
         HAS_B2=b2 is not None, RES_QUANT=res_scale > 0, STORE_S=s is not None, S_INT8=s is not None and s_scale > 0,
-        FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2, LEAN=LEAN, num_warps=warps, num_stages=stages)
+        FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2, num_warps=warps, num_stages=stages)
