@@ -39,10 +39,12 @@ latents (or --ranges). Phases, each writing DIR/results.json as it ends:
    level whose INT8 decode was fastest of those within 0.1 dB of level 0's quality (--package
    LEVEL to name one).
 With --ab LEVEL it does this instead: the tune at level 0 and at LEVEL (each level's own
-tiles), then the fp16 and INT8 engines as the pipeline ships them at both levels (four
+tiles), every layer and unit in level 0's tiles at both levels (as phase 2), then the fp16 and INT8 engines as the pipeline ships them at both levels (four
 packages, gpu_units.package's build and load), their 60 s decodes in --rounds rounds taking
 turns (ratios with 95% intervals), and the sweep of lengths for each: shipped engine against
 shipped engine, in one process.
+--switch HOIST times kernels.triton_unit.HOIST's levels instead (the k=7 epilogue's per-column
+vectors loaded before the k=7 loop: 1), with --ab 1.
 --smoke runs it on the CPU (small model, Triton's interpreter): it checks the script only.
 """
 
@@ -76,18 +78,22 @@ ABLATION = 9
 QUALITY_DB = 0.1  # the issue's bar for a fused unit against today's engine of the same variant
 
 
+SWITCH = ["LEAN"]  # the kernel module's switch the levels set (--switch)
+
+
 class UnitLean:
-    """triton_unit.LEAN set for the calls (and graph captures) inside the block; it stands in
-    for gpu_epilogue's switch, so that script's phases time this one's levels."""
+    """The switch (triton_unit.LEAN, or --switch's) set for the calls (and graph captures) inside
+    the block; it stands in for gpu_epilogue's switch, so that script's phases time these levels."""
 
     def __init__(self, level: int) -> None:
         self.level = level
 
     def __enter__(self) -> None:
-        self.before, triton_unit.LEAN = triton_unit.LEAN, self.level
+        self.before = getattr(triton_unit, SWITCH[0], 0)
+        setattr(triton_unit, SWITCH[0], self.level)
 
     def __exit__(self, *exc) -> None:
-        triton_unit.LEAN = self.before
+        setattr(triton_unit, SWITCH[0], self.before)
 
 
 epi.Lean = UnitLean
@@ -175,13 +181,16 @@ def packages(decoder, quants: dict, tuned: dict[int, dict], out: Path) -> dict:
 
 
 def ab(args, run: Run, decoder, quants: dict) -> None:
-    """--ab: each level's own tune, then the shipped packages of both levels side by side."""
+    """--ab: each level's own tune, every layer and unit in level 0's tiles at both levels, then
+    the shipped packages of both levels side by side."""
     tuned = {}
     for level in (0, args.ab):
         with UnitLean(level):
             tuned[level] = run.phase(f"tune L{level}", gpu_units.tune, decoder)
         if tuned[level] is None:
             return
+    epi.LEVELS[:] = [0, args.ab]
+    run.phase("layers", epi.layers, decoder, quants, tuned[0])
     run.phase("packages", packages, decoder, quants, tuned, args.out)
 
 
@@ -192,11 +201,13 @@ def main() -> None:
     p.add_argument("--package", type=int, default=None, metavar="LEVEL")
     p.add_argument("--ab", type=int, default=None, metavar="LEVEL")
     p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--switch", default="LEAN", help="the kernels.triton_unit switch the levels set")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
     if args.smoke:
         CFG.smoke()
     CFG.rounds = args.rounds or CFG.rounds
+    SWITCH[0] = args.switch
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "log.txt")])
