@@ -15,6 +15,8 @@ the tuner's choice at these units in the H100 runs and a 256-row tile. It ran on
 ff2383b, where the unit kernel also had an x_cached tile option (the k=7 input
 by pointer through L1, a sixth tile element) and each kind a third, x_cached, variant; that
 option is gone (its L1 hit rate was 3-10%): benchmarks/results/gpu_units/h100_run7_tiles/.
+It ran again at 422b1ea with the stall-reason metrics (the command is in results/README.md,
+"Where the leaner unit waits"): benchmarks/results/gpu_units/h100_run13_lean/ncu_stalls.csv.
 """
 
 from __future__ import annotations

@@ -43,34 +43,19 @@ from vae_engines.kernels.triton_conv import _quantize, _quantize_int8, _sin
 
 
 @triton.jit
-def _snake_of(v, alpha, inv_beta, FAST_SIN: tl.constexpr):
-    """Snake of v with per-column alpha and 1 / beta, in fp32 (kernels.reference.unit_snake)."""
-    sn = _sin(v * alpha[None, :], FAST_SIN)
-    return v + inv_beta[None, :] * (sn * sn)
-
-
-@triton.jit
 def _snake(v, alpha_ptr, inv_beta_ptr, ch, FAST_SIN: tl.constexpr):
-    return _snake_of(v, tl.load(alpha_ptr + ch), tl.load(inv_beta_ptr + ch), FAST_SIN)
+    """Snake of v, in fp32 (kernels.reference.unit_snake)."""
+    sn = _sin(v * tl.load(alpha_ptr + ch)[None, :], FAST_SIN)
+    return v + tl.load(inv_beta_ptr + ch)[None, :] * (sn * sn)
 
 
 @triton.jit
 def _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, b, row0, DIL, x_scale,
                  inv_mid_scale, C: tl.constexpr, TAPS: tl.constexpr, INT8_1: tl.constexpr, INT8_2: tl.constexpr,
-                 HAS_B1: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
-                 HOIST: tl.constexpr):
+                 HAS_B1: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr):
     """The k=7 layer on chip: its [BM, C] output through Snake2, as the k=1 layer's operand
     (fp16, or int8 quantized with that layer's input scale)."""
     ch = tl.arange(0, C)
-    if HOIST:  # the epilogue's per-column vectors loaded before the k=7 loop: their latency hides behind it
-        k1 = tl.full((C,), 1.0, tl.float32)
-        if INT8_1:
-            k1 = tl.load(w1_scale_ptr + ch) * x_scale
-        c1 = tl.zeros((C,), tl.float32)
-        if HAS_B1:
-            c1 = tl.load(b1_ptr + ch)
-        alpha1 = tl.load(alpha1_ptr + ch)
-        inv_beta1 = tl.load(inv_beta1_ptr + ch)
     if INT8_1:
         acc = tl.zeros((BM, C), dtype=tl.int32)
     else:
@@ -86,18 +71,11 @@ def _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_pt
         else:
             acc = tl.dot(a, w.T, acc)
     v = acc.to(tl.float32)
-    if HOIST:
-        if INT8_1:
-            v = v * k1[None, :]
-        if HAS_B1:
-            v += c1[None, :]
-        s1 = _snake_of(v, alpha1, inv_beta1, FAST_SIN)
-    else:
-        if INT8_1:
-            v = v * (tl.load(w1_scale_ptr + ch) * x_scale)[None, :]
-        if HAS_B1:
-            v += tl.load(b1_ptr + ch)[None, :]
-        s1 = _snake(v, alpha1_ptr, inv_beta1_ptr, ch, FAST_SIN)
+    if INT8_1:
+        v = v * (tl.load(w1_scale_ptr + ch) * x_scale)[None, :]
+    if HAS_B1:
+        v += tl.load(b1_ptr + ch)[None, :]
+    s1 = _snake(v, alpha1_ptr, inv_beta1_ptr, ch, FAST_SIN)
     if INT8_2:  # one return: Triton types every return of a function alike, constexpr branches included
         mid = _quantize_int8(s1, inv_mid_scale)
     else:
@@ -112,11 +90,11 @@ def residual_unit_kernel(
         M, DIL, x_scale, inv_mid_scale, mid_scale, inv_s_scale, res_scale,
         C: tl.constexpr, TAPS: tl.constexpr, INT8_1: tl.constexpr, INT8_2: tl.constexpr, HAS_B1: tl.constexpr,
         HAS_B2: tl.constexpr, RES_QUANT: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
-        FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr, HOIST: tl.constexpr = 0):
+        FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr):
     b = tl.program_id(1)
     m0 = tl.program_id(0) * BM
     mid = _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, b, m0 - (TAPS // 2) * DIL,
-                       DIL, x_scale, inv_mid_scale, C, TAPS, INT8_1, INT8_2, HAS_B1, FAST_SIN, BM, BK, HOIST)
+                       DIL, x_scale, inv_mid_scale, C, TAPS, INT8_1, INT8_2, HAS_B1, FAST_SIN, BM, BK)
     # the k=1 layer from the tile, BN2 columns at a time, each with the residual epilogue
     for n0 in tl.static_range(0, C, BN2):
         w2 = w2_desc.load([n0, 0])
@@ -139,9 +117,6 @@ def residual_unit_kernel(
                 s_desc.store([b, m0, n0], _quantize_int8(s, inv_s_scale).reshape(1, BM, BN2))
             else:
                 s_desc.store([b, m0, n0], s.to(tl.float16).reshape(1, BM, BN2))
-
-
-HOIST = 0  # experiment switch (issue 36): 1 loads the k=7 epilogue's per-column vectors before its loop
 
 
 def _desc(t: Any, block: list[int]) -> TensorDescriptor:
@@ -174,4 +149,4 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
         1.0 / s_scale if s_scale > 0 else 0.0, float(res_scale),
         C=channels, TAPS=taps, INT8_1=not x.dtype.is_floating_point, INT8_2=mid_scale > 0, HAS_B1=b1 is not None,
         HAS_B2=b2 is not None, RES_QUANT=res_scale > 0, STORE_S=s is not None, S_INT8=s is not None and s_scale > 0,
-        FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2, HOIST=HOIST, num_warps=warps, num_stages=stages)
+        FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2, num_warps=warps, num_stages=stages)
