@@ -253,7 +253,7 @@ def test_a_residual_unit_as_one_kernel_computes_its_two_layers(precision, placem
     """The unit kernel (the k=7 output kept on chip) against the op's torch reference on the same
     inputs: the residual stream updated in place and the next layer's input, within the op's
     tolerances; and that reference against the two layers run apart, within UNIT_VS_LAYERS (its
-    Snakes skip two fp16 roundings: kernels.reference.unit_snake). int8 with and without the fused
+    Snakes skip their fp16 roundings: kernels.reference.unit_snake). int8 with and without the fused
     placement's quantized skip, and a unit whose k=1 layer stays fp16 (mixed)."""
     from vae_engines.compiled.tune import layer_frames, layer_inputs
     from vae_engines.model.fused import LayerQuant, unit_of

@@ -23,10 +23,10 @@ layers this way with one difference: nothing is stored between its k=7 convoluti
 quantizers, so its two Snakes (`unit_snake`) take the fp32 values and an int8 operand is
 quantized from fp32, with no fp16 rounding before either -- what an engine that fuses Snake and
 QuantizeLinear into the convolution's epilogue computes, where the Q/DQ graph's separate nodes
-round to fp16 between them. About 1% of its int8 codes land one step from the layers' (where a
+round to fp16 between them. 1-2% of its int8 codes land one step from the layers' (where a
 half fp16 step, 2^-12 of the value, crosses a rounding boundary), its fp16 output is closer to
 fp32; on the lent H100 its INT8 engines decoded held-out latents within 0.01 dB of the layer
-arithmetic's and 4% faster (benchmarks/results/README.md, "Fewer roundings in the unit").
+arithmetic's and, shipped, 4% faster (benchmarks/results/README.md, "Fewer roundings in the unit").
 
 On the CPU the arithmetic is fp32 on the stored (fp16 / int8) values; on a GPU the
 convolution runs in fp16 on cuDNN (channels-last 2-D, fp32 accumulation).
