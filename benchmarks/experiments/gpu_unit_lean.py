@@ -46,13 +46,15 @@ packages, gpu_units.package's build and load), their 60 s decodes in --rounds ro
 turns (ratios with 95% intervals), and the sweep of lengths for each: shipped engine against
 shipped engine, in one process.
 --switch HOIST times kernels.triton_unit.HOIST's levels instead (the k=7 epilogue's per-column
-vectors loaded before the k=7 loop: 1), with --ab 1.
+vectors loaded before the k=7 loop: 1), with --ab 1; --switch triton_conv.PDL sets that module's
+switch (programmatic dependent launch for every fused kernel: 1).
 --smoke runs it on the CPU (small model, Triton's interpreter): it checks the script only.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import time
@@ -91,11 +93,20 @@ class UnitLean:
         self.level = level
 
     def __enter__(self) -> None:
-        self.before = getattr(triton_unit, SWITCH[0], 0)
-        setattr(triton_unit, SWITCH[0], self.level)
+        self.module, self.name = switch_of(SWITCH[0])
+        self.before = getattr(self.module, self.name, 0)
+        setattr(self.module, self.name, self.level)
 
     def __exit__(self, *exc) -> None:
-        setattr(triton_unit, SWITCH[0], self.before)
+        setattr(self.module, self.name, self.before)
+
+
+def switch_of(name: str):
+    """(module, attribute) of a switch: "LEAN" is kernels.triton_unit's, "triton_conv.PDL" names its module."""
+    if "." not in name:
+        return triton_unit, name
+    module, attribute = name.rsplit(".", 1)
+    return importlib.import_module(f"vae_engines.kernels.{module}"), attribute
 
 
 epi.Lean = UnitLean
@@ -203,7 +214,8 @@ def main() -> None:
     p.add_argument("--package", type=int, default=None, metavar="LEVEL")
     p.add_argument("--ab", type=int, default=None, metavar="LEVEL")
     p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--switch", default="LEAN", help="the kernels.triton_unit switch the levels set")
+    p.add_argument("--switch", default="LEAN", help="the switch the levels set: a kernels.triton_unit attribute, "
+                   "or module.ATTRIBUTE of vae_engines.kernels")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
     if args.smoke:
