@@ -2,8 +2,9 @@
 A record: it ran at e0fb962 (levels) and 670e1a0 (--ab), where kernels.triton_unit had the LEAN
 switch it sets; level 2 won and is now the kernel's only arithmetic, and the switch is gone
 (benchmarks/results/gpu_units/h100_run13_lean/, results/README.md "Fewer roundings in the unit").
-It ran a third time at e051663 (--switch HOIST --ab 1), where the kernel had a HOIST switch; that
-lost and is gone too.
+It ran a third time at e051663 (--switch HOIST --ab 1), where the kernel had a HOIST switch, and a
+fourth at 01dce89 (--switch triton_conv.PDL --ab 1), where the kernels had a PDL switch: neither
+paid, and both switches are gone.
 
     python benchmarks/experiments/gpu_unit_lean.py --out DIR [--ranges R.ranges.json] [--smoke]
 

@@ -39,7 +39,6 @@ from typing import Any
 
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from vae_engines.core.lazy import lazy_import
@@ -106,25 +105,6 @@ def _sin(x, FAST: tl.constexpr):
         return tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
                                          pack=1)
     return tl.sin(x)
-
-
-PDL = False  # experiment switch (issue 36): the fused kernels launched with programmatic dependent launch
-
-
-def pdl(x: Any) -> bool:
-    """Whether this launch uses programmatic dependent launch (PDL; a GPU only)."""
-    return bool(PDL and x.is_cuda)
-
-
-@triton.jit
-def _after_previous_grid(GDC: tl.constexpr):
-    """Programmatic dependent launch (Hopper): a kernel launched with it may start while the one
-    before it in the stream drains; this waits until that kernel has finished and its writes are
-    visible, so it must come before the program touches memory, and then lets the next kernel's
-    programs launch onto multiprocessors as this one's free them."""
-    if GDC:
-        gdc_wait()
-        gdc_launch_dependents()
 
 
 @triton.jit
@@ -207,8 +187,7 @@ def fused_conv_kernel(
         RES_QUANT: tl.constexpr, STORE_Y: tl.constexpr, AUDIO: tl.constexpr, STORE_S: tl.constexpr,
         S_INT8: tl.constexpr, S_FP8: tl.constexpr, FP8_ACC: tl.constexpr,
         TRANSPOSED: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-        PERSISTENT: tl.constexpr, WS: tl.constexpr, GDC: tl.constexpr = False):
-    _after_previous_grid(GDC)
+        PERSISTENT: tl.constexpr, WS: tl.constexpr):
     b = tl.program_id(1)
     if PERSISTENT:  # a fixed grid of programs walks the tiles (the GPU's multiprocessors each keep one)
         num_tiles = tl.cdiv(M, BM) * tl.cdiv(N, BN)
@@ -266,8 +245,8 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: A
         RESIDUAL=residual, RES_QUANT=res_scale > 0, STORE_Y=y is not None, AUDIO=audio, STORE_S=s is not None,
         S_INT8=s is not None and s.dtype == torch.int8, S_FP8=s is not None and s.dtype == torch.float8_e4m3fn,
         FP8_ACC=(bk if fp8_acc is None else fp8_acc) if x.dtype == torch.float8_e4m3fn else 0, TRANSPOSED=stride > 0,
-        FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk, PERSISTENT=bool(persistent), WS=bool(ws), GDC=pdl(x),
-        num_warps=warps, num_stages=stages, **({"launch_pdl": True} if pdl(x) else {}))
+        FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk, PERSISTENT=bool(persistent), WS=bool(ws), num_warps=warps,
+        num_stages=stages)
 
 
 def _multiprocessors(x: Any) -> int:

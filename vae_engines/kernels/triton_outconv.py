@@ -34,7 +34,6 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from vae_engines.core.lazy import lazy_import
 from vae_engines.kernels.op import OUTCONV_COLUMNS as NP
-from vae_engines.kernels.triton_conv import _after_previous_grid, pdl
 
 torch = lazy_import("torch")
 
@@ -43,8 +42,7 @@ torch = lazy_import("torch")
 def output_conv_kernel(x_desc, w_ptr, w_scale_ptr, bias_ptr, out_ptr, scratch_ptr, M, x_scale,
                        C: tl.constexpr, N: tl.constexpr, TAPS: tl.constexpr, PAD: tl.constexpr,
                        QUANT: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
-                       NPAD: tl.constexpr, GDC: tl.constexpr = False):
-    _after_previous_grid(GDC)
+                       NPAD: tl.constexpr):
     b = tl.program_id(1)
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -102,5 +100,4 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, out: Any, *, taps: int,
         x_desc, weight, w_scale if w_scale is not None else scratch, bias if bias is not None else scratch, out,
         scratch,
         rows, float(x_scale), C=channels, N=weight.shape[0], TAPS=taps, PAD=padding, QUANT=quant,
-        HAS_BIAS=bias is not None, BM=bm, BK=bk, NPAD=NP, GDC=pdl(x), num_warps=warps, num_stages=stages,
-        **({"launch_pdl": True} if pdl(x) else {}))
+        HAS_BIAS=bias is not None, BM=bm, BK=bk, NPAD=NP, num_warps=warps, num_stages=stages)

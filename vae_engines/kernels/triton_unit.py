@@ -39,7 +39,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from vae_engines.kernels.op import unit_fits
-from vae_engines.kernels.triton_conv import _after_previous_grid, _quantize, _quantize_int8, _sin, pdl
+from vae_engines.kernels.triton_conv import _quantize, _quantize_int8, _sin
 
 
 @triton.jit
@@ -90,8 +90,7 @@ def residual_unit_kernel(
         M, DIL, x_scale, inv_mid_scale, mid_scale, inv_s_scale, res_scale,
         C: tl.constexpr, TAPS: tl.constexpr, INT8_1: tl.constexpr, INT8_2: tl.constexpr, HAS_B1: tl.constexpr,
         HAS_B2: tl.constexpr, RES_QUANT: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
-        FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr, GDC: tl.constexpr = False):
-    _after_previous_grid(GDC)
+        FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr):
     b = tl.program_id(1)
     m0 = tl.program_id(0) * BM
     mid = _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, b, m0 - (TAPS // 2) * DIL,
@@ -150,5 +149,4 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
         1.0 / s_scale if s_scale > 0 else 0.0, float(res_scale),
         C=channels, TAPS=taps, INT8_1=not x.dtype.is_floating_point, INT8_2=mid_scale > 0, HAS_B1=b1 is not None,
         HAS_B2=b2 is not None, RES_QUANT=res_scale > 0, STORE_S=s is not None, S_INT8=s is not None and s_scale > 0,
-        FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2, GDC=pdl(x), num_warps=warps, num_stages=stages,
-        **({"launch_pdl": True} if pdl(x) else {}))
+        FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2, num_warps=warps, num_stages=stages)
