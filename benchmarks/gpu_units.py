@@ -423,15 +423,7 @@ def package(decoder, quants: dict, tuned: dict, out: Path) -> dict:
         result[name] = {"build_s": round(time.perf_counter() - began, 1), "fused_units": record.get("fused_units"),
                         "executed": record.get("executed"), "package_vs_module_db": round(float(agree), 2)}
         module = None
-    x = seeded(CFG.frames, 0)
-    timings = {n: Timing(n, 1, CFG.frames) for n in engines}
-    for e in engines.values():
-        for _ in range(3):
-            e.decode(x, check_finite=False)
-    for r in range(CFG.rounds):
-        names = list(engines)[r % len(engines):] + list(engines)[: r % len(engines)]
-        for n in names:
-            timings[n].ms.append(event_ms(lambda n=n: engines[n].decode(x, check_finite=False), repeats=1))
+    timings = package_rounds(engines)
     result["timings"] = {n: t.summary() for n, t in timings.items()}
     names = list(timings)
     result["ratio"] = paired_ratio(timings[names[-1]], timings[names[0]]) if len(names) > 1 else None
@@ -440,6 +432,20 @@ def package(decoder, quants: dict, tuned: dict, out: Path) -> dict:
     for p in out.glob("*.pt2*"):
         p.unlink()
     return result
+
+
+def package_rounds(engines: dict) -> dict[str, Timing]:
+    """Loaded packages' 60 s decodes (unchecked), three warm-up calls each, then CFG.rounds rounds
+    taking turns."""
+    x = seeded(CFG.frames, 0)
+    for e in engines.values():
+        for _ in range(3):
+            e.decode(x, check_finite=False)
+    timings = {n: Timing(n, 1, CFG.frames) for n in engines}
+    for r in range(CFG.rounds):
+        for n in list(engines)[r % len(engines):] + list(engines)[: r % len(engines)]:
+            timings[n].ms.append(event_ms(lambda n=n: engines[n].decode(x, check_finite=False), repeats=1))
+    return timings
 
 
 def check_order(engines: dict) -> dict:

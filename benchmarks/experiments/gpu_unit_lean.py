@@ -68,11 +68,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_epilogue as epi  # noqa: E402  (puts benchmarks/ on the path; gpu_units reads --smoke)
 import gpu_units  # noqa: E402
 import torch  # noqa: E402
-from gpu_units import CFG, Run, event_ms, quant_of, seeded  # noqa: E402
+from gpu_units import CFG, Run, quant_of, seeded  # noqa: E402
 
 from vae_engines.compiled.tune import tiles_for  # noqa: E402
 from vae_engines.kernels import triton_unit  # noqa: E402
-from vae_engines.measure.timing import Timing, paired_ratio  # noqa: E402
+from vae_engines.measure.timing import paired_ratio  # noqa: E402
 from vae_engines.metrics import peak_psnr  # noqa: E402
 from vae_engines.model.fused import FusedDecoder  # noqa: E402
 from vae_engines.model.oobleck import fold_decoder, load_vae  # noqa: E402
@@ -174,15 +174,7 @@ def packages(decoder, quants: dict, tuned: dict[int, dict], out: Path) -> dict:
             result[name] = {"build_s": round(time.perf_counter() - began, 1), "fused_units": built.get("fused_units"),
                             "tiles": {k: v for k, v in tiles.items() if ".res_unit" in k and "conv" not in k},
                             "package_vs_module_db": round(float(agree), 2)}
-    x = seeded(CFG.frames, 0)
-    for e in engines.values():
-        for _ in range(3):
-            e.decode(x, check_finite=False)
-    timings = {n: Timing(n, 1, CFG.frames) for n in engines}
-    for r in range(CFG.rounds):
-        names = list(engines)[r % len(engines):] + list(engines)[: r % len(engines)]
-        for n in names:
-            timings[n].ms.append(event_ms(lambda n=n: engines[n].decode(x, check_finite=False), repeats=1))
+    timings = gpu_units.package_rounds(engines)
     result["timings"] = {n: t.summary() for n, t in timings.items()}
     levels = list(tuned)
     result["ratios"] = [paired_ratio(timings[f"{k} L{lv}"], timings[f"{k} L{levels[0]}"])
