@@ -182,6 +182,46 @@ def test_the_triton_kernel_takes_fp8_operands(taps, dilation, residual):
     assert bool(((got - want).abs() <= want.abs() / 8 + 2.0 ** -9)[off].all())  # one e4m3 step at most
 
 
+def test_the_unit_kernel_takes_fp8_operands():
+    """float8 e4m3fn operands in the residual-unit kernel (issue 36), at its own interface: a
+    dilated k=7 layer, its Snake quantized to an fp8 operand on chip, the k=1 layer into the
+    residual stream, the next Snake quantized to fp8, against the reference's fp8 arithmetic (as
+    test_the_triton_kernel_takes_fp8_operands, one e4m3 step at most where a code moves)."""
+    from vae_engines.kernels import triton_unit
+
+    fp8 = torch.float8_e4m3fn
+    g = torch.Generator().manual_seed(0)
+    frames, channels, taps, dilation = 96, 32, 7, 3
+    x_scale, mid_scale, s_scale = 0.02, 0.01, 0.015
+    x = (torch.randn(1, frames, channels, generator=g) * 2 / x_scale).clamp(-448, 448).to(fp8)
+
+    def weight(k):
+        w = torch.randn(channels, channels, k, generator=g) * 0.05
+        scale = w.abs().amax(dim=(1, 2)) / 448
+        return reference.quantize(reference.conv_weight(w) / scale[:, None], 1.0, fp8), scale
+
+    (w1, w1_scale), (w2, w2_scale) = weight(taps), weight(1)
+    b1, b2 = torch.randn(channels, generator=g) * 0.1, torch.randn(channels, generator=g) * 0.1
+    alpha1, alpha2 = torch.rand(channels, generator=g) + 0.5, torch.rand(channels, generator=g) + 0.5
+    inv_beta1, inv_beta2 = torch.rand(channels, generator=g) + 0.5, torch.rand(channels, generator=g) + 0.5
+    stream = torch.randn(1, frames, channels, generator=g).half()
+    v = reference.layer_output(x, w1, w1_scale, b1, None, taps=taps, dilation=dilation, padding=(taps // 2) * dilation,
+                               stride=0, x_scale=x_scale, res_scale=0.0)
+    mid = reference.unit_snake(v, alpha1, inv_beta1, mid_scale, fp8)
+    v = reference.layer_output(mid, w2, w2_scale, b2, stream, taps=1, dilation=1, padding=0, stride=0,
+                               x_scale=mid_scale, res_scale=0.0)
+    expected_s = reference.unit_snake(v, alpha2, inv_beta2, s_scale, fp8)
+    y, s = stream.clone().to(DEVICE), torch.empty(1, frames, channels, dtype=fp8, device=DEVICE)
+    on = [t.to(DEVICE) for t in (x, w1, w1_scale, b1, alpha1, inv_beta1, w2, w2_scale, b2, alpha2, inv_beta2)]
+    triton_unit.launch(*on, y, s, taps=taps, dilation=dilation, x_scale=x_scale, mid_scale=mid_scale,
+                       s_scale=s_scale, res_scale=0.0, tile=(64, 32, 32, 4, 2))
+    torch.testing.assert_close(y.cpu().float(), v.half().float(), **TOLERANCES["fp16"])
+    got, want = s.cpu().float(), expected_s.float()
+    off = (got - want).abs() > 0
+    assert float(off.float().mean()) <= TOLERANCES["int8"]["max_share"]
+    assert bool(((got - want).abs() <= want.abs() / 8 + 2.0 ** -9)[off].all())  # one e4m3 step at most
+
+
 @triton.jit
 def _quantize_probe(x_ptr, q_ptr, inv_scale, N: tl.constexpr):
     offs = tl.arange(0, N)

@@ -125,8 +125,8 @@ def snake_input(v: Any, alpha: Any, inv_beta: Any, s_scale: float, s_dtype: Any 
     return quantize(s.half().float(), s_scale, s_dtype) if s_scale > 0 else s.half()
 
 
-def unit_snake(v: Any, alpha: Any, inv_beta: Any, s_scale: float) -> Any:
+def unit_snake(v: Any, alpha: Any, inv_beta: Any, s_scale: float, s_dtype: Any = None) -> Any:
     """snake_input inside a fused residual unit (module docstring): Snake of the fp32 value, in
-    fp32, to fp16 or quantized (int8) with s_scale straight from fp32."""
+    fp32, to fp16 or quantized (int8, or s_dtype) with s_scale straight from fp32."""
     s = _snake(v.float(), alpha, inv_beta)
-    return quantize(s, s_scale) if s_scale > 0 else s.half()
+    return quantize(s, s_scale, s_dtype) if s_scale > 0 else s.half()
