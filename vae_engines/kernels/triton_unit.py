@@ -56,11 +56,13 @@ def _snake(v, alpha_ptr, inv_beta_ptr, ch, FAST_SIN: tl.constexpr):
 def _dot(a, w, acc, INT8: tl.constexpr, FP8_ACC: tl.constexpr):
     """acc + a @ w.T: int8 into int32 (exact), fp8 with Hopper's reduced-precision sums promoted to
     fp32 every FP8_ACC products (0: never), fp16 into fp32."""
-    if INT8:
-        return tl.dot(a, w.T, acc, out_dtype=tl.int32)
+    if INT8:  # one return, every branch assigning: compiled Triton types a function's returns alike
+        acc = tl.dot(a, w.T, acc, out_dtype=tl.int32)
     elif FP8_ACC > 0:
-        return tl.dot(a, w.T, acc, max_num_imprecise_acc=FP8_ACC)
-    return tl.dot(a, w.T, acc)
+        acc = tl.dot(a, w.T, acc, max_num_imprecise_acc=FP8_ACC)
+    else:
+        acc = tl.dot(a, w.T, acc)
+    return acc
 
 
 @triton.jit
