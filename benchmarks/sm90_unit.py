@@ -40,24 +40,27 @@ POINTERS = ("w1_scale_ptr", "b1_ptr", "alpha1_ptr", "inv_beta1_ptr", "w2_scale_p
             "inv_beta2_ptr")
 
 
-def signature(channels: int, tile: tuple[int, ...], int8: bool) -> tuple[dict, dict]:
-    """The kernel's signature and constants for one unit width, tile and kind (as op.fused_unit_ launches it)."""
+def signature(channels: int, tile: tuple[int, ...], int8: bool, fp8: bool = False) -> tuple[dict, dict]:
+    """The kernel's signature and constants for one unit width, tile and kind (as op.fused_unit_ launches it;
+    fp8: float8 e4m3fn operands where int8 would be, as triton_unit.launch takes them)."""
     bm, bk, bn2, *_ = tile
-    t = "i8" if int8 else "fp16"
+    t = "fp8e4nv" if fp8 else "i8" if int8 else "fp16"
     sig = {"x_desc": f"tensordesc<{t}[1, {bm}, {bk}]>", "w1_desc": f"tensordesc<{t}[{channels}, {bk}]>",
            "w2_desc": f"tensordesc<{t}[{bn2}, {channels}]>", "y_desc": f"tensordesc<fp16[1, {bm}, {bn2}]>",
            "s_desc": f"tensordesc<{t}[1, {bm}, {bn2}]>", **{name: "*fp32" for name in POINTERS},
            "M": "i32", "DIL": "i32", "x_scale": "fp32", "inv_mid_scale": "fp32", "mid_scale": "fp32",
            "inv_s_scale": "fp32", "res_scale": "fp32"}
-    const = dict(C=channels, TAPS=7, INT8_1=int8, INT8_2=int8, HAS_B1=True, HAS_B2=True, RES_QUANT=False,
-                 STORE_S=True, S_INT8=int8, FAST_SIN=True, BM=bm, BK=bk, BN2=bn2)
+    q8 = int8 and not fp8
+    const = dict(C=channels, TAPS=7, INT8_1=q8, INT8_2=q8, HAS_B1=True, HAS_B2=True, RES_QUANT=False,
+                 STORE_S=True, S_INT8=q8, FAST_SIN=True, BM=bm, BK=bk, BN2=bn2, FP8_1=fp8, FP8_2=fp8, S_FP8=fp8,
+                 FP8_ACC=0)
     return {**sig, **{name: "constexpr" for name in const}}, const
 
 
-def compile_unit(channels: int, tile: tuple[int, ...], int8: bool) -> triton.compiler.CompiledKernel:
+def compile_unit(channels: int, tile: tuple[int, ...], int8: bool, fp8: bool = False) -> triton.compiler.CompiledKernel:
     """The unit kernel compiled for sm_90 at one width, tile (BM, BK, BN2, warps, stages) and kind."""
     bm, bk, bn2, warps, stages = tile
-    sig, const = signature(channels, (bm, min(bk, channels), min(bn2, channels)), int8)
+    sig, const = signature(channels, (bm, min(bk, channels), min(bn2, channels)), int8, fp8)
     # every pointer 16-byte aligned, as Triton's launcher specializes a torch tensor's pointer at run time
     aligned = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(sig.values()) if kind.startswith("*")}
     return triton.compile(ASTSource(residual_unit_kernel, sig, const, aligned), target=TARGET,
