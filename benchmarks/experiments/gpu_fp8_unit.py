@@ -42,8 +42,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gpu_units import CFG, event_ms  # noqa: E402
 from unit_ncu import unit_inputs  # noqa: E402
 
 from vae_engines.core.env import fingerprint  # noqa: E402
@@ -72,23 +74,6 @@ def run(o: dict, kind: str, tile: tuple) -> None:
                        tile=tile, fp8_acc=KINDS[kind] if kind.startswith("fp8") else None)
 
 
-def ms_of(fn, device: str) -> float:
-    times = []
-    for _ in range(REPEATS):
-        if device == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        else:
-            began = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - began) * 1e3)
-    return float(np.median(times))
-
-
 def shape(rows: int, channels: int, device: str) -> dict:
     variants = [(kind, tile) for kind in KINDS for tile in TILES["fp16" if kind == "fp16" else "int8"]]
     operands = {kind: inputs(rows, channels, kind, device) for kind in KINDS}
@@ -109,7 +94,7 @@ def shape(rows: int, channels: int, device: str) -> dict:
         order = variants[turn % len(variants):] + variants[: turn % len(variants)]
         for kind, tile in order:
             o = operands[kind]
-            ms[f"{kind} {'x'.join(map(str, tile))}"].append(ms_of(lambda: run(o, kind, tile), device))
+            ms[f"{kind} {'x'.join(map(str, tile))}"].append(event_ms(lambda: run(o, kind, tile), REPEATS, warm=False))
     out["ms"] = {k: [round(v, 4) for v in vs] for k, vs in ms.items()}
     out["median_ms"] = {k: round(float(np.median(vs)), 4) for k, vs in ms.items()}
     best = {kind: min(v for k, v in out["median_ms"].items() if k.startswith(kind + " ")) for kind in KINDS}
@@ -124,6 +109,7 @@ def main() -> None:
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
     device = "cpu" if args.smoke else "cuda"
+    CFG.device = torch.device(device)
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": fingerprint(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "shapes": []}
     shapes = [(300, 16)] if args.smoke else [(2_880_000, 128), (1_440_000, 128)]
