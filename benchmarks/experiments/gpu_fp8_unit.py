@@ -2,6 +2,9 @@
 
     python3 benchmarks/experiments/gpu_fp8_unit.py --out DIR [--smoke]
 
+A record: it ran at 28b384d, with a timing loop of its own; it times through gpu_units.event_ms
+now (the same median of 11).
+
 Why it might: Nsight Compute put a fifth of the int8 unit's warp stalls on its k=7 loop waiting
 for each wgmma to finish. Triton's Hopper pipeliner keeps a wgmma in flight only when its
 accumulator is fp32 (results/README.md, "Where, instruction by instruction"). int8 accumulates in
