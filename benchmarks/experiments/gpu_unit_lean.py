@@ -200,6 +200,15 @@ def ab(args, run: Run, decoder, quants: dict) -> None:
     run.phase("packages", packages, decoder, quants, tuned, args.out)
 
 
+def add_unit_tiles(spec: str) -> None:
+    """--unit-tiles: extra candidates for compiled.tune's unit tuner (both levels get them)."""
+    from vae_engines.compiled import tune
+
+    for item in filter(None, spec.split(",")):
+        kind, tile = item.split(":")
+        tune.UNIT_CANDIDATES[kind] = (*tune.UNIT_CANDIDATES[kind], tuple(int(v) for v in tile.split("x")))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path)
@@ -209,8 +218,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--switch", default="LEAN", help="the switch the levels set: a kernels.triton_unit attribute, "
                    "or module.ATTRIBUTE of vae_engines.kernels")
+    p.add_argument("--unit-tiles", default="", help="more unit tiles for both levels' tunes, kind:BMxBKxBN2xWxS "
+                   "comma-separated (fp16:128x64x32x8x3,int8:128x128x64x4x3)")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
+    add_unit_tiles(args.unit_tiles)
     if args.smoke:
         CFG.smoke()
     CFG.rounds = args.rounds or CFG.rounds
