@@ -2,9 +2,9 @@
 A record: it ran at e0fb962 (levels) and 670e1a0 (--ab), where kernels.triton_unit had the LEAN
 switch it sets; level 2 won and is now the kernel's only arithmetic, and the switch is gone
 (benchmarks/results/gpu_units/h100_run13_lean/, results/README.md "Fewer roundings in the unit").
-It ran a third time at e051663 (--switch HOIST --ab 1), where the kernel had a HOIST switch, and a
-fourth at 01dce89 (--switch triton_conv.PDL --ab 1), where the kernels had a PDL switch: neither
-paid, and both switches are gone.
+It ran a third time at e051663 (--switch HOIST --ab 1), where the kernel had a HOIST switch, a
+fourth at 01dce89 (--switch triton_conv.PDL --ab 1), where the kernels had a PDL switch, and a fifth
+at 2054dd7 (--switch EPI --ab 3): none paid, and the switches are gone.
 
     python benchmarks/experiments/gpu_unit_lean.py --out DIR [--ranges R.ranges.json] [--smoke]
 
@@ -48,7 +48,10 @@ turns (ratios with 95% intervals), and the sweep of lengths for each: shipped en
 shipped engine, in one process.
 --switch HOIST times kernels.triton_unit.HOIST's levels instead (the k=7 epilogue's per-column
 vectors loaded before the k=7 loop: 1), with --ab 1; --switch triton_conv.PDL sets that module's
-switch (programmatic dependent launch for every fused kernel: 1).
+switch (programmatic dependent launch for every fused kernel: 1). A fifth run, at 2054dd7
+(--switch EPI --ab 3 --unit-tiles ...), timed the k=1 chunks as a loop Triton pipelines in 3
+stages (kernels.triton_unit.EPI then): no measurable difference, withdrawn
+(gpu_units/h100_run15_epi/).
 --smoke runs it on the CPU (small model, Triton's interpreter): it checks the script only.
 """
 

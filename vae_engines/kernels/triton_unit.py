@@ -98,38 +98,6 @@ def _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_pt
     return mid
 
 
-@triton.jit
-def _k1_chunk(mid, w2_desc, y_desc, s_desc, w2_scale_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, b, m0, n0, mid_scale,
-              inv_s_scale, res_scale, INT8_2: tl.constexpr, HAS_B2: tl.constexpr, RES_QUANT: tl.constexpr,
-              STORE_S: tl.constexpr, S_INT8: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr,
-              BN2: tl.constexpr, FP8_2: tl.constexpr, S_FP8: tl.constexpr, FP8_ACC: tl.constexpr):
-    """Columns n0..n0 + BN2 of the k=1 layer from the tile `mid`, with the residual epilogue: the
-    stream's rows updated in place, the next layer's input stored."""
-    w2 = w2_desc.load([n0, 0])
-    cols = n0 + tl.arange(0, BN2)
-    if INT8_2 or FP8_2:
-        zero = tl.zeros((BM, BN2), dtype=tl.int32 if INT8_2 else tl.float32)
-        v = _dot(mid, w2, zero, INT8_2, FP8_ACC if FP8_2 else 0).to(tl.float32)
-        v = v * (tl.load(w2_scale_ptr + cols) * mid_scale)[None, :]
-    else:
-        v = tl.dot(mid, w2.T)
-    if HAS_B2:
-        v += tl.load(b2_ptr + cols)[None, :]
-    r = y_desc.load([b, m0, n0]).reshape(BM, BN2).to(tl.float32)
-    if RES_QUANT:  # the skip input's Q/DQ of the fused placement
-        r = (_quantize(r, 1.0 / res_scale) * res_scale).to(tl.float16).to(tl.float32)
-    v += r
-    y_desc.store([b, m0, n0], v.to(tl.float16).reshape(1, BM, BN2))
-    if STORE_S:
-        s = _snake(v, alpha2_ptr, inv_beta2_ptr, cols, FAST_SIN)
-        if S_INT8:
-            s_desc.store([b, m0, n0], _quantize_int8(s, inv_s_scale).reshape(1, BM, BN2))
-        elif S_FP8:
-            s_desc.store([b, m0, n0], _quantize_fp8(s, inv_s_scale, FAST_SIN).reshape(1, BM, BN2))
-        else:
-            s_desc.store([b, m0, n0], s.to(tl.float16).reshape(1, BM, BN2))
-
-
 @triton.jit(do_not_specialize=["M", "DIL"])
 def residual_unit_kernel(
         x_desc, w1_desc, w2_desc, y_desc, s_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr,
@@ -139,26 +107,37 @@ def residual_unit_kernel(
         HAS_B2: tl.constexpr, RES_QUANT: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
         FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr,
         FP8_1: tl.constexpr = False, FP8_2: tl.constexpr = False, S_FP8: tl.constexpr = False,
-        FP8_ACC: tl.constexpr = 0, EPI: tl.constexpr = 0):
+        FP8_ACC: tl.constexpr = 0):
     b = tl.program_id(1)
     m0 = tl.program_id(0) * BM
     mid = _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, b, m0 - (TAPS // 2) * DIL,
                        DIL, x_scale, inv_mid_scale, C, TAPS, INT8_1, INT8_2, HAS_B1, FAST_SIN, BM, BK, FP8_1, FP8_2,
                        FP8_ACC)
     # the k=1 layer from the tile, BN2 columns at a time, each with the residual epilogue
-    if EPI > 0:  # a loop Triton pipelines: a chunk's k=1 weights and residual rows load during the one before
-        for n0 in tl.range(0, C, BN2, num_stages=EPI):
-            _k1_chunk(mid, w2_desc, y_desc, s_desc, w2_scale_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, b, m0, n0,
-                      mid_scale, inv_s_scale, res_scale, INT8_2, HAS_B2, RES_QUANT, STORE_S, S_INT8, FAST_SIN, BM,
-                      BN2, FP8_2, S_FP8, FP8_ACC)
-    else:
-        for n0 in tl.static_range(0, C, BN2):
-            _k1_chunk(mid, w2_desc, y_desc, s_desc, w2_scale_ptr, b2_ptr, alpha2_ptr, inv_beta2_ptr, b, m0, n0,
-                      mid_scale, inv_s_scale, res_scale, INT8_2, HAS_B2, RES_QUANT, STORE_S, S_INT8, FAST_SIN, BM,
-                      BN2, FP8_2, S_FP8, FP8_ACC)
-
-
-EPI = 0  # experiment switch (issue 36): > 0 runs the k=1 chunks as a loop Triton pipelines, in EPI stages
+    for n0 in tl.static_range(0, C, BN2):
+        w2 = w2_desc.load([n0, 0])
+        cols = n0 + tl.arange(0, BN2)
+        if INT8_2 or FP8_2:
+            zero = tl.zeros((BM, BN2), dtype=tl.int32 if INT8_2 else tl.float32)
+            v = _dot(mid, w2, zero, INT8_2, FP8_ACC if FP8_2 else 0).to(tl.float32)
+            v = v * (tl.load(w2_scale_ptr + cols) * mid_scale)[None, :]
+        else:
+            v = tl.dot(mid, w2.T)
+        if HAS_B2:
+            v += tl.load(b2_ptr + cols)[None, :]
+        r = y_desc.load([b, m0, n0]).reshape(BM, BN2).to(tl.float32)
+        if RES_QUANT:  # the skip input's Q/DQ of the fused placement
+            r = (_quantize(r, 1.0 / res_scale) * res_scale).to(tl.float16).to(tl.float32)
+        v += r
+        y_desc.store([b, m0, n0], v.to(tl.float16).reshape(1, BM, BN2))
+        if STORE_S:
+            s = _snake(v, alpha2_ptr, inv_beta2_ptr, cols, FAST_SIN)
+            if S_INT8:
+                s_desc.store([b, m0, n0], _quantize_int8(s, inv_s_scale).reshape(1, BM, BN2))
+            elif S_FP8:
+                s_desc.store([b, m0, n0], _quantize_fp8(s, inv_s_scale, FAST_SIN).reshape(1, BM, BN2))
+            else:
+                s_desc.store([b, m0, n0], s.to(tl.float16).reshape(1, BM, BN2))
 
 
 def _desc(t: Any, block: list[int]) -> TensorDescriptor:
@@ -197,5 +176,5 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
         HAS_B1=b1 is not None, HAS_B2=b2 is not None, RES_QUANT=res_scale > 0, STORE_S=s is not None,
         S_INT8=s is not None and s_scale > 0 and s.dtype == torch.int8, FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2,
         FP8_1=x.dtype == fp8, FP8_2=mid_scale > 0 and w2.dtype == fp8,
-        S_FP8=s is not None and s_scale > 0 and s.dtype == fp8, FP8_ACC=bk if fp8_acc is None else fp8_acc, EPI=EPI,
+        S_FP8=s is not None and s_scale > 0 and s.dtype == fp8, FP8_ACC=bk if fp8_acc is None else fp8_acc,
         num_warps=warps, num_stages=stages)
