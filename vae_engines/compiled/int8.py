@@ -9,6 +9,12 @@ functions -- activation_scale, and int8_weight for the per-output-channel weight
 variant's scale type (fp16 scales for an fp16 variant, as its graph stores them), so the
 engine quantizes with exactly the scales and integer weights of the graph it is measured
 against.
+
+`fp8=True` makes the same engine in FP8 (float8 e4m3fn, issue 36 item 5) from the same ranges:
+activation scale range / 448, weights per output channel with scale max |w| / 448, as
+TensorRT's explicit FP8 quantization (QuantizeLinear to FLOAT8E4M3FN, saturating) computes them
+(benchmarks/experiments/fp8_quality.py simulates that graph). The fused placement's int8 skip
+has no FP8 form here: such a record is refused.
 """
 
 from __future__ import annotations
@@ -19,24 +25,43 @@ import numpy as np
 
 from vae_engines.core.errors import UserError
 from vae_engines.core.lazy import lazy_import
+from vae_engines.kernels.reference import FP8_MAX, quantize
 from vae_engines.model.fused import LayerQuant, layer_specs
 from vae_engines.quant.qdq import activation_scale, int8_weight
 
 torch = lazy_import("torch")
 
 
+def fp8_weight(weight: Any, axis: int, scale_type: Any = np.float32) -> tuple[Any, np.ndarray]:
+    """Per-channel float8 e4m3fn of `weight` (a float tensor) along `axis`: (codes, scale), scale =
+    max |w| / 448 as stored in `scale_type`, codes rounded against that stored scale."""
+    reduce = tuple(d for d in range(weight.dim()) if d != axis)
+    amax = weight.abs().amax(dim=reduce).numpy().astype(np.float32)
+    scale = np.where(amax > 0, amax / FP8_MAX, 1.0).astype(np.float32).astype(scale_type)
+    shape = [1] * weight.dim()
+    shape[axis] = -1
+    return quantize(weight / torch.from_numpy(scale.astype(np.float32)).reshape(shape), 1.0,
+                    torch.float8_e4m3fn), scale
+
+
 def _int8_layer(conv: Any, transposed: bool, input_amax: float, skip_amax: float | None,
-                scale_type: Any) -> LayerQuant:
+                scale_type: Any, fp8: bool = False) -> LayerQuant:
     """One layer's LayerQuant: quant.qdq's per-output-channel int8 weights (axis 1 for a
-    ConvTranspose's [I, O, k]) and activation scales, in `scale_type`."""
-    q, scale = int8_weight(conv.weight.detach().float().cpu().numpy(), 1 if transposed else 0, scale_type)
+    ConvTranspose's [I, O, k]) and activation scales, in `scale_type`; FP8's where `fp8`."""
+    weight = conv.weight.detach().float().cpu()
+    if fp8:
+        q, scale = fp8_weight(weight, 1 if transposed else 0, scale_type)
+        input_scale = np.array(input_amax / FP8_MAX, dtype=np.float32).astype(scale_type)
+        return LayerQuant(float(input_scale), q, torch.from_numpy(scale.astype(np.float32)), 0.0, fp8=True)
+    q, scale = int8_weight(weight.numpy(), 1 if transposed else 0, scale_type)
     skip = 0.0 if skip_amax is None else float(activation_scale(skip_amax, scale_type))
     return LayerQuant(float(activation_scale(input_amax, scale_type)), torch.from_numpy(q),
                       torch.from_numpy(scale.astype(np.float32)), skip)
 
 
-def layer_quant(decoder: Any, record: dict) -> dict[str, LayerQuant]:
-    """layer name -> LayerQuant for every int8 layer of the variant `record` (a ranges.json)."""
+def layer_quant(decoder: Any, record: dict, fp8: bool = False) -> dict[str, LayerQuant]:
+    """layer name -> LayerQuant for every int8 layer of the variant `record` (a ranges.json); in
+    FP8 where `fp8` (module docstring)."""
     scale_type = np.float16 if record.get("float_type") == "fp16" else np.float32
     amax = record["amax"]
     out = {}
@@ -49,20 +74,23 @@ def layer_quant(decoder: Any, record: dict) -> dict[str, LayerQuant]:
             raise UserError(f"the variant names layer {layer['name']!r}, which this decoder lacks; the ranges file "
                             "belongs to another model: run dvc repro") from None
         skip = None
+        if layer.get("skip_quantized") and fp8:
+            raise UserError(f"{record.get('variant')}: the fused placement's int8 skip has no FP8 engine here; "
+                            "make FP8 engines from a variant with the default placement")
         if layer.get("skip_quantized"):
             if not layer.get("skip"):
                 raise UserError(f"{record.get('variant')}: its ranges file predates the skip tensor names; "
                                 "re-run its quantize stage (dvc repro)")
             skip = amax[layer["skip"]]
         out[layer["name"]] = _int8_layer(conv, layer["op_type"] == "ConvTranspose", amax[layer["input"]], skip,
-                                         scale_type)
+                                         scale_type, fp8)
     return out
 
 
-def observed_quant(decoder: Any, latents: list[Any]) -> dict[str, LayerQuant]:
-    """Every layer int8, each input's range the largest |x| it saw while `decoder` decoded
-    `latents` (minmax over them), fp16 scales: an INT8 engine for benchmarks and tests of the
-    kernels -- not a calibrated variant (those come from layer_quant)."""
+def observed_quant(decoder: Any, latents: list[Any], fp8: bool = False) -> dict[str, LayerQuant]:
+    """Every layer int8 (FP8 where `fp8`), each input's range the largest |x| it saw while
+    `decoder` decoded `latents` (minmax over them), fp16 scales: an INT8 engine for benchmarks and
+    tests of the kernels -- not a calibrated variant (those come from layer_quant)."""
     amax: dict[str, float] = {}
     specs = layer_specs(decoder)
 
@@ -77,4 +105,4 @@ def observed_quant(decoder: Any, latents: list[Any]) -> dict[str, LayerQuant]:
         for hook in hooks:
             hook.remove()
     return {spec.name: _int8_layer(decoder.get_submodule(spec.name), spec.stride > 0, amax[spec.name], None,
-                                   np.float16) for spec in specs}
+                                   np.float16, fp8) for spec in specs}

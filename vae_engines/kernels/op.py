@@ -45,6 +45,9 @@ TOLERANCES = {
     "fp16": {"rtol": 4e-3, "atol": 4e-3},
     # int8 outputs: codes differ by at most 1, in at most this share of the elements
     "int8": {"max_step": 1, "max_share": 0.01},
+    # float8 e4m3fn outputs: by at most one e4m3 step of the value (1/8 of it) plus `floor` (in codes:
+    # the reference's value / scale), in at most this share
+    "fp8": {"max_share": 0.01, "floor": 2.0 ** -9},
 }
 # A fused unit against its two layers run apart (kernels.reference's docstring): its Snakes skip
 # the fp16 rounding of their input and output, up to half an fp16 step (2^-12) of a value each,
@@ -52,7 +55,12 @@ TOLERANCES = {
 # rounding boundary: about |t| * 2^-11 of the elements, 1/16 at the largest codes (measured:
 # 0.6-2.2% on the test models, 1.3% on the full-size decoder). Its residual stream moves where
 # its k=1 layer's operand did.
-UNIT_VS_LAYERS = {"fp16": {"rtol": 1e-2, "atol": 1e-2}, "int8": {"max_step": 1, "max_share": 1 / 16}}
+# An fp8 operand code that moves is up to 1/8 of its value, against int8's 1/127 of the range, so the
+# next layer's fp8 codes near zero move by the stream's change over several of their fine steps:
+# within one step of the value plus 1 (1/448 of e4m3's range; int8 allows 1/127), in at most 1/16 of
+# them (measured on the test models: 0.35-1.25% move, 0.03-0.1% by more than one step of the value).
+UNIT_VS_LAYERS = {"fp16": {"rtol": 1e-2, "atol": 1e-2}, "int8": {"max_step": 1, "max_share": 1 / 16},
+                  "fp8": {"max_share": 1 / 16, "floor": 1.0}}
 
 
 # A residual unit runs as one kernel only where one program holds all its channels: an
@@ -105,12 +113,25 @@ def _shapes(x: Tensor, weight: Tensor, stride: int) -> tuple[int, int, int, int]
     return batch, frames * stride if stride else frames, n // stride if stride else n, n
 
 
-def _snake_out(x: Tensor, batch: int, frames: int, channels: int, s_scale: float) -> Tensor:
-    return x.new_empty((batch, frames, channels), dtype=torch.int8 if s_scale > 0 else torch.float16)
+FP8 = torch.float8_e4m3fn
+# Products Hopper's tensor cores may add in their reduced-precision fp8 sums before the kernels promote
+# them to fp32 (triton_conv.launch's fp8_acc): None, every BK (the kernels' K slice); 0, never. An
+# experiment switch (benchmarks/experiments/gpu_fp8_engines.py): never promoting keeps the unit
+# kernel's k=7 wgmma in flight, and moves sums by Hopper's fp8 adder's precision.
+FP8_ACC: int | None = None
+
+
+def _s_dtype(s_scale: float, s_fp8: bool) -> torch.dtype:
+    """The next layer's input type: fp16, or int8 / float8 e4m3fn where it is quantized."""
+    return (FP8 if s_fp8 else torch.int8) if s_scale > 0 else torch.float16
+
+
+def _snake_out(x: Tensor, batch: int, frames: int, channels: int, s_scale: float, s_fp8: bool = False) -> Tensor:
+    return x.new_empty((batch, frames, channels), dtype=_s_dtype(s_scale, s_fp8))
 
 
 def _layer_outputs(x: Tensor, weight: Tensor, stride: int, store_y: bool, audio: bool, snake: bool,
-                   s_scale: float) -> tuple[Tensor | None, Tensor | None]:
+                   s_scale: float, s_fp8: bool = False) -> tuple[Tensor | None, Tensor | None]:
     """fused_conv's (y, s), allocated, None where not produced: shared by the Triton path
     and the fake implementation, so export sees exactly what runs."""
     batch, frames, channels, _ = _shapes(x, weight, stride)
@@ -118,7 +139,7 @@ def _layer_outputs(x: Tensor, weight: Tensor, stride: int, store_y: bool, audio:
     if store_y:
         y = x.new_empty((batch, channels, frames) if audio else (batch, frames, channels),
                         dtype=torch.float32 if audio else torch.float16)
-    return y, (_snake_out(x, batch, frames, channels, s_scale) if snake else None)
+    return y, (_snake_out(x, batch, frames, channels, s_scale, s_fp8) if snake else None)
 
 
 def is_outconv(tile: list[int] | tuple[int, ...]) -> bool:
@@ -137,18 +158,19 @@ def _triton(x, weight, w_scale, bias, alpha, inv_beta, y, s, **kw) -> None:
     y_view = None if y is None or kw.get("audio") else y.view(batch, rows, n)
     s_view = None if s is None else s.view(batch, rows, n)
     triton_conv.launch(x.contiguous(), weight, w_scale, bias, alpha, inv_beta, y if y_view is None else y_view, s_view,
-                       **kw)
+                       fp8_acc=FP8_ACC, **kw)
 
 
 @torch.library.custom_op("vae_engines::fused_conv", mutates_args=())
 def fused_conv(x: Tensor, weight: Tensor, w_scale: Optional[Tensor], bias: Optional[Tensor], alpha: Optional[Tensor],
                inv_beta: Optional[Tensor], taps: int, dilation: int, padding: int, stride: int, x_scale: float,
-               s_scale: float, store_y: bool, audio: bool, tile: list[int]) -> tuple[Tensor, Tensor]:
-    """One layer (module docstring). x [B, T, C] (int8 when x_scale > 0); y [B, T_out, C_out]
-    fp16, or when `audio` float32 [B, C_out, T_out]; s [B, T_out, C_out] when alpha is given."""
+               s_scale: float, store_y: bool, audio: bool, tile: list[int], s_fp8: bool = False) -> tuple[Tensor, Tensor]:
+    """One layer (module docstring). x [B, T, C] (int8 or float8 e4m3fn when x_scale > 0, its
+    weight the same); y [B, T_out, C_out] fp16, or when `audio` float32 [B, C_out, T_out]; s [B,
+    T_out, C_out] when alpha is given, quantized with s_scale > 0 to int8 (float8 where s_fp8)."""
     empty = x.new_empty((0,), dtype=torch.float16)
     if tile:
-        y, s = _layer_outputs(x, weight, stride, store_y, audio, alpha is not None, s_scale)
+        y, s = _layer_outputs(x, weight, stride, store_y, audio, alpha is not None, s_scale, s_fp8)
         _triton(x, weight, w_scale, bias, alpha, inv_beta, y, s, taps=taps, dilation=dilation, padding=padding,
                 stride=stride, x_scale=x_scale, s_scale=s_scale, res_scale=0.0, residual=False, audio=audio,
                 tile=tuple(tile))
@@ -158,15 +180,15 @@ def fused_conv(x: Tensor, weight: Tensor, w_scale: Optional[Tensor], bias: Optio
     y = empty
     if store_y:
         y = v.transpose(1, 2).contiguous() if audio else v.half()
-    s = reference.snake_input(v, alpha, inv_beta, s_scale) if alpha is not None else empty
+    s = reference.snake_input(v, alpha, inv_beta, s_scale, _s_dtype(s_scale, s_fp8)) if alpha is not None else empty
     return y, s
 
 
 @fused_conv.register_fake
 def _(x, weight, w_scale, bias, alpha, inv_beta, taps, dilation, padding, stride, x_scale, s_scale, store_y, audio,
-      tile):
+      tile, s_fp8=False):
     empty = x.new_empty((0,), dtype=torch.float16)
-    y, s = _layer_outputs(x, weight, stride, store_y, audio, alpha is not None, s_scale)
+    y, s = _layer_outputs(x, weight, stride, store_y, audio, alpha is not None, s_scale, s_fp8)
     return (empty if y is None else y), (empty if s is None else s)
 
 
@@ -174,12 +196,12 @@ def _(x, weight, w_scale, bias, alpha, inv_beta, taps, dilation, padding, stride
 def fused_conv_residual_(x: Tensor, weight: Tensor, w_scale: Optional[Tensor], bias: Optional[Tensor],
                          alpha: Optional[Tensor], inv_beta: Optional[Tensor], residual: Tensor, taps: int,
                          dilation: int, padding: int, x_scale: float, s_scale: float, res_scale: float,
-                         tile: list[int]) -> Tensor:
+                         tile: list[int], s_fp8: bool = False) -> Tensor:
     """residual += conv(x) (+ bias), in place; returns s = Snake(residual) when alpha is
     given (else an empty tensor). res_scale > 0: the residual is read through int8 Q/DQ."""
     batch, frames, channels, _ = _shapes(x, weight, 0)
     if tile:
-        s = _snake_out(x, batch, frames, channels, s_scale) if alpha is not None else None
+        s = _snake_out(x, batch, frames, channels, s_scale, s_fp8) if alpha is not None else None
         _triton(x, weight, w_scale, bias, alpha, inv_beta, residual, s, taps=taps, dilation=dilation,
                 padding=padding, stride=0, x_scale=x_scale, s_scale=s_scale, res_scale=res_scale, residual=True,
                 audio=False, tile=tuple(tile))
@@ -189,49 +211,51 @@ def fused_conv_residual_(x: Tensor, weight: Tensor, w_scale: Optional[Tensor], b
     residual.copy_(v)
     if alpha is None:
         return x.new_empty((0,), dtype=torch.float16)
-    return reference.snake_input(v, alpha, inv_beta, s_scale)
+    return reference.snake_input(v, alpha, inv_beta, s_scale, _s_dtype(s_scale, s_fp8))
 
 
 @fused_conv_residual_.register_fake
 def _(x, weight, w_scale, bias, alpha, inv_beta, residual, taps, dilation, padding, x_scale, s_scale, res_scale,
-      tile):
+      tile, s_fp8=False):
     batch, frames, channels, _ = _shapes(x, weight, 0)
     if alpha is None:
         return x.new_empty((0,), dtype=torch.float16)
-    return _snake_out(x, batch, frames, channels, s_scale)
+    return _snake_out(x, batch, frames, channels, s_scale, s_fp8)
 
 
 @torch.library.custom_op("vae_engines::fused_unit_", mutates_args=("residual",))
 def fused_unit_(x: Tensor, w1: Tensor, w1_scale: Optional[Tensor], b1: Optional[Tensor], alpha1: Tensor,
                 inv_beta1: Tensor, w2: Tensor, w2_scale: Optional[Tensor], b2: Optional[Tensor],
                 alpha2: Optional[Tensor], inv_beta2: Optional[Tensor], residual: Tensor, taps: int, dilation: int,
-                x_scale: float, mid_scale: float, s_scale: float, res_scale: float, tile: list[int]) -> Tensor:
+                x_scale: float, mid_scale: float, s_scale: float, res_scale: float, tile: list[int],
+                s_fp8: bool = False) -> Tensor:
     """One residual unit: residual += conv2(Snake1(conv1(x))) in place; returns s =
     Snake2(residual) when alpha2 is given (else an empty tensor). conv1 has `taps` taps at
     `dilation` (padding keeps the length), conv2 one; mid_scale > 0: conv2 is int8 and its
-    input is quantized with that scale; the other arguments as fused_conv_residual_'s."""
+    input is quantized with that scale (to w2's type, int8 or float8 e4m3fn); the other arguments
+    as fused_conv_residual_'s."""
     batch, frames, channels, _ = _shapes(x, w1, 0)
     if tile:
-        s = _snake_out(x, batch, frames, channels, s_scale) if alpha2 is not None else None
+        s = _snake_out(x, batch, frames, channels, s_scale, s_fp8) if alpha2 is not None else None
         triton_unit.launch(x.contiguous(), w1, w1_scale, b1, alpha1, inv_beta1, w2, w2_scale, b2, alpha2, inv_beta2,
                            residual, s, taps=taps, dilation=dilation, x_scale=x_scale, mid_scale=mid_scale,
-                           s_scale=s_scale, res_scale=res_scale, tile=tuple(tile))
+                           s_scale=s_scale, res_scale=res_scale, tile=tuple(tile), fp8_acc=FP8_ACC)
         return x.new_empty((0,), dtype=torch.float16) if s is None else s
     v = reference.layer_output(x, w1, w1_scale, b1, None, taps=taps, dilation=dilation,
                                padding=(taps // 2) * dilation, stride=0, x_scale=x_scale, res_scale=0.0)
-    mid = reference.unit_snake(v, alpha1, inv_beta1, mid_scale)
+    mid = reference.unit_snake(v, alpha1, inv_beta1, mid_scale, w2.dtype if reference.is_quantized(w2) else None)
     v = reference.layer_output(mid, w2, w2_scale, b2, residual, taps=1, dilation=1, padding=0, stride=0,
                                x_scale=mid_scale, res_scale=res_scale)
     residual.copy_(v)
     if alpha2 is None:
         return x.new_empty((0,), dtype=torch.float16)
-    return reference.unit_snake(v, alpha2, inv_beta2, s_scale)
+    return reference.unit_snake(v, alpha2, inv_beta2, s_scale, _s_dtype(s_scale, s_fp8))
 
 
 @fused_unit_.register_fake
 def _(x, w1, w1_scale, b1, alpha1, inv_beta1, w2, w2_scale, b2, alpha2, inv_beta2, residual, taps, dilation, x_scale,
-      mid_scale, s_scale, res_scale, tile):
+      mid_scale, s_scale, res_scale, tile, s_fp8=False):
     batch, frames, channels, _ = _shapes(x, w1, 0)
     if alpha2 is None:
         return x.new_empty((0,), dtype=torch.float16)
-    return _snake_out(x, batch, frames, channels, s_scale)
+    return _snake_out(x, batch, frames, channels, s_scale, s_fp8)

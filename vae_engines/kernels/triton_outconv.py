@@ -42,7 +42,7 @@ torch = lazy_import("torch")
 def output_conv_kernel(x_desc, w_ptr, w_scale_ptr, bias_ptr, out_ptr, scratch_ptr, M, x_scale,
                        C: tl.constexpr, N: tl.constexpr, TAPS: tl.constexpr, PAD: tl.constexpr,
                        QUANT: tl.constexpr, HAS_BIAS: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
-                       NPAD: tl.constexpr):
+                       NPAD: tl.constexpr, INT8: tl.constexpr = True):
     b = tl.program_id(1)
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -55,16 +55,18 @@ def output_conv_kernel(x_desc, w_ptr, w_scale_ptr, bias_ptr, out_ptr, scratch_pt
     w_rows = w_ptr + (cols % N) * (TAPS * C) + (cols // N) * C
     for tile in tl.range(pid, tl.cdiv(M, out_rows), nprog):
         o0 = tile * out_rows
-        if QUANT:
+        if QUANT and INT8:
             acc = tl.zeros((BM, NPAD), dtype=tl.int32)
         else:
             acc = tl.zeros((BM, NPAD), dtype=tl.float32)
         for kc in tl.range(0, C // BK):
             a = x_desc.load([b, o0 - PAD, kc * BK]).reshape(BM, BK)
             w = tl.load(w_rows[:, None] + kc * BK + tl.arange(0, BK)[None, :], mask=(cols < TAPS * N)[:, None],
-                        other=0)
-            if QUANT:
+                        other=0 if INT8 else 0.0)  # compiled Triton casts no int to fp8
+            if QUANT and INT8:
                 acc = tl.dot(a, w.T, acc, out_dtype=tl.int32)
+            elif QUANT:  # float8 e4m3fn: Hopper's reduced-precision sums promoted every BK products
+                acc = tl.dot(a, w.T, acc, max_num_imprecise_acc=BK)
             else:
                 acc = tl.dot(a, w.T, acc)
         p = acc.to(tl.float32)
@@ -85,8 +87,8 @@ def output_conv_kernel(x_desc, w_ptr, w_scale_ptr, bias_ptr, out_ptr, scratch_pt
 
 def launch(x: Any, weight: Any, w_scale: Any, bias: Any, out: Any, *, taps: int, padding: int, x_scale: float,
            tile: tuple[int, ...]) -> None:
-    """x [B, M, C] contiguous (fp16, or int8 with x_scale); weight: the layer's K-major
-    [n, taps * C] of the same type, contiguous; w_scale [n] (int8) or None; out float32
+    """x [B, M, C] contiguous (fp16, or int8 / float8 e4m3fn with x_scale); weight: the layer's
+    K-major [n, taps * C] of the same type, contiguous; w_scale [n] (quantized) or None; out float32
     [B, n, M]. tile (BM, BK, warps, stages, programs per multiprocessor)."""
     batch, rows, channels = x.shape
     bm, bk, warps, stages, per_sm = tile
@@ -95,9 +97,10 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, out: Any, *, taps: int,
     programs = max(1, min(tiles, per_sm * sms))
     scratch = torch.empty(batch * programs * bm * NP, dtype=torch.float32, device=x.device)
     x_desc = TensorDescriptor(x, list(x.shape), list(x.stride()), [1, bm, bk])
-    quant = not x.dtype.is_floating_point
+    quant = x.dtype in (torch.int8, torch.float8_e4m3fn)
     output_conv_kernel[(programs, batch)](
         x_desc, weight, w_scale if w_scale is not None else scratch, bias if bias is not None else scratch, out,
         scratch,
         rows, float(x_scale), C=channels, N=weight.shape[0], TAPS=taps, PAD=padding, QUANT=quant,
-        HAS_BIAS=bias is not None, BM=bm, BK=bk, NPAD=NP, num_warps=warps, num_stages=stages)
+        HAS_BIAS=bias is not None, BM=bm, BK=bk, NPAD=NP, INT8=x.dtype == torch.int8, num_warps=warps,
+        num_stages=stages)

@@ -56,14 +56,16 @@ class LayerSpec:
 
 @dataclass(frozen=True)
 class LayerQuant:
-    """One layer of an INT8 engine. input_scale > 0: int8 weights `weight` (the conv's own
-    layout) with per-output-channel `weight_scale`, on an int8 input of that scale; 0: the
-    layer stays fp16. skip_scale > 0: the residual it adds into is read through int8 Q/DQ."""
+    """One layer of an INT8 (or FP8) engine. input_scale > 0: int8 weights `weight` (the conv's
+    own layout) with per-output-channel `weight_scale`, on an int8 input of that scale -- float8
+    e4m3fn weights and input where `fp8`; 0: the layer stays fp16. skip_scale > 0: the residual
+    it adds into is read through int8 Q/DQ."""
 
     input_scale: float = 0.0
     weight: Any = None
     weight_scale: Any = None
     skip_scale: float = 0.0
+    fp8: bool = False
 
 
 def unit_of(spec: LayerSpec) -> str | None:
@@ -105,14 +107,18 @@ def layer_specs(decoder: nn.Module) -> list[LayerSpec]:
 class FusedConv(nn.Module):
     """One layer: its weights in the kernel's layout, Snake constants, scales and tile."""
 
-    def __init__(self, spec: LayerSpec, decoder: nn.Module, quant: LayerQuant, consumer_scale: float,
+    def __init__(self, spec: LayerSpec, decoder: nn.Module, quant: LayerQuant, consumer: LayerQuant,
                  tile: list[int]) -> None:
         super().__init__()
         self.spec = spec
         conv = decoder.get_submodule(spec.name)
         int8 = quant.input_scale > 0
         weight = quant.weight if int8 else conv.weight.detach().float()
+        if int8 and quant.fp8:  # the layout below moves codes, not values: as bytes (float8 lacks CPU indexing ops)
+            weight = weight.view(torch.int8)
         matrix = phase_weight(weight, spec.stride) if spec.stride else conv_weight(weight)
+        if int8 and quant.fp8:
+            matrix = matrix.view(torch.float8_e4m3fn)
         self.register_buffer("weight", matrix if int8 else matrix.half())
         scale = None
         if int8:
@@ -124,7 +130,8 @@ class FusedConv(nn.Module):
         self.register_buffer("alpha", None if snake is None else snake.alpha.detach().float().flatten().clone())
         self.register_buffer("inv_beta", None if snake is None else snake.inv_beta.detach().float().flatten().clone())
         self.x_scale = float(quant.input_scale)
-        self.s_scale = float(consumer_scale)  # > 0: the consumer is int8, and this layer quantizes for it
+        self.s_scale = float(consumer.input_scale)  # > 0: the consumer is quantized, and this layer quantizes for it
+        self.s_fp8 = bool(consumer.fp8)  # ... to float8 e4m3fn (else int8)
         self.res_scale = float(quant.skip_scale)
         self.tile = list(tile)
 
@@ -133,10 +140,10 @@ class FusedConv(nn.Module):
         if s.residual:
             return torch.ops.vae_engines.fused_conv_residual_(
                 x, self.weight, self.w_scale, self.bias, self.alpha, self.inv_beta, residual, s.taps, s.dilation,
-                s.padding, self.x_scale, self.s_scale, self.res_scale, self.tile)
+                s.padding, self.x_scale, self.s_scale, self.res_scale, self.tile, self.s_fp8)
         return torch.ops.vae_engines.fused_conv(
             x, self.weight, self.w_scale, self.bias, self.alpha, self.inv_beta, s.taps, s.dilation, s.padding,
-            s.stride, self.x_scale, self.s_scale, s.store_y, s.audio, self.tile)
+            s.stride, self.x_scale, self.s_scale, s.store_y, s.audio, self.tile, self.s_fp8)
 
 
 def unit_call(first: FusedConv, second: FusedConv, x: torch.Tensor, stream: torch.Tensor,
@@ -146,7 +153,7 @@ def unit_call(first: FusedConv, second: FusedConv, x: torch.Tensor, stream: torc
     a, b = first, second
     return torch.ops.vae_engines.fused_unit_(
         x, a.weight, a.w_scale, a.bias, a.alpha, a.inv_beta, b.weight, b.w_scale, b.bias, b.alpha, b.inv_beta,
-        stream, a.spec.taps, a.spec.dilation, a.x_scale, b.x_scale, b.s_scale, b.res_scale, tile)
+        stream, a.spec.taps, a.spec.dilation, a.x_scale, b.x_scale, b.s_scale, b.res_scale, tile, b.s_fp8)
 
 
 class FusedDecoder(nn.Module):
@@ -163,11 +170,12 @@ class FusedDecoder(nn.Module):
         quant, tiles = quant or {}, tiles or {}
         specs = layer_specs(folded_decoder)
         none = LayerQuant()
-        consumers = [quant.get(s.name, none).input_scale for s in specs[1:]] + [0.0]
+        consumers = [quant.get(s.name, none) for s in specs[1:]] + [none]
         self.layers = nn.ModuleList(
             FusedConv(spec, folded_decoder, quant.get(spec.name, none), consumer, tiles.get(spec.name, []))
             for spec, consumer in zip(specs, consumers))
         self.latent_scale = float(quant.get(specs[0].name, none).input_scale)
+        self.latent_dtype = torch.float8_e4m3fn if quant.get(specs[0].name, none).fp8 else torch.int8
         # per layer: the unit tile where this layer opens a residual unit that runs as one kernel
         self.unit_tiles = [list(tiles.get(unit_of(spec) or "", [])) for spec in specs]
 
@@ -185,7 +193,7 @@ class FusedDecoder(nn.Module):
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         x = latent.float().transpose(1, 2)  # [B, T, C], channels-last like every activation after it
-        x = quantize(x, self.latent_scale) if self.latent_scale > 0 else x.to(torch.float16)
+        x = quantize(x, self.latent_scale, self.latent_dtype) if self.latent_scale > 0 else x.to(torch.float16)
         x = x.contiguous()
         stream = x
         skip = False
