@@ -530,6 +530,17 @@ class Run:
         return value
 
 
+def start(args) -> Run:
+    """A GPU script's start: --smoke (the CPU check), --rounds, the output folder and its log.txt."""
+    if args.smoke:
+        CFG.smoke()
+    CFG.rounds = args.rounds or CFG.rounds
+    args.out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "log.txt")])
+    return Run(args.out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path)
@@ -540,13 +551,7 @@ def main() -> None:
     p.add_argument("--package", action="store_true", help="build, load and time the shipped packages last")
     p.add_argument("--smoke", action="store_true", help="a CPU check of the script (figures mean nothing)")
     args = p.parse_args()
-    if args.smoke:
-        CFG.smoke()
-    CFG.rounds = args.rounds or CFG.rounds
-    args.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "log.txt")])
-    run = Run(args.out)
+    run = start(args)
     run.results["config"] = {k: str(v) for k, v in vars(Config).items() if not k.startswith("_")}
     decoder = fold_decoder(load_vae(CFG.model).vae).eval()
     quants = {f"int8 {r.name.split('.')[0]}": quant_of(decoder, r) for r in args.ranges} or \

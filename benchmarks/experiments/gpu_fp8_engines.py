@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gpu_units  # noqa: E402
-from gpu_units import CFG, Run, event_ms, seeded  # noqa: E402
+from gpu_units import CFG, event_ms, seeded  # noqa: E402
 
 from vae_engines.compiled.int8 import layer_quant, observed_quant  # noqa: E402
 from vae_engines.compiled.tune import layer_frames, layer_inputs, tiles_for  # noqa: E402
@@ -160,13 +160,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
-    if args.smoke:
-        CFG.smoke()
-    CFG.rounds = args.rounds or CFG.rounds
-    args.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "log.txt")])
-    run = Run(args.out)
+    run = gpu_units.start(args)
     decoder = fold_decoder(load_vae(CFG.model).vae).eval()
     q = quants(decoder, args.ranges)
     tuned = run.phase("tune", gpu_units.tune, decoder)
