@@ -7,7 +7,7 @@ The fused engines of the full-size seeded decoder, every quantized layer and uni
 tiles the tuner picks for INT8. Engines:
 - fp16, INT8 (the variant's ranges, --ranges; else minmax over two seeded latents);
 - FP8, Hopper's reduced-precision fp8 sums promoted to fp32 every K slice (the kernels' default);
-- FP8 never promoted (kernels.op.FP8_ACC = 0): the unit kernel keeps its k=7 wgmma in flight
+- FP8 never promoted (LayerQuant.fp8_acc 0): the unit kernel keeps its k=7 wgmma in flight
   then (results/README.md, "FP8 operands in the unit kernel"), at the cost of the adder's precision;
 - the INT8 and FP8 engines' torch paths (no Triton tile: the quantized arithmetic in PyTorch,
   cuDNN convolutions in fp16 on the dequantized operands): the Q/DQ simulation each engine's
@@ -19,7 +19,11 @@ Phases, each writing DIR/results.json as it ends:
    frames in its tile (median of 11 calls), in turns;
 4. quality: peak PSNR against eager fp32 (TF32 off), two seeded 60 s latents at unit scale and
    two at the encoder's scale (0.027);
-5. decode: 60 s decodes as CUDA graphs, --rounds rounds taking turns; ratios with 95% intervals.
+5. decode: 60 s decodes as CUDA graphs, --rounds rounds taking turns; ratios with 95% intervals;
+6. packages (--package): fp16, INT8 and unpromoted FP8 as the pipeline ships them
+   (compiled.build.build_package, reduce-overhead), each against its module, their 60 s decodes in
+   rounds taking turns, and the sweep of lengths.
+It first ran at 61004a4, where a module switch (kernels.op.FP8_ACC) stood for fp8_acc.
 --smoke runs it on the CPU (small model, Triton's interpreter): it checks the script only.
 """
 
@@ -46,8 +50,8 @@ from vae_engines.compiled.int8 import layer_quant, observed_quant  # noqa: E402
 from vae_engines.compiled.tune import layer_frames, layer_inputs, tiles_for  # noqa: E402
 from vae_engines.core import device as devices  # noqa: E402
 from vae_engines.core.fileio import read_json  # noqa: E402
-from vae_engines.kernels import op  # noqa: E402
 from vae_engines.measure.timing import paired_ratio  # noqa: E402
+from vae_engines.metrics import peak_psnr  # noqa: E402
 from vae_engines.model.fused import FusedDecoder, unit_of  # noqa: E402
 from vae_engines.model.oobleck import fold_decoder, load_vae  # noqa: E402
 
@@ -55,47 +59,23 @@ log = logging.getLogger("gpu_fp8_engines")
 UNPROMOTED = "fp8 never promoted"
 
 
-class FP8Sums(torch.nn.Module):
-    """An engine whose kernels launch with kernels.op.FP8_ACC = `acc` (CUDA graphs capture the
-    kernel a launch picks, so the switch holds for the capture too)."""
-
-    def __init__(self, engine: torch.nn.Module, acc: int) -> None:
-        super().__init__()
-        self.engine, self.acc = engine, acc
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with fp8_acc(self.acc):
-            return self.engine(x)
-
-
-class fp8_acc:  # noqa: N801  (a context manager, named as the switch it sets)
-    def __init__(self, acc: int | None) -> None:
-        self.acc = acc
-
-    def __enter__(self) -> None:
-        self.before, op.FP8_ACC = op.FP8_ACC, self.acc
-
-    def __exit__(self, *exc) -> None:
-        op.FP8_ACC = self.before
-
-
 def quants(decoder, ranges: Path | None) -> dict:
-    """INT8 and FP8 LayerQuant of every layer, from one set of ranges."""
+    """INT8, FP8 and unpromoted FP8 LayerQuant of every layer, from one set of ranges."""
+    kinds = {"int8": {}, "fp8": {"fp8": True}, UNPROMOTED: {"fp8": True, "fp8_acc": 0}}
     if ranges is None:
         with devices.exact_fp32():
             latents = [seeded(CFG.frames, s) for s in (10, 11)]
-            out = {kind: observed_quant(decoder.to(CFG.device), latents, fp8=kind == "fp8") for kind in ("int8", "fp8")}
+            out = {kind: observed_quant(decoder.to(CFG.device), latents, **kw) for kind, kw in kinds.items()}
         decoder.to("cpu")
         return out
     record = read_json(ranges)
-    return {"int8": layer_quant(decoder, record), "fp8": layer_quant(decoder, record, fp8=True)}
+    return {kind: layer_quant(decoder, record, **kw) for kind, kw in kinds.items()}
 
 
 def engines(decoder, q: dict, tuned: dict) -> dict:
     """name -> engine on the device (module docstring)."""
     fused = {name: FusedDecoder(decoder, quant, tiles_for(tuned, set(quant or {}))).to(CFG.device).eval()
-             for name, quant in (("fp16", None), ("int8", q["int8"]), ("fp8", q["fp8"]))}
-    fused[UNPROMOTED] = FP8Sums(fused["fp8"], 0)
+             for name, quant in {"fp16": None, **q}.items()}
     for kind in ("int8", "fp8"):
         fused[f"{kind} simulation"] = FusedDecoder(decoder, q[kind], {}).to(CFG.device).eval()
     return fused
@@ -103,9 +83,8 @@ def engines(decoder, q: dict, tuned: dict) -> dict:
 
 def layers(decoder, q: dict, tuned: dict) -> dict:
     """Each layer and unit of the quantized engines alone at CFG.frames, in turns (median of 11)."""
-    kinds = {"int8": (q["int8"], None), "fp8": (q["fp8"], None), UNPROMOTED: (q["fp8"], 0)}
     modules = {k: FusedDecoder(decoder, quant, tiles_for(tuned, set(quant))).to(CFG.device).eval()
-               for k, (quant, _) in kinds.items()}
+               for k, quant in q.items()}
     first = modules["int8"]
     rows = layer_frames([layer.spec for layer in first.layers], CFG.frames)
     out: dict = {}
@@ -121,16 +100,15 @@ def layers(decoder, q: dict, tuned: dict) -> dict:
                 x, residual = layer_inputs(module.layers[i], rows[i], CFG.device, g)
                 stream = torch.randn(1, rows[i], module.layers[i].weight.shape[0], generator=g, device=CFG.device,
                                      dtype=torch.float16)
-                with fp8_acc(kinds[kind][1]):
-                    if unit:
-                        ms = event_ms(lambda m=module: m._unit(i, x, stream), repeats=11)
-                    else:
-                        ms = event_ms(lambda m=module: m.layers[i](x, residual), repeats=11)
+                if unit:
+                    ms = event_ms(lambda m=module: m._unit(i, x, stream), repeats=11)
+                else:
+                    ms = event_ms(lambda m=module: m.layers[i](x, residual), repeats=11)
                 out[name][kind] = round(ms, 4)
             log.info("%s: %s", name, out[name])
     modules = first = None
     gpu_units.sync()
-    out["sum_ms"] = {k: round(sum(v[k] for n, v in out.items() if n != "sum_ms"), 3) for k in kinds}
+    out["sum_ms"] = {k: round(sum(v[k] for n, v in out.items() if n != "sum_ms"), 3) for k in q}
     return out
 
 
@@ -153,11 +131,49 @@ def quality(decoder, fused: dict) -> dict:
     return out
 
 
+def packages(decoder, q: dict, tuned: dict, out: Path) -> dict:
+    """fp16, INT8 and unpromoted FP8 packages as the pipeline ships them (module docstring)."""
+    from vae_engines.compiled.build import build_package
+    from vae_engines.core.params import ProfileParams
+    from vae_engines.runtime import load
+    from vae_engines.runtime.base import Shape
+
+    shape = Shape(channels=64, hop=1920, sampling_rate=48000)
+    profile = ProfileParams(min_frames=125 if CFG.device.type == "cuda" else 2, opt_frames=CFG.frames,
+                            max_frames=CFG.frames)
+    mode = "reduce-overhead" if CFG.device.type == "cuda" else "default"
+    result, loaded = {}, {}
+    for name, quant in {"fp16": None, "int8": q["int8"], UNPROMOTED: q[UNPROMOTED]}.items():
+        tiles = tiles_for(tuned, set(quant or {}))
+        path = out / f"{name.replace(' ', '_')}.pt2"
+        record = build_package(decoder, shape, precision="fp16", mode=mode, device=CFG.device, profile=profile,
+                               path=path, model="seeded acestep-1.5 (seed 0)", kernels="fused", quant=quant,
+                               variant=name if quant else None, tiles=tiles)
+        engine = load(path, on_range="off") if quant else load(path)
+        module = FusedDecoder(decoder, quant, tiles).to(CFG.device).eval()
+        x = seeded(CFG.frames, 30, 0.027)
+        with torch.inference_mode():
+            agree = peak_psnr(module(x).float().cpu().numpy(), engine.decode(x, check_finite=False).float().cpu().numpy())
+        module = None
+        loaded[name] = engine
+        result[name] = {"precision": record["precision"], "executed": record.get("executed"),
+                        "package_vs_module_db": round(float(agree), 2)}
+    timings = gpu_units.package_rounds(loaded)
+    result["timings"] = {n: t.summary() for n, t in timings.items()}
+    result["ratios"] = [paired_ratio(timings[a], timings[b]) for a, b in
+                        (("int8", "fp16"), (UNPROMOTED, "fp16"), (UNPROMOTED, "int8"))]
+    result["sweep"] = gpu_units.package_sweep(loaded)
+    for p in out.glob("*.pt2*"):
+        p.unlink()
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--ranges", type=Path, default=None)
     p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--package", action="store_true", help="also build, load and time the shipped packages")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
     run = gpu_units.start(args)
@@ -171,6 +187,9 @@ def main() -> None:
     fused = engines(decoder, q, tuned)
     run.phase("quality", quality, decoder, fused)
     run.phase("decode", decode, fused)
+    fused = None
+    if args.package:
+        run.phase("packages", packages, decoder, q, tuned, args.out)
     log.info("done")
 
 

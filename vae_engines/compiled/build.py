@@ -37,6 +37,7 @@ from vae_engines.core.lazy import lazy_import
 from vae_engines.core.params import ProfileParams
 from vae_engines.data.latentset import read_latent_set
 from vae_engines.graph.io import latent_range
+from vae_engines.kernels.reference import FP8_MAX
 from vae_engines.metrics import peak_psnr
 from vae_engines.model.channels_last import ChannelsLastDecoder
 from vae_engines.model.folded import load_folded
@@ -72,10 +73,14 @@ def tuning_frames(profile: ProfileParams) -> list[int]:
 def fused_executed(module: Any, device: Any, layers: dict) -> str:
     """What a fused engine executes, in words."""
     on_gpu = device.type == "cuda"
-    int8 = len(module.int8_layers)
+    quantized, fp8 = len(module.int8_layers), len(module.fp8_layers)
+    int8 = quantized - fp8
+    promoted = "never promoted" if fp8 and all(layer.fp8_acc == 0 for layer in module.layers if layer.x_scale > 0) \
+        else "promoted to fp32 every K slice"
     cudnn = sum(1 for layer in layers.values() if layer["chosen"] == "torch")
     parts = [f"{int8} layers int8 x int8 -> int32" if int8 else "",
-             f"{len(module.layers) - int8} layers fp16 with fp32 accumulation"]
+             f"{fp8} layers fp8 e4m3 x e4m3 -> fp32 (Hopper's reduced-precision sums {promoted})" if fp8 else "",
+             f"{len(module.layers) - quantized} layers fp16 with fp32 accumulation"]
     units = len(module.fused_units)
     where = (f"Triton fused kernels ({units} residual units as one kernel each, {cudnn} layers on cuDNN + "
              "separate epilogue)" if on_gpu
@@ -184,7 +189,8 @@ def int8_input_range(decoder: Any, quant: dict[str, LayerQuant] | None, input_ra
     if input_range is not None:
         return float(input_range)
     first = quant.get(layer_specs(decoder)[0].name)
-    return round(first.input_scale * 127, 7) if first is not None and first.input_scale > 0 else None
+    largest = FP8_MAX if first is not None and first.fp8 else 127
+    return round(first.input_scale * largest, 7) if first is not None and first.input_scale > 0 else None
 
 
 def build_package(decoder: Any, shape: Shape, *, precision: Precision, mode: CompileMode, device: Any,
@@ -210,7 +216,8 @@ def build_package(decoder: Any, shape: Shape, *, precision: Precision, mode: Com
     compile_and_warm(program, mode, profile, shape.channels, device)
     compiled = time.perf_counter()
     here = devices.describe(device)
-    record = {"kind": "torch", "precision": f"int8+{precision}" if quant is not None else str(precision),
+    quantized = "fp8" if quant and all(q.fp8 for q in quant.values() if q.input_scale > 0) else "int8"
+    record = {"kind": "torch", "precision": f"{quantized}+{precision}" if quant is not None else str(precision),
               "variant": variant, "input_range": int8_input_range(decoder, quant, input_range), **described,
               "mode": str(mode),
               "device": str(device), "device_name": here.get("name", "cpu"),

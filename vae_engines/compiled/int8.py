@@ -45,23 +45,24 @@ def fp8_weight(weight: Any, axis: int, scale_type: Any = np.float32) -> tuple[An
 
 
 def _int8_layer(conv: Any, transposed: bool, input_amax: float, skip_amax: float | None,
-                scale_type: Any, fp8: bool = False) -> LayerQuant:
+                scale_type: Any, fp8: bool = False, fp8_acc: int = -1) -> LayerQuant:
     """One layer's LayerQuant: quant.qdq's per-output-channel int8 weights (axis 1 for a
     ConvTranspose's [I, O, k]) and activation scales, in `scale_type`; FP8's where `fp8`."""
     weight = conv.weight.detach().float().cpu()
     if fp8:
         q, scale = fp8_weight(weight, 1 if transposed else 0, scale_type)
         input_scale = np.array(input_amax / FP8_MAX, dtype=np.float32).astype(scale_type)
-        return LayerQuant(float(input_scale), q, torch.from_numpy(scale.astype(np.float32)), 0.0, fp8=True)
+        return LayerQuant(float(input_scale), q, torch.from_numpy(scale.astype(np.float32)), 0.0, fp8=True,
+                          fp8_acc=fp8_acc)
     q, scale = int8_weight(weight.numpy(), 1 if transposed else 0, scale_type)
     skip = 0.0 if skip_amax is None else float(activation_scale(skip_amax, scale_type))
     return LayerQuant(float(activation_scale(input_amax, scale_type)), torch.from_numpy(q),
                       torch.from_numpy(scale.astype(np.float32)), skip)
 
 
-def layer_quant(decoder: Any, record: dict, fp8: bool = False) -> dict[str, LayerQuant]:
+def layer_quant(decoder: Any, record: dict, fp8: bool = False, fp8_acc: int = -1) -> dict[str, LayerQuant]:
     """layer name -> LayerQuant for every int8 layer of the variant `record` (a ranges.json); in
-    FP8 where `fp8` (module docstring)."""
+    FP8 where `fp8` (module docstring), its sums promoted as fp8_acc says (model.fused.LayerQuant)."""
     scale_type = np.float16 if record.get("float_type") == "fp16" else np.float32
     amax = record["amax"]
     out = {}
@@ -83,11 +84,11 @@ def layer_quant(decoder: Any, record: dict, fp8: bool = False) -> dict[str, Laye
                                 "re-run its quantize stage (dvc repro)")
             skip = amax[layer["skip"]]
         out[layer["name"]] = _int8_layer(conv, layer["op_type"] == "ConvTranspose", amax[layer["input"]], skip,
-                                         scale_type, fp8)
+                                         scale_type, fp8, fp8_acc)
     return out
 
 
-def observed_quant(decoder: Any, latents: list[Any], fp8: bool = False) -> dict[str, LayerQuant]:
+def observed_quant(decoder: Any, latents: list[Any], fp8: bool = False, fp8_acc: int = -1) -> dict[str, LayerQuant]:
     """Every layer int8 (FP8 where `fp8`), each input's range the largest |x| it saw while
     `decoder` decoded `latents` (minmax over them), fp16 scales: an INT8 engine for benchmarks and
     tests of the kernels -- not a calibrated variant (those come from layer_quant)."""
@@ -105,4 +106,4 @@ def observed_quant(decoder: Any, latents: list[Any], fp8: bool = False) -> dict[
         for hook in hooks:
             hook.remove()
     return {spec.name: _int8_layer(decoder.get_submodule(spec.name), spec.stride > 0, amax[spec.name], None,
-                                   np.float16, fp8) for spec in specs}
+                                   np.float16, fp8, fp8_acc) for spec in specs}

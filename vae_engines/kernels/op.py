@@ -114,11 +114,13 @@ def _shapes(x: Tensor, weight: Tensor, stride: int) -> tuple[int, int, int, int]
 
 
 FP8 = torch.float8_e4m3fn
-# Products Hopper's tensor cores may add in their reduced-precision fp8 sums before the kernels promote
-# them to fp32 (triton_conv.launch's fp8_acc): None, every BK (the kernels' K slice); 0, never. An
-# experiment switch (benchmarks/experiments/gpu_fp8_engines.py): never promoting keeps the unit
-# kernel's k=7 wgmma in flight, and moves sums by Hopper's fp8 adder's precision.
-FP8_ACC: int | None = None
+
+
+def _fp8_acc(fp8_acc: int) -> int | None:
+    """The ops' fp8_acc (products Hopper's tensor cores add in their reduced-precision fp8 sums
+    before a promotion to fp32; -1: once per K slice, the kernels' default; 0: never) as the
+    kernels' launch takes it."""
+    return None if fp8_acc < 0 else fp8_acc
 
 
 def _s_dtype(s_scale: float, s_fp8: bool) -> torch.dtype:
@@ -158,22 +160,24 @@ def _triton(x, weight, w_scale, bias, alpha, inv_beta, y, s, **kw) -> None:
     y_view = None if y is None or kw.get("audio") else y.view(batch, rows, n)
     s_view = None if s is None else s.view(batch, rows, n)
     triton_conv.launch(x.contiguous(), weight, w_scale, bias, alpha, inv_beta, y if y_view is None else y_view, s_view,
-                       fp8_acc=FP8_ACC, **kw)
+                       **kw)
 
 
 @torch.library.custom_op("vae_engines::fused_conv", mutates_args=())
 def fused_conv(x: Tensor, weight: Tensor, w_scale: Optional[Tensor], bias: Optional[Tensor], alpha: Optional[Tensor],
                inv_beta: Optional[Tensor], taps: int, dilation: int, padding: int, stride: int, x_scale: float,
-               s_scale: float, store_y: bool, audio: bool, tile: list[int], s_fp8: bool = False) -> tuple[Tensor, Tensor]:
+               s_scale: float, store_y: bool, audio: bool, tile: list[int], s_fp8: bool = False,
+               fp8_acc: int = -1) -> tuple[Tensor, Tensor]:
     """One layer (module docstring). x [B, T, C] (int8 or float8 e4m3fn when x_scale > 0, its
     weight the same); y [B, T_out, C_out] fp16, or when `audio` float32 [B, C_out, T_out]; s [B,
-    T_out, C_out] when alpha is given, quantized with s_scale > 0 to int8 (float8 where s_fp8)."""
+    T_out, C_out] when alpha is given, quantized with s_scale > 0 to int8 (float8 where s_fp8);
+    fp8_acc: where x is float8, how often its sums are promoted (_fp8_acc)."""
     empty = x.new_empty((0,), dtype=torch.float16)
     if tile:
         y, s = _layer_outputs(x, weight, stride, store_y, audio, alpha is not None, s_scale, s_fp8)
         _triton(x, weight, w_scale, bias, alpha, inv_beta, y, s, taps=taps, dilation=dilation, padding=padding,
                 stride=stride, x_scale=x_scale, s_scale=s_scale, res_scale=0.0, residual=False, audio=audio,
-                tile=tuple(tile))
+                tile=tuple(tile), fp8_acc=_fp8_acc(fp8_acc))
         return (empty if y is None else y), (empty if s is None else s)
     v = reference.layer_output(x, weight, w_scale, bias, None, taps=taps, dilation=dilation, padding=padding,
                                stride=stride, x_scale=x_scale, res_scale=0.0)
@@ -186,7 +190,7 @@ def fused_conv(x: Tensor, weight: Tensor, w_scale: Optional[Tensor], bias: Optio
 
 @fused_conv.register_fake
 def _(x, weight, w_scale, bias, alpha, inv_beta, taps, dilation, padding, stride, x_scale, s_scale, store_y, audio,
-      tile, s_fp8=False):
+      tile, s_fp8=False, fp8_acc=-1):
     empty = x.new_empty((0,), dtype=torch.float16)
     y, s = _layer_outputs(x, weight, stride, store_y, audio, alpha is not None, s_scale, s_fp8)
     return (empty if y is None else y), (empty if s is None else s)
@@ -196,7 +200,7 @@ def _(x, weight, w_scale, bias, alpha, inv_beta, taps, dilation, padding, stride
 def fused_conv_residual_(x: Tensor, weight: Tensor, w_scale: Optional[Tensor], bias: Optional[Tensor],
                          alpha: Optional[Tensor], inv_beta: Optional[Tensor], residual: Tensor, taps: int,
                          dilation: int, padding: int, x_scale: float, s_scale: float, res_scale: float,
-                         tile: list[int], s_fp8: bool = False) -> Tensor:
+                         tile: list[int], s_fp8: bool = False, fp8_acc: int = -1) -> Tensor:
     """residual += conv(x) (+ bias), in place; returns s = Snake(residual) when alpha is
     given (else an empty tensor). res_scale > 0: the residual is read through int8 Q/DQ."""
     batch, frames, channels, _ = _shapes(x, weight, 0)
@@ -204,7 +208,7 @@ def fused_conv_residual_(x: Tensor, weight: Tensor, w_scale: Optional[Tensor], b
         s = _snake_out(x, batch, frames, channels, s_scale, s_fp8) if alpha is not None else None
         _triton(x, weight, w_scale, bias, alpha, inv_beta, residual, s, taps=taps, dilation=dilation,
                 padding=padding, stride=0, x_scale=x_scale, s_scale=s_scale, res_scale=res_scale, residual=True,
-                audio=False, tile=tuple(tile))
+                audio=False, tile=tuple(tile), fp8_acc=_fp8_acc(fp8_acc))
         return x.new_empty((0,), dtype=torch.float16) if s is None else s
     v = reference.layer_output(x, weight, w_scale, bias, residual, taps=taps, dilation=dilation, padding=padding,
                                stride=0, x_scale=x_scale, res_scale=res_scale)
@@ -216,7 +220,7 @@ def fused_conv_residual_(x: Tensor, weight: Tensor, w_scale: Optional[Tensor], b
 
 @fused_conv_residual_.register_fake
 def _(x, weight, w_scale, bias, alpha, inv_beta, residual, taps, dilation, padding, x_scale, s_scale, res_scale,
-      tile, s_fp8=False):
+      tile, s_fp8=False, fp8_acc=-1):
     batch, frames, channels, _ = _shapes(x, weight, 0)
     if alpha is None:
         return x.new_empty((0,), dtype=torch.float16)
@@ -228,7 +232,7 @@ def fused_unit_(x: Tensor, w1: Tensor, w1_scale: Optional[Tensor], b1: Optional[
                 inv_beta1: Tensor, w2: Tensor, w2_scale: Optional[Tensor], b2: Optional[Tensor],
                 alpha2: Optional[Tensor], inv_beta2: Optional[Tensor], residual: Tensor, taps: int, dilation: int,
                 x_scale: float, mid_scale: float, s_scale: float, res_scale: float, tile: list[int],
-                s_fp8: bool = False) -> Tensor:
+                s_fp8: bool = False, fp8_acc: int = -1) -> Tensor:
     """One residual unit: residual += conv2(Snake1(conv1(x))) in place; returns s =
     Snake2(residual) when alpha2 is given (else an empty tensor). conv1 has `taps` taps at
     `dilation` (padding keeps the length), conv2 one; mid_scale > 0: conv2 is int8 and its
@@ -239,7 +243,7 @@ def fused_unit_(x: Tensor, w1: Tensor, w1_scale: Optional[Tensor], b1: Optional[
         s = _snake_out(x, batch, frames, channels, s_scale, s_fp8) if alpha2 is not None else None
         triton_unit.launch(x.contiguous(), w1, w1_scale, b1, alpha1, inv_beta1, w2, w2_scale, b2, alpha2, inv_beta2,
                            residual, s, taps=taps, dilation=dilation, x_scale=x_scale, mid_scale=mid_scale,
-                           s_scale=s_scale, res_scale=res_scale, tile=tuple(tile), fp8_acc=FP8_ACC)
+                           s_scale=s_scale, res_scale=res_scale, tile=tuple(tile), fp8_acc=_fp8_acc(fp8_acc))
         return x.new_empty((0,), dtype=torch.float16) if s is None else s
     v = reference.layer_output(x, w1, w1_scale, b1, None, taps=taps, dilation=dilation,
                                padding=(taps // 2) * dilation, stride=0, x_scale=x_scale, res_scale=0.0)
@@ -254,7 +258,7 @@ def fused_unit_(x: Tensor, w1: Tensor, w1_scale: Optional[Tensor], b1: Optional[
 
 @fused_unit_.register_fake
 def _(x, w1, w1_scale, b1, alpha1, inv_beta1, w2, w2_scale, b2, alpha2, inv_beta2, residual, taps, dilation, x_scale,
-      mid_scale, s_scale, res_scale, tile, s_fp8=False):
+      mid_scale, s_scale, res_scale, tile, s_fp8=False, fp8_acc=-1):
     batch, frames, channels, _ = _shapes(x, w1, 0)
     if alpha2 is None:
         return x.new_empty((0,), dtype=torch.float16)

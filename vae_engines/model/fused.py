@@ -59,13 +59,16 @@ class LayerQuant:
     """One layer of an INT8 (or FP8) engine. input_scale > 0: int8 weights `weight` (the conv's
     own layout) with per-output-channel `weight_scale`, on an int8 input of that scale -- float8
     e4m3fn weights and input where `fp8`; 0: the layer stays fp16. skip_scale > 0: the residual
-    it adds into is read through int8 Q/DQ."""
+    it adds into is read through int8 Q/DQ. fp8_acc (fp8): the products Hopper's tensor cores add
+    in their reduced-precision sums before each promotion to fp32: -1 once per K slice of the
+    kernel's tile, 0 never (faster: the unit kernel's wgmma stays in flight; kernels.op)."""
 
     input_scale: float = 0.0
     weight: Any = None
     weight_scale: Any = None
     skip_scale: float = 0.0
     fp8: bool = False
+    fp8_acc: int = -1
 
 
 def unit_of(spec: LayerSpec) -> str | None:
@@ -133,6 +136,7 @@ class FusedConv(nn.Module):
         self.s_scale = float(consumer.input_scale)  # > 0: the consumer is quantized, and this layer quantizes for it
         self.s_fp8 = bool(consumer.fp8)  # ... to float8 e4m3fn (else int8)
         self.res_scale = float(quant.skip_scale)
+        self.fp8_acc = int(quant.fp8_acc)
         self.tile = list(tile)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> Any:
@@ -140,10 +144,10 @@ class FusedConv(nn.Module):
         if s.residual:
             return torch.ops.vae_engines.fused_conv_residual_(
                 x, self.weight, self.w_scale, self.bias, self.alpha, self.inv_beta, residual, s.taps, s.dilation,
-                s.padding, self.x_scale, self.s_scale, self.res_scale, self.tile, self.s_fp8)
+                s.padding, self.x_scale, self.s_scale, self.res_scale, self.tile, self.s_fp8, self.fp8_acc)
         return torch.ops.vae_engines.fused_conv(
             x, self.weight, self.w_scale, self.bias, self.alpha, self.inv_beta, s.taps, s.dilation, s.padding,
-            s.stride, self.x_scale, self.s_scale, s.store_y, s.audio, self.tile, self.s_fp8)
+            s.stride, self.x_scale, self.s_scale, s.store_y, s.audio, self.tile, self.s_fp8, self.fp8_acc)
 
 
 def unit_call(first: FusedConv, second: FusedConv, x: torch.Tensor, stream: torch.Tensor,
@@ -153,7 +157,7 @@ def unit_call(first: FusedConv, second: FusedConv, x: torch.Tensor, stream: torc
     a, b = first, second
     return torch.ops.vae_engines.fused_unit_(
         x, a.weight, a.w_scale, a.bias, a.alpha, a.inv_beta, b.weight, b.w_scale, b.bias, b.alpha, b.inv_beta,
-        stream, a.spec.taps, a.spec.dilation, a.x_scale, b.x_scale, b.s_scale, b.res_scale, tile, b.s_fp8)
+        stream, a.spec.taps, a.spec.dilation, a.x_scale, b.x_scale, b.s_scale, b.res_scale, tile, b.s_fp8, a.fp8_acc)
 
 
 class FusedDecoder(nn.Module):
@@ -182,6 +186,12 @@ class FusedDecoder(nn.Module):
     @property
     def int8_layers(self) -> list[str]:
         return [layer.spec.name for layer in self.layers if layer.x_scale > 0]
+
+    @property
+    def fp8_layers(self) -> list[str]:
+        """The quantized layers whose operands are float8 e4m3fn (a subset of int8_layers' names)."""
+        return [layer.spec.name for layer in self.layers
+                if layer.x_scale > 0 and layer.weight.dtype == torch.float8_e4m3fn]
 
     @property
     def fused_units(self) -> list[str]:
