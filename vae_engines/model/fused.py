@@ -15,7 +15,9 @@ engine (`LayerQuant` per layer, from an INT8 variant's recipe: compiled.int8) ru
 quantized layer with int8 weights (per output channel) on an int8 input, which the layer
 before it writes already quantized with the calibrated scale -- the same scales, rounding
 and saturation as the variant's Q/DQ graph -- and reads a quantized residual skip (the
-fused placement) through int8; the layers the recipe keeps in float run in fp16.
+fused placement) through int8; the layers the recipe keeps in float run in fp16. An FP8
+engine is the same with float8 e4m3fn codes in place of int8 (LayerQuant.fp8: compiled.int8's
+fp8, from the same ranges).
 
 `tiles` picks each layer's implementation (kernels.op: a Triton tile, or [] for the torch
 reference / cuDNN); compiled.tune chooses them on the GPU at build. A tile under a residual
