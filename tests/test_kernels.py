@@ -5,6 +5,7 @@ an INT8 engine against its variant's Q/DQ graph -- the same integers where both 
 the same value, and the same quality end to end; fused fp16 and INT8 engines built,
 exported with the custom ops, packaged and loaded."""
 
+import dataclasses
 import json
 import os
 
@@ -654,6 +655,30 @@ def test_a_fused_engine_builds_exports_and_loads(tmp_path):
                       model="tiny", kernels="fused")
 
 
+def test_an_fp8_package_says_what_it_runs_and_loads(tmp_path):
+    """An FP8 engine as a package (compiled.build.build_package): its record names the precision
+    (fp8+fp16) and the fp8 layers with their sums' promotion, its latent guard is the first
+    layer's scale x 448, and the package decodes like its module."""
+    from vae_engines.compiled.build import build_package
+
+    decoder = fold_decoder(make_vae())
+    quant = int8_quant(decoder, fp8=True)
+    never = {name: dataclasses.replace(q, fp8_acc=0) for name, q in quant.items()}
+    path = tmp_path / "fp8.pt2"
+    record = build_package(decoder, SHAPE, precision="fp16", mode="default", device=torch.device("cpu"),
+                           profile=ProfileParams(min_frames=2, opt_frames=4, max_frames=8), path=path, model="tiny",
+                           kernels="fused", quant=never, variant="observed")
+    first = never[layer_specs(decoder)[0].name]
+    assert record["precision"] == "fp8+fp16" and record["input_range"] == pytest.approx(first.input_scale * 448)
+    assert f"{len(quant)} layers fp8 e4m3 x e4m3 -> fp32" in record["executed"]
+    assert "never promoted" in record["executed"]
+    engine = load(path, on_range="off")
+    x = torch.from_numpy(latents(1, 7, seed=3))
+    with torch.no_grad():
+        expected = FusedDecoder(decoder, never).eval()(x)
+    assert torch.equal(engine.decode(x), expected)
+
+
 def test_an_int8_engine_of_the_embedded_default_builds_and_loads(tmp_path):
     """The shipped model's minmax variant: quantized, its INT8 engine built from the ranges
     record by the compile_int8 stage's function, loaded with load(), within 0.5 dB of the
@@ -707,7 +732,6 @@ def test_int8_engines_are_timed_beside_the_fp16_engine_in_one_process(tmp_path):
     bench_torch's). The fp16 package loads once for all; an engine whose record still holds
     keeps it, a changed one alone is timed again, and a variant no longer listed loses its
     records."""
-    import dataclasses
     import shutil
 
     from vae_engines.compiled.build import build_package
