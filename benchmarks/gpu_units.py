@@ -393,10 +393,11 @@ def quality(decoder, decoders: dict) -> dict:
     return out
 
 
-def package(decoder, quants: dict, tuned: dict, out: Path) -> dict:
-    """The engines as the pipeline ships them: compiled.build.build_package with the tuned tiles
-    (units included) in compile mode reduce-overhead (CUDA graphs), loaded with runtime.load;
-    each decode against its module's, and the 60 s decode in rounds taking turns."""
+def ship(decoder, named: dict, tuned: dict, out: Path) -> tuple[dict, dict]:
+    """Each name -> quant (None: fp16) of `named` as the pipeline ships it: compiled.build.build_package
+    with the tuned tiles (units included) in compile mode reduce-overhead (CUDA graphs), loaded with
+    runtime.load, its decode against its module's. Returns (name -> what its record says, name ->
+    the loaded engine); the packages stay in `out` until the caller removes them."""
     from vae_engines.compiled.build import build_package
     from vae_engines.core.params import ProfileParams
     from vae_engines.runtime import load
@@ -407,7 +408,7 @@ def package(decoder, quants: dict, tuned: dict, out: Path) -> dict:
                             max_frames=CFG.frames)
     mode = "reduce-overhead" if CFG.device.type == "cuda" else "default"
     result, engines = {}, {}
-    for name, quant in {"fp16": None, **dict(list(quants.items())[:1])}.items():
+    for name, quant in named.items():
         tiles = tiles_for(tuned, set(quant or {}))
         path = out / f"{name.replace(' ', '_')}.pt2"
         began = time.perf_counter()
@@ -419,10 +420,20 @@ def package(decoder, quants: dict, tuned: dict, out: Path) -> dict:
         x = seeded(CFG.frames, 30, 0.027)
         with torch.inference_mode():
             agree = peak_psnr(module(x).float().cpu().numpy(), engine.decode(x, check_finite=False).float().cpu().numpy())
-        engines[f"{name} package"] = engine
-        result[name] = {"build_s": round(time.perf_counter() - began, 1), "fused_units": record.get("fused_units"),
-                        "executed": record.get("executed"), "package_vs_module_db": round(float(agree), 2)}
+        engines[name] = engine
+        result[name] = {"build_s": round(time.perf_counter() - began, 1), "precision": record["precision"],
+                        "fused_units": record.get("fused_units"), "executed": record.get("executed"),
+                        "package_vs_module_db": round(float(agree), 2)}
         module = None
+    return result, engines
+
+
+def package(decoder, quants: dict, tuned: dict, out: Path) -> dict:
+    """The engines as the pipeline ships them: compiled.build.build_package with the tuned tiles
+    (units included) in compile mode reduce-overhead (CUDA graphs), loaded with runtime.load;
+    each decode against its module's, and the 60 s decode in rounds taking turns."""
+    result, shipped = ship(decoder, {"fp16": None, **dict(list(quants.items())[:1])}, tuned, out)
+    engines = {f"{name} package": engine for name, engine in shipped.items()}
     timings = package_rounds(engines)
     result["timings"] = {n: t.summary() for n, t in timings.items()}
     names = list(timings)

@@ -51,7 +51,6 @@ from vae_engines.compiled.tune import layer_frames, layer_inputs, tiles_for  # n
 from vae_engines.core import device as devices  # noqa: E402
 from vae_engines.core.fileio import read_json  # noqa: E402
 from vae_engines.measure.timing import paired_ratio  # noqa: E402
-from vae_engines.metrics import peak_psnr  # noqa: E402
 from vae_engines.model.fused import FusedDecoder, unit_of  # noqa: E402
 from vae_engines.model.oobleck import fold_decoder, load_vae  # noqa: E402
 
@@ -133,31 +132,8 @@ def quality(decoder, fused: dict) -> dict:
 
 def packages(decoder, q: dict, tuned: dict, out: Path) -> dict:
     """fp16, INT8 and unpromoted FP8 packages as the pipeline ships them (module docstring)."""
-    from vae_engines.compiled.build import build_package
-    from vae_engines.core.params import ProfileParams
-    from vae_engines.runtime import load
-    from vae_engines.runtime.base import Shape
-
-    shape = Shape(channels=64, hop=1920, sampling_rate=48000)
-    profile = ProfileParams(min_frames=125 if CFG.device.type == "cuda" else 2, opt_frames=CFG.frames,
-                            max_frames=CFG.frames)
-    mode = "reduce-overhead" if CFG.device.type == "cuda" else "default"
-    result, loaded = {}, {}
-    for name, quant in {"fp16": None, "int8": q["int8"], UNPROMOTED: q[UNPROMOTED]}.items():
-        tiles = tiles_for(tuned, set(quant or {}))
-        path = out / f"{name.replace(' ', '_')}.pt2"
-        record = build_package(decoder, shape, precision="fp16", mode=mode, device=CFG.device, profile=profile,
-                               path=path, model="seeded acestep-1.5 (seed 0)", kernels="fused", quant=quant,
-                               variant=name if quant else None, tiles=tiles)
-        engine = load(path, on_range="off") if quant else load(path)
-        module = FusedDecoder(decoder, quant, tiles).to(CFG.device).eval()
-        x = seeded(CFG.frames, 30, 0.027)
-        with torch.inference_mode():
-            agree = peak_psnr(module(x).float().cpu().numpy(), engine.decode(x, check_finite=False).float().cpu().numpy())
-        module = None
-        loaded[name] = engine
-        result[name] = {"precision": record["precision"], "executed": record.get("executed"),
-                        "package_vs_module_db": round(float(agree), 2)}
+    result, loaded = gpu_units.ship(decoder, {"fp16": None, "int8": q["int8"], UNPROMOTED: q[UNPROMOTED]}, tuned,
+                                    out)
     timings = gpu_units.package_rounds(loaded)
     result["timings"] = {n: t.summary() for n, t in timings.items()}
     result["ratios"] = [paired_ratio(timings[a], timings[b]) for a, b in
