@@ -474,8 +474,9 @@ def test_a_new_length_compiles_nothing():
 # -- INT8 engines against their variant's Q/DQ graph -------------------------------------------
 @pytest.fixture(scope="module")
 def variants(tmp_path_factory):
-    """The tiny model, its fp32 graph and statistics, and two INT8 variants (the placements)."""
-    from vae_engines.compiled.int8 import layer_quant
+    """The tiny model, its fp32 graph and statistics, and three variants: INT8 in each placement
+    and minmax in fp8 (format: fp8)."""
+    from vae_engines.compiled.int8 import FP8_VARIANT_ACC, layer_quant
     from vae_engines.data.latentset import write_latent_set
     from vae_engines.model.export import onnx_from_decoder
     from vae_engines.quant.qdq import quantizable_layers
@@ -492,19 +493,29 @@ def variants(tmp_path_factory):
     write_stats(tmp / "s.npz", tmp / "s.json", collect(GraphExecutor(model), quantizable_tensors(layers), calibration),
                 layers, {})
     out = {"decoder": decoder, "fp32": model, "calibration": calibration, "dir": tmp}
-    for placement in ("conv_inputs", "fused"):
-        record = quantize_variant(placement, Int8Variant(calibrator="minmax", placement=placement), fp32_onnx=fp32,
+    recipes = {"conv_inputs": {}, "fused": {"placement": "fused"}, "fp8": {"format": "fp8"}}
+    for name, recipe in recipes.items():
+        record = quantize_variant(name, Int8Variant(calibrator="minmax", **recipe), fp32_onnx=fp32,
                                   stats_npz=tmp / "s.npz", calibration_dir=tmp / "cal",
-                                  out_onnx=tmp / f"{placement}.onnx", ranges_json=tmp / f"{placement}.json",
+                                  out_onnx=tmp / f"{name}.onnx", ranges_json=tmp / f"{name}.json",
                                   device=torch.device("cpu"))
-        out[placement] = (record, load_onnx(tmp / f"{placement}.onnx"), layer_quant(decoder, record))
+        out[name] = (record, load_onnx(tmp / f"{name}.onnx"),
+                     layer_quant(decoder, record, fp8=record["format"] == "fp8", fp8_acc=FP8_VARIANT_ACC))
     return out
 
 
-@pytest.mark.parametrize("placement", ["conv_inputs", "fused"])
+def _codes(array: np.ndarray) -> torch.Tensor:
+    """An initializer's int8 or float8 e4m3fn codes as a torch tensor of that type."""
+    if array.dtype == np.int8:
+        return torch.from_numpy(array.copy())
+    return torch.from_numpy(np.ascontiguousarray(array).view(np.uint8)).view(torch.float8_e4m3fn)
+
+
+@pytest.mark.parametrize("placement", ["conv_inputs", "fused", "fp8"])
 def test_an_int8_engine_holds_its_graphs_integers_and_scales(variants, placement):
-    """The engine's int8 weights, weight scales and activation scales are the initializers of
-    the variant's Q/DQ graph, exactly; the fused placement's residual skips are the graph's."""
+    """The engine's int8 (fp8: float8) weights, weight scales and activation scales are the
+    initializers of the variant's Q/DQ graph, exactly; the fused placement's residual skips are
+    the graph's."""
     from onnx import numpy_helper
 
     record, graph, quant = variants[placement]
@@ -515,10 +526,10 @@ def test_an_int8_engine_holds_its_graphs_integers_and_scales(variants, placement
     assert int8 and sorted(module.int8_layers) == sorted(e["name"] for e in int8)
     for entry in int8:
         layer, weight = by_name[entry["name"]], f"{entry['name']}.weight"
-        q = inits[f"{weight}_quantized"]
-        expected = (reference.phase_weight(torch.from_numpy(q), layer.spec.stride) if layer.spec.stride
-                    else reference.conv_weight(torch.from_numpy(q)))
-        assert torch.equal(layer.weight, expected), entry["name"]
+        q = _codes(inits[f"{weight}_quantized"])
+        assert q.dtype == (torch.float8_e4m3fn if placement == "fp8" else torch.int8)
+        expected = reference.phase_weight(q, layer.spec.stride) if layer.spec.stride else reference.conv_weight(q)
+        assert torch.equal(layer.weight.view(torch.uint8), expected.view(torch.uint8)), entry["name"]
         scale = inits[f"{weight}_scale"].astype(np.float32)
         np.testing.assert_array_equal(layer.w_scale.numpy()[: scale.size], scale)
         assert np.float32(layer.x_scale) == inits[f"{entry['input']}_scale"].astype(np.float32)
@@ -551,7 +562,19 @@ def test_an_fp8_engine_takes_its_scales_from_the_variants_ranges(variants):
         layer_quant(variants["decoder"], variants["fused"][0], fp8=True)
 
 
-@pytest.mark.parametrize("placement", ["conv_inputs", "fused"])
+def test_an_fp8_variants_engine_needs_float8_tensor_cores(variants, monkeypatch, tmp_path):
+    """compile_int8 of an fp8 variant on a GPU below compute capability 8.9 (here an A100, 8.0, as
+    the device would describe itself) stops with a one-line error before it reads the model."""
+    from vae_engines.compiled import build
+
+    monkeypatch.setattr(build.devices, "describe", lambda device: {"name": "NVIDIA A100", "compute_capability": "8.0"})
+    with pytest.raises(UserError, match=r"fp8 variant.*compute capability 8\.0.*8\.9\+.*drop it from compile\.int8"):
+        build.compile_int8_engine(tmp_path / "no-decoder.safetensors", "fp8", variants["dir"] / "fp8.json", "default",
+                                  device=torch.device("cpu"), profile=ProfileParams(), out=tmp_path / "fp8.pt2")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("placement", ["conv_inputs", "fused", "fp8"])
 def test_an_int8_engine_quantizes_like_its_graph(variants, placement):
     """Where the engine and the graph quantize the same value they get the same integer: every
     quantized tensor of the graph's own decode, requantized with the engine's scale and
@@ -565,13 +588,15 @@ def test_an_int8_engine_quantizes_like_its_graph(variants, placement):
     for entry in (e for e in record["layers"] if e["int8"]):
         for tensor, scale in [(entry["input"], by_name[entry["name"]].x_scale)] + (
                 [(entry["skip"], by_name[entry["name"]].res_scale)] if entry["skip_quantized"] else []):
-            expected = seen[f"{tensor}_quantized"].to(torch.int8)
-            assert torch.equal(reference.quantize(seen[tensor], scale), expected), tensor
+            dtype = torch.float8_e4m3fn if placement == "fp8" else torch.int8
+            expected = seen[f"{tensor}_quantized"].to(dtype)  # the graph's codes (float32, exact)
+            assert torch.equal(reference.quantize(seen[tensor], scale, dtype).view(torch.uint8),
+                               expected.view(torch.uint8)), tensor
             checked += 1
     assert checked >= 30
 
 
-@pytest.mark.parametrize("placement", ["conv_inputs", "fused"])
+@pytest.mark.parametrize("placement", ["conv_inputs", "fused", "fp8"])
 def test_an_int8_engine_decodes_like_its_graph(variants, placement):
     """The Triton kernels (interpreter) end to end against the variant's Q/DQ graph: the same
     quality against fp32 within 0.5 dB (the issue's bar for engine and simulation). And the two
@@ -679,10 +704,11 @@ def test_an_fp8_package_says_what_it_runs_and_loads(tmp_path):
     assert torch.equal(engine.decode(x), expected)
 
 
-def test_an_int8_engine_of_the_embedded_default_builds_and_loads(tmp_path):
-    """The shipped model's minmax variant: quantized, its INT8 engine built from the ranges
-    record by the compile_int8 stage's function, loaded with load(), within 0.5 dB of the
-    variant's graph on held-out latents."""
+@pytest.mark.parametrize("fmt", ["int8", "fp8"])
+def test_an_int8_engine_of_the_embedded_default_builds_and_loads(tmp_path, fmt):
+    """The shipped model's minmax variant (int8, and in fp8): quantized, its engine built from
+    the ranges record by the compile_int8 stage's function, loaded with load(), within 0.5 dB of
+    the variant's graph on held-out latents."""
     from vae_engines.compiled.build import compile_int8_engine
     from vae_engines.data.latentset import write_latent_set
     from vae_engines.model.folded import save_folded
@@ -702,14 +728,15 @@ def test_an_int8_engine_of_the_embedded_default_builds_and_loads(tmp_path):
     write_latent_set(tmp_path / "cal", calibration, {"source": "test"})
     write_stats(tmp_path / "s.npz", tmp_path / "s.json",
                 collect(GraphExecutor(graph), quantizable_tensors(layers), calibration), layers, {})
-    quantize_variant("minmax", Int8Variant(calibrator="minmax"), fp32_onnx=fp32, stats_npz=tmp_path / "s.npz",
+    quantize_variant("minmax", Int8Variant(calibrator="minmax", format=fmt), fp32_onnx=fp32, stats_npz=tmp_path / "s.npz",
                      calibration_dir=tmp_path / "cal", out_onnx=tmp_path / "minmax.onnx",
                      ranges_json=tmp_path / "minmax.ranges.json", device=torch.device("cpu"))
     path = tmp_path / "int8_minmax.pt2"
     record = compile_int8_engine(folded, "minmax", tmp_path / "minmax.ranges.json", "default",
                                  device=torch.device("cpu"), profile=ProfileParams(min_frames=4, opt_frames=8,
                                                                                    max_frames=8), out=path)
-    assert record["precision"] == "int8+fp16" and record["variant"] == "minmax" and len(record["int8_layers"]) == 37
+    assert record["precision"] == f"{fmt}+fp16" and record["variant"] == "minmax" and len(record["int8_layers"]) == 37
+    assert ("37 layers fp8 e4m3" in record["executed"]) == (fmt == "fp8"), record["executed"]
     assert json.loads(path.with_suffix(".json").read_text()) == record  # the phases are in the record on disk
     assert 0 < record["prepare_seconds"] < record["stage_function_seconds"]
     assert "vae_engines.fused_conv_residual_.default" in _op_names(path)

@@ -24,8 +24,9 @@ def test_params_yaml_is_the_code_defaults():
 def test_shipped_variants():
     p = config.load(ROOT / "params.yaml")
     assert {"entropy", "minmax", "minmax_fused", "percentile", "mse", "minmax_margin", "auto_40db",
-            "speed_40db"} == set(p.int8)
+            "speed_40db", "minmax_fp8"} == set(p.int8)
     assert p.int8["minmax_margin"].range_margin == "auto"
+    assert {name for name, v in p.int8.items() if v.format == "fp8"} == {"minmax_fp8"}
     assert all(v.float_type == "fp16" for v in p.int8.values())
     assert p.int8["speed_40db"].placement == "fused" and p.int8["speed_40db"].is_auto
     assert p.variant_names()[0] == "fp16" and p.variant("fp16") is None
@@ -49,6 +50,11 @@ def test_shipped_variants():
     ({"int8": {"t": {"calibrator": "trt_cache", "cache": "/tmp/calib.cache"}}}, ["data/trt_caches/", "copy it"]),
     ({"int8": {"t": {"calibrator": "trt_cache"}}}, ["cache", "trt_cache"]),
     ({"int8": {"e": {"calibrator": "entropy", "float_type": "fp8"}}}, ["float_type", "'fp16'"]),
+    ({"int8": {"f": {"calibrator": "minmax", "format": "fp4"}}}, ["int8.f.format", "'fp8'"]),
+    ({"int8": {"f": {"calibrator": "minmax", "format": "fp8", "placement": "fused"}}}, ["int8.f.placement",
+                                                                                         "conv_inputs"]),
+    ({"int8": {"f": {"calibrator": "minmax", "format": "fp8", "quantization": "implicit"}}}, ["int8.f.format",
+                                                                                               "explicit"]),
     ({"build": {"backend": "tensorflow"}}, ["build.backend", "'tensorrt_rtx'"]),
     ({"calibration": {"count": "8"}}, ["calibration.count", "integer"]),
     ({"bench": {"frames": [8, "x"]}}, ["bench.frames[1]"]),

@@ -50,8 +50,11 @@ def test_build_writes_plan_and_metadata(tiny_plan):
 
 
 @needs_rtx
+@pytest.mark.parametrize("fmt", ["int8", "fp8"])
 @pytest.mark.parametrize("float_type", ["fp16", "fp32"])
-def test_build_qdq_records_int8_convolutions(tmp_path, tiny_onnx, rtx, float_type):
+def test_build_qdq_records_int8_convolutions(tmp_path, tiny_onnx, rtx, float_type, fmt):
+    """TensorRT-RTX builds the Q/DQ graph of either format (no GPU needed), and the record counts
+    the convolutions each format's DequantizeLinear feeds."""
     from vae_engines.graph.execute import GraphExecutor
     from vae_engines.graph.io import load_onnx, save_onnx
     from vae_engines.quant.calibrators import calibrate
@@ -64,10 +67,10 @@ def test_build_qdq_records_int8_convolutions(tmp_path, tiny_onnx, rtx, float_typ
     layers = quantizable_layers(model)
     tensors = [l.activation for l in layers]
     amax = calibrate(collect(GraphExecutor(model), tensors, latents(1, 4)), tensors, "minmax")
-    q = save_onnx(qdq_graph(model, layers[1:], amax, float_type), tmp_path / "q.onnx")
+    q = save_onnx(qdq_graph(model, layers[1:], amax, float_type, fmt=fmt), tmp_path / "q.onnx")
     meta = build_plan(rtx, q, tmp_path / "q.plan", profile=PROFILE, build=BUILD)
-    assert meta["precisions"]["convolutions"] == {"int8": 36, float_type: 1, **({"fp32": 0} if float_type == "fp16"
-                                                                                else {"fp16": 0})}
+    other = "fp32" if float_type == "fp16" else "fp16"
+    assert meta["precisions"]["convolutions"] == {"int8": 0, "fp8": 0, fmt: 36, float_type: 1, other: 0}
 
 
 @needs_rtx

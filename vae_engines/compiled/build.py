@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vae_engines.compiled.int8 import layer_quant
+from vae_engines.compiled.int8 import FP8_VARIANT_ACC, layer_quant
 from vae_engines.compiled.tune import choose_tiles, choose_units, label, tiles_for, tune_tiles
 from vae_engines.core import device as devices
 from vae_engines.core.choices import CompileMode, Kernels, Precision
@@ -319,17 +319,24 @@ def compile_int8_engine(decoder_path: str | Path, variant: str, ranges_json: str
                         calibration_dir: str | Path | None = None) -> dict:
     """The `compile_int8@<variant>` stage: the INT8 engine of an INT8 variant (fused kernels,
     its recipe's ranges and int8 layers, compiled.int8; the tune stage's tiles), checked on
-    a window of `calibration_dir` (the data its ranges came from) and a normal latent."""
+    a window of `calibration_dir` (the data its ranges came from) and a normal latent. An fp8
+    variant (`format: fp8`) makes the same engine in float8 e4m3fn, which a GPU runs from
+    compute capability 8.9."""
     started = time.perf_counter()
     record = read_json(ranges_json)
     if record.get("variant") != variant:
         raise UserError(f"{ranges_json} is the record of variant {record.get('variant')!r}, not {variant!r}; run "
                         "dvc repro")
+    fp8 = record.get("format") == "fp8"
+    capability = devices.describe(device).get("compute_capability")
+    if fp8 and capability is not None and tuple(map(int, capability.split("."))) < (8, 9):
+        raise UserError(f"compile.int8: {variant} is an fp8 variant, and this GPU (compute capability {capability}) "
+                        "has no float8 tensor cores (8.9+: Ada, Hopper, Blackwell); drop it from compile.int8 here")
     tuned = read_tiles(tiles_json, device)
     loaded = load_folded(decoder_path)
     # an equalized variant's graph carries its per-channel scales folded in: fold the same into the weights
     decoder = equalize_module(loaded.decoder, (record.get("equalization") or {}).get("scales"))
-    quant = layer_quant(decoder, record)
+    quant = layer_quant(decoder, record, fp8=fp8, fp8_acc=FP8_VARIANT_ACC)
     shape = Shape(channels=loaded.latent_channels, hop=loaded.hop, sampling_rate=loaded.sampling_rate)
     prepared = round(time.perf_counter() - started, 2)
     built = build_package(decoder, shape, precision=Precision.FP16, mode=mode, device=device, profile=profile,

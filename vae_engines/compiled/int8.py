@@ -12,9 +12,11 @@ against.
 
 `fp8=True` makes the same engine in FP8 (float8 e4m3fn, issue 36 item 5) from the same ranges:
 activation scale range / 448, weights per output channel with scale max |w| / 448, as
-TensorRT's explicit FP8 quantization (QuantizeLinear to FLOAT8E4M3FN, saturating) computes them
-(benchmarks/experiments/fp8_quality.py simulates that graph). The fused placement's int8 skip
-has no FP8 form here: such a record is refused.
+TensorRT's explicit FP8 quantization (QuantizeLinear to FLOAT8E4M3FN, saturating) computes them,
+with quant.qdq's own rounding (quantized_weight), so an FP8 variant's graph (params `format: fp8`)
+and its engine hold the same codes. The fused placement's int8 skip has no FP8 form here: such a
+record is refused. An FP8 variant's engine never promotes Hopper's reduced-precision fp8 sums
+(FP8_VARIANT_ACC).
 """
 
 from __future__ import annotations
@@ -23,25 +25,25 @@ from typing import Any
 
 import numpy as np
 
+from vae_engines.core.choices import QuantFormat
 from vae_engines.core.errors import UserError
 from vae_engines.core.lazy import lazy_import
-from vae_engines.kernels.reference import FP8_MAX, quantize
 from vae_engines.model.fused import LayerQuant, layer_specs
-from vae_engines.quant.qdq import activation_scale, int8_weight
+from vae_engines.quant.qdq import activation_scale, int8_weight, quantized_weight
 
 torch = lazy_import("torch")
+
+# An FP8 variant's engine: Hopper's fp8 sums never promoted to fp32 (fp8_acc 0). On the lent H100 that
+# package decoded 60 s in 10.91 ms against 13.2-13.4 ms promoted (slower than INT8's 12.17), and its
+# quality moved by -0.01 dB (benchmarks/results/README.md, "FP8 engines beside INT8 and fp16").
+FP8_VARIANT_ACC = 0
 
 
 def fp8_weight(weight: Any, axis: int, scale_type: Any = np.float32) -> tuple[Any, np.ndarray]:
     """Per-channel float8 e4m3fn of `weight` (a float tensor) along `axis`: (codes, scale), scale =
     max |w| / 448 as stored in `scale_type`, codes rounded against that stored scale."""
-    reduce = tuple(d for d in range(weight.dim()) if d != axis)
-    amax = weight.abs().amax(dim=reduce).numpy().astype(np.float32)
-    scale = np.where(amax > 0, amax / FP8_MAX, 1.0).astype(np.float32).astype(scale_type)
-    shape = [1] * weight.dim()
-    shape[axis] = -1
-    return quantize(weight / torch.from_numpy(scale.astype(np.float32)).reshape(shape), 1.0,
-                    torch.float8_e4m3fn), scale
+    codes, scale = quantized_weight(weight.numpy(), axis, scale_type, QuantFormat.FP8)
+    return torch.from_numpy(codes.view(np.uint8)).view(torch.float8_e4m3fn), scale
 
 
 def _int8_layer(conv: Any, transposed: bool, input_amax: float, skip_amax: float | None,
@@ -51,7 +53,7 @@ def _int8_layer(conv: Any, transposed: bool, input_amax: float, skip_amax: float
     weight = conv.weight.detach().float().cpu()
     if fp8:
         q, scale = fp8_weight(weight, 1 if transposed else 0, scale_type)
-        input_scale = np.array(input_amax / FP8_MAX, dtype=np.float32).astype(scale_type)
+        input_scale = activation_scale(input_amax, scale_type, QuantFormat.FP8)
         return LayerQuant(float(input_scale), q, torch.from_numpy(scale.astype(np.float32)), 0.0, fp8=True,
                           fp8_acc=fp8_acc)
     q, scale = int8_weight(weight.numpy(), 1 if transposed else 0, scale_type)

@@ -35,6 +35,13 @@ class Placement(StrEnum):
     FUSED = "fused"  # TensorRT's placement rules for this network (quant.qdq says which)
 
 
+class QuantFormat(StrEnum):
+    """The 8-bit type a quantized variant's convolutions read (quant.qdq.FORMATS)."""
+
+    INT8 = "int8"  # symmetric int8, per-tensor activations, per-channel weights
+    FP8 = "fp8"  # float8 e4m3fn, the same scales over 448: Ada, Hopper and later (compute capability 8.9+)
+
+
 class Quantization(StrEnum):
     """How TensorRT learns an INT8 variant's precision."""
 

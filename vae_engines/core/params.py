@@ -23,7 +23,7 @@ from typing import Any, Literal
 import yaml
 
 from vae_engines.core.choices import (Backend, Calibrator, CompileMode, Device, FloatType, Kernels, Placement,
-                                      Precision, Quantization, Runtime)
+                                      Precision, QuantFormat, Quantization, Runtime)
 from vae_engines.core.errors import UserError
 
 VARIANT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -209,6 +209,9 @@ class Int8Variant:
     range_margin: every range times this factor (>= 1), room for peaks the calibration
     latents did not show; `auto` = the factor that decodes each half of the calibration
     latents best from the other half's ranges (quant.margin).
+    format: int8, or fp8 (float8 e4m3fn: the same ranges over 448, explicit Q/DQ on the
+    convolutions' inputs; quant.qdq). The section keeps its name: every quantized variant
+    lives in `int8`.
     """
 
     calibrator: Calibrator
@@ -229,9 +232,16 @@ class Int8Variant:
     equalize: bool = False
     equalize_migration: float | None = None
     range_margin: float | Literal["auto"] = 1.0
+    format: QuantFormat = QuantFormat.INT8
 
     def validate(self, where: str) -> None:
         self._validate_cache(where)
+        if self.format == QuantFormat.FP8 and self.quantization == Quantization.IMPLICIT:
+            raise UserError(f"{where}.format: fp8 needs explicit Q/DQ (TensorRT's implicit quantization is INT8 "
+                            "only); remove quantization: implicit")
+        if self.format == QuantFormat.FP8 and self.placement != Placement.CONV_INPUTS:
+            raise UserError(f"{where}.placement: {self.placement} quantizes residual skips for TensorRT's int8 "
+                            "fusions; an fp8 variant uses conv_inputs (remove placement)")
         if self.range_margin != "auto" and not 1 <= self.range_margin <= 4:
             raise UserError(f"{where}.range_margin: {self.range_margin} is outside 1..4 (a factor on the calibrated "
                             "ranges; to clip more, use calibrator percentile or mse) or `auto`")

@@ -7,7 +7,8 @@ graph says, node by node:
 
 - Conv / ConvTranspose with the node's pads, strides, dilations, groups, output_padding;
 - QuantizeLinear: saturate(round_half_to_even(x / scale) + zero_point) into int8's
-  [-128, 127] (or uint8's [0, 255]); DequantizeLinear: (q - zero_point) * scale, in the
+  [-128, 127] (or uint8's [0, 255]), or x / scale rounded to float8 e4m3fn (to nearest even,
+  saturated at +-448; its zero point is 0); DequantizeLinear: (q - zero_point) * scale, in the
   scale's type, per tensor or along `axis`;
 - every tensor in its ONNX type. fp16 tensors run on native half kernels where those are
   real (CUDA: cuDNN/cuBLAS half convolutions accumulate in fp32). On the CPU, torch's half
@@ -44,7 +45,8 @@ onnx = lazy_import("onnx")
 log = logging.getLogger(__name__)
 
 # ONNX TensorProto element types used here
-FLOAT, UINT8, INT8, INT32, INT64, FLOAT16, DOUBLE, BFLOAT16 = 1, 2, 3, 6, 7, 10, 11, 16
+FLOAT, UINT8, INT8, INT32, INT64, FLOAT16, DOUBLE, BFLOAT16, FLOAT8E4M3FN = 1, 2, 3, 6, 7, 10, 11, 16, 17
+FP8_MAX = 448.0
 FLOAT_TYPES = (FLOAT, FLOAT16, BFLOAT16, DOUBLE)
 ELEMENTWISE = {
     "Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mul": lambda a, b: a * b, "Div": lambda a, b: a / b,
@@ -75,6 +77,11 @@ def quantize(x: Any, scale: Any, zero_point: Any, lo: int, hi: int) -> Any:
     return q.clamp_(lo, hi)
 
 
+def quantize_fp8(x: Any, scale: Any) -> Any:
+    """ONNX QuantizeLinear to float8 e4m3fn (saturate=1) in fp32 arithmetic; the codes as float32."""
+    return (x.float() / scale.float()).clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).float()
+
+
 def dequantize(q: Any, scale: Any, zero_point: Any) -> Any:
     return (q.float() - zero_point.float()) * scale.float()
 
@@ -84,6 +91,11 @@ def fake_quantize(x: Any, scale: Any) -> Any:
     allocation (adding and subtracting a zero point of 0 is exact, so the result is the same)."""
 
     return torch.round(x.float().div(scale)).clamp_(-128, 127).mul_(scale)
+
+
+def fake_quantize_fp8(x: Any, scale: Any) -> Any:
+    """dequantize(quantize_fp8(x, scale), scale, 0): fake_quantize's float8 e4m3fn twin."""
+    return quantize_fp8(x, scale).mul_(scale)
 
 
 class GraphExecutor:
@@ -102,7 +114,10 @@ class GraphExecutor:
         self.values: dict[str, Any] = {}
         self.types: dict[str, int] = {}
         for init in model.graph.initializer:
-            self._set(init.name, torch.from_numpy(np.array(onnx.numpy_helper.to_array(init))), init.data_type)
+            value = np.array(onnx.numpy_helper.to_array(init))
+            if init.data_type == FLOAT8E4M3FN:  # float8 codes, exact in float32 (torch reads no ml_dtypes array)
+                value = value.astype(np.float32)
+            self._set(init.name, torch.from_numpy(value), init.data_type)
         graph_input = model.graph.input[0]
         self.input_name = graph_input.name
         self.input_type = graph_input.type.tensor_type.elem_type
@@ -150,8 +165,8 @@ class GraphExecutor:
             return tensor.bfloat16() if self.native_half else tensor.bfloat16().float()
         if elem in (FLOAT, DOUBLE):
             return tensor.float()
-        if elem in (INT8, UINT8):
-            return tensor.float()  # integers held exactly in float32
+        if elem in (INT8, UINT8, FLOAT8E4M3FN):
+            return tensor.float()  # integers and float8 codes held exactly in float32
         if elem in (INT32, INT64):
             return tensor.to(torch.int64)
         raise UserError(f"tensor type {elem} is not supported by the PyTorch graph executor")
@@ -250,8 +265,13 @@ class GraphExecutor:
             zp_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
             elem = self._type(zp_name) if zp_name else UINT8
             zero = args[2] if zp_name else torch.zeros((), device=self.device)
-            lo, hi = (-128, 127) if elem == INT8 else (0, 255)
             scale, zero = _along(args[1], args[0], a.get("axis", 1)), _along(zero, args[0], a.get("axis", 1))
+            if elem == FLOAT8E4M3FN:
+                if bool((zero != 0).any()):
+                    raise UserError(f"{node.name}: a float8 QuantizeLinear with a nonzero zero point; this project "
+                                    "writes 0 (quant.qdq)")
+                return quantize_fp8(args[0], scale), elem
+            lo, hi = (-128, 127) if elem == INT8 else (0, 255)
             return quantize(args[0], scale, zero, lo, hi), elem
         if op == "DequantizeLinear":
             zero = args[2] if len(args) > 2 and args[2] is not None else torch.zeros((), device=self.device)

@@ -90,12 +90,13 @@ def model_facts(path: str | os.PathLike) -> tuple[int, int]:
 
 
 def graph_precision(path: str | os.PathLike) -> str:
-    """fp32, fp16, int8+fp16 or int8+fp32: what the graph asks for (from its initializers)."""
+    """fp32, fp16, or int8+ / fp8+ either: what the graph asks for (from its initializers)."""
     model = load_onnx(path, load_weights=False)
     types = {i.data_type for i in model.graph.initializer}
-    int8 = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    quantized = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     base = "fp16" if 10 in types else "fp32"  # TensorProto.FLOAT16
-    return f"int8+{base}" if int8 else base
+    code = "fp8" if 17 in types else "int8"  # TensorProto.FLOAT8E4M3FN codes
+    return f"{code}+{base}" if quantized else base
 
 
 def ort_session(model: str | os.PathLike | Any, threads: int | None = None, *, keep_names: bool = False) -> Any:

@@ -234,8 +234,14 @@ def bench_torch(decoder_path: str | Path, bench: BenchParams, precisions: tuple[
     return doc
 
 
-INT8_SERIES = "compiled int8 {variant}"  # an INT8 engine's name in the records and the report
+INT8_SERIES = "compiled {format} {variant}"  # an INT8 (FP8) engine's name in the records and the report
 FP16_SERIES = "compiled fp16"  # the engine an INT8 engine is timed against
+
+
+def series_name(variant: str, engine: str | Path) -> str:
+    """`compiled int8 <variant>`, or `compiled fp8 <variant>` for an fp8 variant's engine (its record says)."""
+    precision = read_json(Path(engine).with_suffix(".json")).get("precision", "int8+fp16")
+    return INT8_SERIES.format(format=precision.split("+")[0], variant=variant)
 
 
 def bench_int8(variant: str, bench: BenchParams, fp16: Decoder, *, device: Any, engine: str | Path,
@@ -245,7 +251,7 @@ def bench_int8(variant: str, bench: BenchParams, fp16: Decoder, *, device: Any, 
     verdicts read; at the other bench frames the INT8 engine alone, and its memory, held-out
     quality, streaming and length sweep, which read against bench_torch's figures of the fp16
     engine (another run: no ratio is drawn from them). Returns the engine's record."""
-    name = INT8_SERIES.format(variant=variant)
+    name = series_name(variant, engine)
     doc: dict = {"machine": fingerprint(), "bench": bench_params(bench), "variant": variant, "engine": name}
     phases = phases or Phases()
     # the seeded normal latent it is timed on may lie beyond the INT8 engine's range: no guard
@@ -290,7 +296,7 @@ def bench_int8_engines(variants: tuple[str, ...], bench: BenchParams, *, device:
     if Runtime.TORCH not in bench.runtimes:
         for variant in variants:
             _not_in_runtimes({"machine": fingerprint(), "bench": bench_params(bench), "variant": variant,
-                              "engine": INT8_SERIES.format(variant=variant)},
+                              "engine": series_name(variant, Path(engines_dir) / f"{variant}.pt2")},
                              out / f"{variant}.json", out / f"{variant}.latency.json")
         return {variant: "timed" for variant in variants}
     code = source_digest(MEASURING_CODE)

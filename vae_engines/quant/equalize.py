@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from vae_engines.core.choices import QuantFormat
 from vae_engines.core.errors import UserError
 from vae_engines.core.lazy import lazy_import
 from vae_engines.graph.execute import GraphExecutor
@@ -414,7 +415,8 @@ def _minmax(plan: QdqPlan, channel_amax: dict[str, np.ndarray]) -> dict[str, flo
 
 
 def cross_validated_error(model: Any, groups: list[ScaleGroup], plan: QdqPlan, latents: np.ndarray, device: Any,
-                          candidates: tuple[float | None, ...] = MIGRATIONS) -> dict[float | None, float]:
+                          candidates: tuple[float | None, ...] = MIGRATIONS,
+                          fmt: QuantFormat = QuantFormat.INT8) -> dict[float | None, float]:
     """Per candidate migration, the squared error of the fake-quantized equalized graph
     (minmax ranges) on each half of `latents` when scales and ranges come from the other
     half, summed over both halves, against the fp32 decode."""
@@ -429,7 +431,7 @@ def cross_validated_error(model: Any, groups: list[ScaleGroup], plan: QdqPlan, l
             scales = equalization_scales(groups, fit, model, migration)
             graph = equalized_graph(model, groups, scales)
             quantized = GraphExecutor(graph, device)
-            overrides = FakeQuant(quantized, plan.layers).plan_overrides(
+            overrides = FakeQuant(quantized, plan.layers, fmt).plan_overrides(
                 plan, _minmax(plan, equalized_channel_amax(groups, scales, fit)))
             total += float(np.sum((quantized.decode(held, **overrides).astype(np.float64) - reference) ** 2))
         errors[migration] = total

@@ -1,10 +1,11 @@
-"""INT8 on the float graph without rewriting it: the executor hooks range search,
+"""INT8 (or FP8) on the float graph without rewriting it: the executor hooks range search,
 sensitivity and auto use to try many ranges quickly.
 
 For a set of layers and ranges, `FakeQuant` gives the GraphExecutor a hook per quantized
 input that rounds it exactly as the Q/DQ graph's QuantizeLinear -> DequantizeLinear pair
-does, and each quantized layer's weight as its int8 DequantizeLinear yields it
-(qdq.activation_scale and qdq.int8_weight are the functions insert_qdq uses). Residual
+does, and each quantized layer's weight as its DequantizeLinear yields it
+(qdq.activation_scale and qdq.quantized_weight are the functions insert_qdq uses), in the
+variant's format (qdq.FORMATS). Residual
 skip inputs (the fused placement) are rounded the same way. So a score measured here is the
 score of the graph quant.qdq would write; a test holds the two equal.
 """
@@ -15,33 +16,37 @@ from typing import Any
 
 import numpy as np
 
+from vae_engines.core.choices import QuantFormat
 from vae_engines.core.lazy import lazy_import
-from vae_engines.graph.execute import GraphExecutor, fake_quantize
-from vae_engines.quant.qdq import Layer, QdqPlan, activation_scale, int8_weight
+from vae_engines.graph.execute import GraphExecutor, fake_quantize, fake_quantize_fp8
+from vae_engines.quant.qdq import Layer, QdqPlan, activation_scale, quantized_weight
 
 torch = lazy_import("torch")
 
 
 class FakeQuant:
-    """Dequantized int8 weights of `layers` (computed once) and hooks for any ranges."""
+    """Dequantized `fmt` weights of `layers` (computed once) and hooks for any ranges."""
 
-    def __init__(self, executor: GraphExecutor, layers: list[Layer]) -> None:
+    def __init__(self, executor: GraphExecutor, layers: list[Layer], fmt: QuantFormat = QuantFormat.INT8) -> None:
         self.executor = executor
+        self.fmt = QuantFormat(fmt)
         self.layers = {layer.name: layer for layer in layers}
         self.weights: dict[str, Any] = {}
         for layer in layers:
             w = executor.values[layer.weight].float().cpu().numpy()
-            q, scale = int8_weight(w, layer.axis)
+            q, scale = quantized_weight(w, layer.axis, fmt=self.fmt)
             shape = [1] * w.ndim
             shape[layer.axis] = -1
             deq = torch.from_numpy(q.astype(np.float32)) * torch.from_numpy(scale.astype(np.float32)).reshape(shape)
             self.weights[layer.name] = deq.to(executor.device)
 
     def activation_hook(self, amax: float) -> Any:
-        scale = torch.tensor(float(activation_scale(amax)), dtype=torch.float32, device=self.executor.device)
+        scale = torch.tensor(float(activation_scale(amax, fmt=self.fmt)), dtype=torch.float32,
+                             device=self.executor.device)
+        rounding = fake_quantize_fp8 if self.fmt == QuantFormat.FP8 else fake_quantize
 
         def hook(x: Any) -> Any:
-            return fake_quantize(x, scale).to(x.dtype)
+            return rounding(x, scale).to(x.dtype)
         return hook
 
     def overrides(self, amax_by_layer: dict[str, float], skip_amax: dict[str, float] | None = None) -> dict:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vae_engines.core.choices import Calibrator
+from vae_engines.core.choices import Calibrator, QuantFormat
 from vae_engines.core.errors import UserError
 from vae_engines.graph.execute import GraphExecutor
 from vae_engines.quant.calibrators import calibrate
@@ -72,7 +72,8 @@ def widened(amax: dict[str, float], margin: float) -> dict[str, float]:
 def cross_validated_margin(executor: GraphExecutor, plan: QdqPlan, tensors: list[str], latents: np.ndarray,
                            calibrator: Calibrator, percentile: float | None,
                            candidates: tuple[float, ...] = MARGINS,
-                           input_candidates: tuple[float, ...] = INPUT_MARGINS) -> tuple[Margin, dict[str, dict]]:
+                           input_candidates: tuple[float, ...] = INPUT_MARGINS,
+                           fmt: QuantFormat = QuantFormat.INT8) -> tuple[Margin, dict[str, dict]]:
     """(the chosen margins, the squared error of each candidate pair, by margin then latent
     margin): ranges by `calibrator` from each half of `latents`, widened, scored on the other
     half's first SCORED_FRAMES frames against the fp32 decode. The latent's own candidates
@@ -82,7 +83,7 @@ def cross_validated_margin(executor: GraphExecutor, plan: QdqPlan, tensors: list
         raise UserError("range_margin: auto chooses the margin by cross-validation over the calibration latents, which "
                         "needs at least 2; raise calibration.count or give range_margin a number")
     parts = halves(latents)
-    fake = FakeQuant(executor, plan.layers)
+    fake = FakeQuant(executor, plan.layers, fmt=fmt)
     latent = executor.input_name if executor.input_name in plan.tensors() else None
     pairs = [Margin(m, l if latent else None) for m in candidates for l in (input_candidates if latent else (None,))]
     totals = dict.fromkeys(pairs, 0.0)
@@ -104,11 +105,11 @@ def cross_validated_margin(executor: GraphExecutor, plan: QdqPlan, tensors: list
 
 def apply_margin(setting: float | str, amax: dict[str, float], executor: GraphExecutor, plan: QdqPlan,
                  tensors: list[str], latents: np.ndarray, calibrator: Calibrator,
-                 percentile: float | None) -> tuple[dict[str, float], dict]:
+                 percentile: float | None, fmt: QuantFormat = QuantFormat.INT8) -> tuple[dict[str, float], dict]:
     """The ranges widened by the recipe's `range_margin` (a factor, or `auto`: chosen on the
     calibration `latents`), and the record of it."""
     if setting == "auto":
-        margin, errors = cross_validated_margin(executor, plan, tensors, latents, calibrator, percentile)
+        margin, errors = cross_validated_margin(executor, plan, tensors, latents, calibrator, percentile, fmt=fmt)
         return margin.widen(amax, executor.input_name), {
             **margin.record(), "chosen": "cross-validation on the calibration latents' halves",
             "cross_validated_error": errors}

@@ -26,8 +26,16 @@ Two placements (PLACEMENTS, params `placement`):
 
 Scales are computed in float32 and stored in the variant's float type; int8 weights are
 rounded against the stored scale, so what the graph dequantizes is exactly q * scale.
-`activation_scale` and `int8_weight` are shared with the PyTorch fake-quantization used by
-range search and sensitivity, which therefore computes exactly what these graphs say.
+`activation_scale` and `quantized_weight` are shared with the PyTorch fake-quantization used by
+range search and sensitivity, which therefore computes exactly what these graphs say, and with
+the fused engines (compiled.int8).
+
+Two formats (FORMATS, a variant's `format`): int8 (the above) and fp8, float8 e4m3fn with the
+same placement and the same ranges, each scale the range over 448 (e4m3's largest finite
+value) instead of 127, codes rounded to nearest even and saturated, zero points float8 0, as
+ONNX's QuantizeLinear to FLOAT8E4M3FN (opset 19) and TensorRT's explicit FP8 quantization
+compute them. ONNX Runtime's CPU provider runs these graphs (a test holds it to
+graph.execute's reading of them).
 
 A "layer" is named after its weight initializer without `.weight` (`block.0.conv_t1`),
 which is stable across exports and readable.
@@ -39,9 +47,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
-from vae_engines.core.choices import Placement
+from vae_engines.core.choices import Placement, QuantFormat
 from vae_engines.core.errors import UserError
 from vae_engines.core.lazy import lazy_import
 
@@ -49,6 +58,34 @@ onnx = lazy_import("onnx")
 
 QUANTIZABLE = ("Conv", "ConvTranspose")
 INT8_MAX = 127
+FP8_MAX = 448.0  # the largest finite float8 e4m3fn
+
+
+@dataclass(frozen=True)
+class Format:
+    """What one quantized format stores: its largest code, its numpy type and its ONNX type."""
+
+    largest: float
+    dtype: Any
+    onnx_type: int  # onnx.TensorProto element type
+
+    def codes(self, x: np.ndarray) -> np.ndarray:
+        """float32 `x` (already divided by its scale) as this format's codes: rounded to
+        nearest even and saturated."""
+        if self.dtype == np.int8:
+            return np.clip(np.rint(x), -self.largest, self.largest).astype(np.int8)
+        return np.clip(x, -self.largest, self.largest).astype(self.dtype)
+
+    def tensor(self, codes: np.ndarray, name: str) -> Any:
+        """An ONNX initializer holding `codes` (raw bytes: any onnx >= 1.17 reads float8 so)."""
+        return onnx.helper.make_tensor(name, self.onnx_type, list(codes.shape),
+                                       np.ascontiguousarray(codes).view(np.uint8).tobytes(), raw=True)
+
+
+FORMATS: dict[QuantFormat, Format] = {
+    QuantFormat.INT8: Format(INT8_MAX, np.int8, 3),  # TensorProto.INT8
+    QuantFormat.FP8: Format(FP8_MAX, ml_dtypes.float8_e4m3fn, 17),  # TensorProto.FLOAT8E4M3FN
+}
 
 
 @dataclass(frozen=True)
@@ -165,27 +202,34 @@ def select_layers(layers: list[Layer], *, keep_first: int = 0, keep_last: int = 
             and l.op_type not in exclude_op_types]
 
 
-def activation_scale(amax: float, scale_type: Any = np.float32) -> np.ndarray:
-    """The per-tensor scale of an activation with range [-amax, amax], as stored."""
-    return np.array(amax / INT8_MAX, dtype=np.float32).astype(scale_type)
+def activation_scale(amax: float, scale_type: Any = np.float32, fmt: QuantFormat = QuantFormat.INT8) -> np.ndarray:
+    """The per-tensor scale of an activation with range [-amax, amax] in format `fmt`, as stored."""
+    return np.array(amax / FORMATS[fmt].largest, dtype=np.float32).astype(scale_type)
+
+
+def quantized_weight(weight: np.ndarray, axis: int, scale_type: Any = np.float32,
+                     fmt: QuantFormat = QuantFormat.INT8) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-channel `fmt` codes of `weight` along `axis`: (q, scale), q rounded
+    against the stored scale so that q * scale is what the graph computes."""
+    largest = FORMATS[fmt].largest
+    reduce = tuple(d for d in range(weight.ndim) if d != axis)
+    amax = np.abs(weight).max(axis=reduce).astype(np.float32)
+    scale = np.where(amax > 0, amax / largest, 1.0).astype(np.float32).astype(scale_type)
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    return FORMATS[fmt].codes(weight.astype(np.float32) / scale.astype(np.float32).reshape(shape)), scale
 
 
 def int8_weight(weight: np.ndarray, axis: int, scale_type: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-channel int8 of `weight` along `axis`: (q, scale), q rounded against
-    the stored scale so that q * scale is what the graph computes."""
-    reduce = tuple(d for d in range(weight.ndim) if d != axis)
-    amax = np.abs(weight).max(axis=reduce).astype(np.float32)
-    scale = np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32).astype(scale_type)
-    shape = [1] * weight.ndim
-    shape[axis] = -1
-    q = np.clip(np.rint(weight.astype(np.float32) / scale.astype(np.float32).reshape(shape)), -INT8_MAX, INT8_MAX)
-    return q.astype(np.int8), scale
+    """quantized_weight in int8."""
+    return quantized_weight(weight, axis, scale_type, QuantFormat.INT8)
 
 
-def _activation_qdq(graph: Any, tensor: str, amax: float, scale_type: Any, label: str) -> tuple[list, str]:
+def _activation_qdq(graph: Any, tensor: str, amax: float, scale_type: Any, label: str,
+                    fmt: QuantFormat) -> tuple[list, str]:
     """(Q and DQ nodes, the dequantized tensor's name) for one activation tensor."""
-    scale = onnx.numpy_helper.from_array(activation_scale(amax, scale_type), f"{tensor}_scale")
-    zero = onnx.numpy_helper.from_array(np.array(0, dtype=np.int8), f"{tensor}_zero_point")
+    scale = onnx.numpy_helper.from_array(activation_scale(amax, scale_type, fmt), f"{tensor}_scale")
+    zero = FORMATS[fmt].tensor(np.zeros((), dtype=FORMATS[fmt].dtype), f"{tensor}_zero_point")
     graph.initializer.extend([scale, zero])
     return [onnx.helper.make_node("QuantizeLinear", [tensor, scale.name, zero.name], [f"{tensor}_quantized"],
                              name=f"{label}_quantize"),
@@ -193,23 +237,24 @@ def _activation_qdq(graph: Any, tensor: str, amax: float, scale_type: Any, label
                              [f"{tensor}_dequantized"], name=f"{label}_dequantize")], f"{tensor}_dequantized"
 
 
-def _weight_qdq(graph: Any, node: Any, layer: Layer, inits: dict, scale_type: Any) -> Any:
-    """The DequantizeLinear of `layer`'s int8 weight (initializers added to `graph`)."""
+def _weight_qdq(graph: Any, node: Any, layer: Layer, inits: dict, scale_type: Any, fmt: QuantFormat) -> Any:
+    """The DequantizeLinear of `layer`'s quantized weight (initializers added to `graph`)."""
     group = next((a.i for a in node.attribute if a.name == "group"), 1)
     if layer.op_type == "ConvTranspose" and group != 1:
         raise UserError(f"{layer.name}: grouped ConvTranspose has no single output-channel axis; exclude it")
-    q, scale = int8_weight(onnx.numpy_helper.to_array(inits[layer.weight]), layer.axis, scale_type)
-    wq = onnx.numpy_helper.from_array(q, f"{layer.weight}_quantized")
+    q, scale = quantized_weight(onnx.numpy_helper.to_array(inits[layer.weight]), layer.axis, scale_type, fmt)
+    wq = FORMATS[fmt].tensor(q, f"{layer.weight}_quantized")
     ws = onnx.numpy_helper.from_array(scale, f"{layer.weight}_scale")
-    wz = onnx.numpy_helper.from_array(np.zeros(scale.shape, dtype=np.int8), f"{layer.weight}_zero_point")
+    wz = FORMATS[fmt].tensor(np.zeros(scale.shape, dtype=FORMATS[fmt].dtype), f"{layer.weight}_zero_point")
     graph.initializer.extend([wq, ws, wz])
     return onnx.helper.make_node("DequantizeLinear", [wq.name, ws.name, wz.name], [f"{layer.weight}_dequantized"],
                             name=f"{layer.name}.weight_dequantize", axis=layer.axis)
 
 
-def insert_qdq(model: Any, plan: QdqPlan | list[Layer], amax: dict[str, float], scale_type: Any = np.float32) -> Any:
+def insert_qdq(model: Any, plan: QdqPlan | list[Layer], amax: dict[str, float], scale_type: Any = np.float32,
+               fmt: QuantFormat = QuantFormat.INT8) -> Any:
     """A copy of the float32 `model` with Q/DQ where `plan` says (a list of layers: their
-    inputs and weights; see the module docstring).
+    inputs and weights; see the module docstring), in format `fmt`.
 
     amax: per activation tensor, from calibration. scale_type: np.float16 for a graph that
     float16.float16_graph converts next (Q/DQ then run in fp16; opset >= 19).
@@ -230,12 +275,12 @@ def insert_qdq(model: Any, plan: QdqPlan | list[Layer], amax: dict[str, float], 
     inputs += [(l.skip.node, l.skip.index, l.skip.tensor, l.name + ".skip") for l in plan.skips]
     for node_name, index, tensor, label in inputs:
         if tensor not in dequantized:
-            nodes, dequantized[tensor] = _activation_qdq(graph, tensor, amax[tensor], scale_type, label)
+            nodes, dequantized[tensor] = _activation_qdq(graph, tensor, amax[tensor], scale_type, label, fmt)
             before.setdefault(node_name, []).extend(nodes)
         by_node[node_name].input[index] = dequantized[tensor]
     for layer in plan.layers:
         node = by_node[layer.node]
-        before.setdefault(layer.node, []).append(_weight_qdq(graph, node, layer, inits, scale_type))
+        before.setdefault(layer.node, []).append(_weight_qdq(graph, node, layer, inits, scale_type, fmt))
         node.input[1] = f"{layer.weight}_dequantized"
     used = {i for n in graph.node for i in n.input} | {i for pre in before.values() for n in pre for i in n.input}
     kept_inits = [i for i in graph.initializer if i.name in used]
@@ -250,4 +295,6 @@ def insert_qdq(model: Any, plan: QdqPlan | list[Layer], amax: dict[str, float], 
     del graph.value_info[:]  # stale float types would mislead shape inference
     if out.opset_import[0].version < 13:
         raise UserError("per-channel DequantizeLinear needs opset >= 13; raise export.opset")
+    if fmt == QuantFormat.FP8 and out.opset_import[0].version < 19:
+        raise UserError("float8 Q/DQ needs opset >= 19; raise export.opset")
     return out

@@ -1,5 +1,5 @@
-"""One INT8 variant: its layers and placement, its ranges, the layers auto keeps in float,
-and its graph. The `quantize@<variant>` stage is `quantize_variant`.
+"""One INT8 (or FP8) variant: its layers and placement, its ranges, the layers auto keeps in
+float, and its graph. The `quantize@<variant>` stage is `quantize_variant`.
 
 The steps, each a function: `plan_of` (the selected layers through the placement's table,
 quant.qdq.PLACEMENTS), `variant_ranges` (the calibrator's table, RANGES: the shared
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from vae_engines.core import device as devices
-from vae_engines.core.choices import Calibrator, FloatType, Quantization
+from vae_engines.core.choices import Calibrator, FloatType, QuantFormat, Quantization
 from vae_engines.core.errors import UserError
 from vae_engines.core.fileio import sha256_file, write_json
 from vae_engines.core.params import Int8Variant
@@ -78,7 +78,7 @@ def _statistics(recipe: Int8Variant, inputs: Inputs, plan: QdqPlan, tensors: lis
 def _search(recipe: Int8Variant, inputs: Inputs, plan: QdqPlan, tensors: list[str]) -> tuple[dict, dict]:
     latents = read_latent_set(inputs.calibration_dir)[: recipe.search_latents]
     found, record = range_search(inputs.executor, plan.layers, inputs.stats, latents,
-                                 inputs.executor.decode(latents), sweeps=recipe.search_sweeps)
+                                 inputs.executor.decode(latents), sweeps=recipe.search_sweeps, fmt=recipe.format)
     return {**calibrate(inputs.stats, tensors, Calibrator.MINMAX), **found}, record
 
 
@@ -116,26 +116,26 @@ def auto_plan(recipe: Int8Variant, inputs: Inputs, plan: QdqPlan, amax: dict[str
     latents = read_latent_set(inputs.calibration_dir)[: recipe.auto_latents]
     model = inputs.model if recipe.target_reference == "fp32" else float16_graph(inputs.model)
     reference = GraphExecutor(model, inputs.device).decode(latents)
-    auto = auto_keep(inputs.executor, plan, amax, latents, reference, recipe.target_psnr_db)
+    auto = auto_keep(inputs.executor, plan, amax, latents, reference, recipe.target_psnr_db, fmt=recipe.format)
     auto["reference"] = recipe.target_reference + (" computed in fp16" if recipe.target_reference == "fp16" else "")
     auto["measured_on"] = f"{len(latents)} calibration latents, fake-quantized fp32 graph"
     return without(plan, auto["kept_in_float"]), auto
 
 
 def qdq_graph(model: Any, plan: QdqPlan | list[Layer], amax: dict[str, float], float_type: FloatType | str,
-              float32_io: bool = True) -> Any:
-    """The Q/DQ graph of fp32 `model` in `float_type` (fp16: scales, Snake, biases and kept
-    layers in fp16; fp32: as calibrated)."""
+              float32_io: bool = True, fmt: QuantFormat = QuantFormat.INT8) -> Any:
+    """The `fmt` Q/DQ graph of fp32 `model` in `float_type` (fp16: scales, Snake, biases and
+    kept layers in fp16; fp32: as calibrated)."""
     if float_type == FloatType.FP32:
-        return insert_qdq(model, plan, amax)
-    return float16_graph(insert_qdq(model, plan, amax, scale_type=np.float16), float32_io)
+        return insert_qdq(model, plan, amax, fmt=fmt)
+    return float16_graph(insert_qdq(model, plan, amax, scale_type=np.float16, fmt=fmt), float32_io)
 
 
 def variant_graph(model: Any, recipe: Int8Variant, plan: QdqPlan, amax: dict[str, float], float32_io: bool) -> Any:
     """explicit: the Q/DQ graph in the variant's float type; implicit: the fp32 graph."""
     if recipe.quantization == Quantization.IMPLICIT:
         return model
-    return qdq_graph(model, plan, amax, recipe.float_type, float32_io)
+    return qdq_graph(model, plan, amax, recipe.float_type, float32_io, recipe.format)
 
 
 def equalized_inputs(recipe: Int8Variant, inputs: Inputs, plan: QdqPlan) -> tuple[Inputs, dict]:
@@ -151,7 +151,7 @@ def equalized_inputs(recipe: Int8Variant, inputs: Inputs, plan: QdqPlan) -> tupl
         if len(latents) < 2:
             raise UserError("equalize chooses its migration by cross-validation over the calibration latents, which "
                             "needs at least 2; raise calibration.count or set equalize_migration")
-        found = cross_validated_error(inputs.model, groups, plan, latents, inputs.device)
+        found = cross_validated_error(inputs.model, groups, plan, latents, inputs.device, fmt=recipe.format)
         migration, errors = least_error(MIGRATIONS, found.__getitem__)
     scales = equalization_scales(groups, channels, inputs.model, migration)
     model = equalized_graph(inputs.model, groups, scales)
@@ -176,8 +176,8 @@ def variant_record(name: str, recipe: Int8Variant, layers: list[Layer], plan: Qd
     return {
         "variant": name, "calibrator": str(recipe.calibrator), "percentile": recipe.percentile,
         "placement": str(recipe.placement), "quantization": str(recipe.quantization), "cache": recipe.cache,
-        "float_type": str(recipe.float_type),
-        "precision": f"int8+{recipe.float_type}",
+        "float_type": str(recipe.float_type), "format": str(recipe.format),
+        "precision": f"{recipe.format}+{recipe.float_type}",
         "amax": {t: float(f"{amax[t]:.7g}") for t in tensors},
         "layers": [{"name": l.name, "op_type": l.op_type, "input": l.activation, "int8": l.name in quantized,
                     "skip_quantized": any(s.name == l.name for s in plan.skips),
@@ -209,7 +209,8 @@ def quantize_variant(name: str, recipe: Int8Variant, *, fp32_onnx: str | Path, s
     margin = None
     if recipe.range_margin != 1.0:
         amax, margin = apply_margin(recipe.range_margin, amax, inputs.executor, plan, tensors,
-                                    read_latent_set(inputs.calibration_dir), recipe.calibrator, recipe.percentile)
+                                    read_latent_set(inputs.calibration_dir), recipe.calibrator, recipe.percentile,
+                                    fmt=recipe.format)
     auto = None
     if recipe.is_auto:
         plan, auto = auto_plan(recipe, inputs, plan, amax)
@@ -231,6 +232,6 @@ def quantize_variant(name: str, recipe: Int8Variant, *, fp32_onnx: str | Path, s
         recipe_meta, sort_keys=True)})
     save_onnx(graph, out_onnx)
     write_json(ranges_json, record)
-    log.info("%s: %d of %d convolution layers in int8, %d residual skips (%s, %s, rest %s)", name, len(plan.layers),
-             len(layers), len(plan.skips), recipe.calibrator, recipe.placement, recipe.float_type)
+    log.info("%s: %d of %d convolution layers in %s, %d residual skips (%s, %s, rest %s)", name, len(plan.layers),
+             len(layers), recipe.format, len(plan.skips), recipe.calibrator, recipe.placement, recipe.float_type)
     return record

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vae_engines.core.choices import QuantFormat
 from vae_engines.quant.calibrators import amax_from_histogram, calibrate
 from vae_engines.quant.fakequant import FakeQuant
 from vae_engines.quant.qdq import Layer
@@ -66,10 +67,11 @@ def candidate_ranges(stats: Any, tensor: str) -> list[float]:
 
 
 def range_search(executor: Any, layers: list[Layer], stats: Any, latents: np.ndarray, reference: np.ndarray, *,
-                 sweeps: int = 1, progress: Any = None) -> tuple[dict[str, float], dict]:
+                 sweeps: int = 1, progress: Any = None, fmt: QuantFormat = QuantFormat.INT8
+                 ) -> tuple[dict[str, float], dict]:
     """Ranges per activation tensor (all `layers`) minimising the decode's squared error
     against `reference` (fp32 outputs of `latents`, [N, C_out, S]). Returns (amax, record)."""
-    fake = FakeQuant(executor, layers)
+    fake = FakeQuant(executor, layers, fmt)
     tensors = [layer.activation for layer in layers]
     candidates = {layer.name: candidate_ranges(stats, layer.activation) for layer in layers}
     target = torch.from_numpy(reference).to(executor.device).float()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from vae_engines.core import device as devices
-from vae_engines.core.choices import Calibrator
+from vae_engines.core.choices import Calibrator, QuantFormat
 from vae_engines.core.env import fingerprint
 from vae_engines.core.fileio import write_json
 from vae_engines.data.latentset import read_latent_set
@@ -39,9 +39,9 @@ def psnr_of(out: Any, reference: np.ndarray) -> float:
 
 
 def layer_sensitivity(executor: GraphExecutor, layers: list[Layer], amax: dict[str, float], latents: np.ndarray,
-                      reference: np.ndarray, progress: Any = None) -> list[dict]:
-    """Quality with each layer alone in INT8, in network order (rows with index, layer, op_type, peak_psnr_db)."""
-    fake = FakeQuant(executor, layers)
+                      reference: np.ndarray, progress: Any = None, fmt: QuantFormat = QuantFormat.INT8) -> list[dict]:
+    """Quality with each layer alone in INT8 (or `fmt`), in network order (rows with index, layer, op_type, peak_psnr_db)."""
+    fake = FakeQuant(executor, layers, fmt)
     rows = []
     state, position = executor.feed(latents), 0
     for index, layer in enumerate(layers):
@@ -62,12 +62,12 @@ def without(plan: QdqPlan, kept: list[str]) -> QdqPlan:
 
 
 def auto_keep(executor: GraphExecutor, plan: QdqPlan, amax: dict[str, float], latents: np.ndarray,
-              reference: np.ndarray, target_db: float) -> dict:
+              reference: np.ndarray, target_db: float, fmt: QuantFormat = QuantFormat.INT8) -> dict:
     """Smallest greedy set of layers kept in float (most sensitive first) whose model meets
     `target_db` peak PSNR against `reference`, verified end to end after every addition."""
-    rows = layer_sensitivity(executor, plan.layers, amax, latents, reference)
+    rows = layer_sensitivity(executor, plan.layers, amax, latents, reference, fmt=fmt)
     order = sorted(rows, key=lambda r: (r["peak_psnr_db"], -r["index"]))
-    fake = FakeQuant(executor, plan.layers)
+    fake = FakeQuant(executor, plan.layers, fmt)
     kept: list[str] = []
     steps = []
     while True:

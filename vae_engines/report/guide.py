@@ -41,11 +41,18 @@ def _speed_lines(int8: list[VariantRecords], kind: str, frames: tuple[int, ...])
     return lines
 
 
+def formats_label(variants: list[VariantRecords]) -> str:
+    """INT8, FP8 or INT8 / FP8: the formats among quantized `variants`."""
+    return " / ".join(f.upper() for f in sorted({v.format for v in variants if v.format}, key=("int8", "fp8").index))
+
+
 def quality_lines(int8: list[VariantRecords]) -> list[str]:
     ranked = sorted(int8, key=lambda v: -(v.psnr("fp16") or 0))
     best, lines = ranked[0], []
     nxt = f"; next `{ranked[1].name}` at {ranked[1].psnr('fp16'):.1f} dB." if len(ranked) > 1 else "."
-    lines.append(f"- **Highest quality INT8**: `{best.name}`, {best.psnr('fp16'):.1f} dB peak PSNR vs fp16 "
+    lines.append(f"- **Highest quality {formats_label(int8)}**: `{best.name}`"
+                 + (f" ({best.format})" if len({v.format for v in int8}) > 1 else "")
+                 + f", {best.psnr('fp16'):.1f} dB peak PSNR vs fp16 "
                  f"({best.psnr('fp32'):.1f} dB vs fp32, SNR {best.psnr('fp32', key='snr_db'):.1f} dB){nxt}")
     risky = [v.name for v in int8 if (v.psnr("fp16") or 0) < QUALITY_RISK_DB]
     if risky:
@@ -55,21 +62,25 @@ def quality_lines(int8: list[VariantRecords]) -> list[str]:
 
 
 def int8_buys(variants: list[VariantRecords]) -> list[str]:
-    """What INT8 buys with the backend that built the plans, from the plans' own records."""
+    """What INT8 (and FP8) buys with the backend that built the plans, from the plans' own records."""
     fp16 = next((v for v in variants if v.name == "fp16"), None)
-    int8 = [v for v in variants if v.is_int8]
-    if not int8 or fp16 is None:
+    if fp16 is None:
         return []
-    backend = f"{int8[0].plan['backend']} {int8[0].plan['backend_version']}"
-    sizes = sorted(v.plan["plan_bytes"] / fp16.plan["plan_bytes"] for v in int8)
-    memory = int8[0].bench.get("memory", {}).get("engine_device_memory_bytes")
-    lines = [f"- **What INT8 buys with {backend}**: {int8[0].plan.get('int8_execution', 'unknown')}. Measured "
-             f"here: INT8 plans are {sizes[0]:.0%}-{sizes[-1]:.0%} of the fp16 plan's "
-             f"{fp16.plan['plan_bytes'] / 1e6:.1f} MB; device memory "
-             + (f"{memory / 2**20:.0f} MiB." if memory else f"{int8[0].bench.get('tensorrt', 'not measured')}.")]
-    if int8[0].plan["backend"] == "tensorrt_rtx":
-        lines.append("- INT8 activations only speed up on full TensorRT (10.x implicit, or explicit Q/DQ placed "
-                     "so TensorRT can fuse it: the `fused` placement); ship TensorRT-RTX INT8 for size, not speed.")
+    lines = []
+    for fmt in ("int8", "fp8"):
+        plans = [v for v in variants if v.format == fmt]
+        if not plans:
+            continue
+        backend = f"{plans[0].plan['backend']} {plans[0].plan['backend_version']}"
+        sizes = sorted(v.plan["plan_bytes"] / fp16.plan["plan_bytes"] for v in plans)
+        memory = plans[0].bench.get("memory", {}).get("engine_device_memory_bytes")
+        lines.append(f"- **What {fmt.upper()} buys with {backend}**: {plans[0].plan.get('int8_execution', 'unknown')}. "
+                     f"Measured here: {fmt.upper()} plans are {sizes[0]:.0%}-{sizes[-1]:.0%} of the fp16 plan's "
+                     f"{fp16.plan['plan_bytes'] / 1e6:.1f} MB; device memory "
+                     + (f"{memory / 2**20:.0f} MiB." if memory else f"{plans[0].bench.get('tensorrt', 'not measured')}."))
+        if fmt == "int8" and plans[0].plan["backend"] == "tensorrt_rtx":
+            lines.append("- INT8 activations only speed up on full TensorRT (10.x implicit, or explicit Q/DQ placed "
+                         "so TensorRT can fuse it: the `fused` placement); ship TensorRT-RTX INT8 for size, not speed.")
     return lines
 
 
@@ -110,9 +121,10 @@ def int8_engine_lines(variants: list[VariantRecords], torch: TorchRecords) -> li
     device = torch.device().get("name", "this GPU")
     best = max(rows, key=lambda r: r["ratio"]["median_ratio"])
     r = best["ratio"]
+    what, cores = ("FP8", "float8 tensor cores") if best["format"] == "fp8" else ("INT8", "int8 tensor cores")
     quality = f"{best['engine_db']:.1f} dB vs fp32" if best["engine_db"] is not None else "quality n/a"
     if r["verdict"] == "faster":
-        return [f"- **What INT8 buys with the fused kernels on {device}** (int8 tensor cores, measured): "
+        return [f"- **What {what} buys with the fused kernels on {device}** ({cores}, measured): "
                 f"`{best['engine']}` decodes {best['frames']} frames {_interval(r)} faster than `{r['reference']}` "
                 f"({quality}; its Q/DQ graph: "
                 f"{best['simulated_db'] if best['simulated_db'] is None else round(best['simulated_db'], 1)} dB)."]

@@ -30,7 +30,13 @@ class VariantRecords:
 
     @property
     def is_int8(self) -> bool:
+        """A quantized variant (int8 or fp8: every variant of params `int8`)."""
         return self.name != "fp16"
+
+    @property
+    def format(self) -> str | None:
+        """int8 or fp8 for a quantized variant (records from before `format` are int8), None for fp16."""
+        return (self.label("format") or "int8") if self.is_int8 else None
 
     def label(self, key: str) -> str | None:
         """What the variant's graph recorded (calibrator, placement, quantization, ...)."""

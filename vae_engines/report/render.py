@@ -104,9 +104,9 @@ def _speed_tables(variants: list[VariantRecords], frames: tuple[int, ...]) -> li
 
 
 def _engines_table(variants: list[VariantRecords]) -> list[str]:
-    out = ["## Engines", "", "What each plan's backend does with its INT8, from the plan's own build record, and the "
-           "measured plan size.", "", "| variant | backend | target | build (s) | plan (MB) | vs fp16 plan | "
-           "convolutions int8 / fp16 / fp32 (as parsed) | what the INT8 does on this backend |",
+    out = ["## Engines", "", "What each plan's backend does with its INT8 (or FP8), from the plan's own build record, "
+           "and the measured plan size.", "", "| variant | backend | target | build (s) | plan (MB) | vs fp16 plan | "
+           "convolutions int8 / fp8 / fp16 / fp32 (as parsed) | what the INT8 (FP8) does on this backend |",
            "|---|---|---|---|---|---|---|---|"]
     for v in variants:
         p = v.plan
@@ -114,7 +114,7 @@ def _engines_table(variants: list[VariantRecords]) -> list[str]:
         ratio = v.bench.get("memory", {}).get("plan_vs_fp16")
         out.append(f"| `{v.name}` | {p['backend']} {p['backend_version']} | {p['target']} | {p['build_seconds']} | "
                    f"{p['plan_bytes'] / 1e6:.1f} | {'-' if ratio is None else f'{ratio:.0%}'} | {conv.get('int8', 0)} / "
-                   f"{conv.get('fp16', 0)} / {conv.get('fp32', 0)} | {p.get('int8_execution', '')} |")
+                   f"{conv.get('fp8', 0)} / {conv.get('fp16', 0)} / {conv.get('fp32', 0)} | {p.get('int8_execution', '')} |")
     out += ["", "TensorRT latency and device memory: " + "; ".join(sorted({v.bench.get("tensorrt", "n/a")
                                                                           for v in variants})) + ".", ""]
     return out

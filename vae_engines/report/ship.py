@@ -2,7 +2,7 @@
 held-out quality target (params `report.quality_target_db`, peak PSNR vs fp32), from this run's
 measurements alone.
 
-Candidates are the PyTorch engines that ran here (eager, compiled, INT8; their records hold
+Candidates are the PyTorch engines that ran here (eager, compiled, INT8 and FP8; their records hold
 their held-out quality, latency and device memory). The pick is the one with the lowest
 median at the longest bench frames among those that reach the target; it is called faster
 than the runner-up only where a record timed both in the same rounds and the ratio's 95%
@@ -134,7 +134,8 @@ def ship_lines(variants: list[VariantRecords], torch: TorchRecords, frames: tupl
 
 
 def plan_lines(variants: list[VariantRecords], target_db: float) -> list[str]:
-    """The TensorRT plans: the best INT8 plan for the target by simulated quality and size."""
+    """The TensorRT plans: the smallest quantized (INT8 or FP8) plan reaching the target by
+    simulated quality, else fp16."""
     int8 = [v for v in variants if v.is_int8 and v.psnr("fp32") is not None]
     fp16 = next((v for v in variants if not v.is_int8), None)
     if not int8 or fp16 is None:
@@ -144,9 +145,11 @@ def plan_lines(variants: list[VariantRecords], target_db: float) -> list[str]:
     meeting = sorted([v for v in int8 if v.psnr("fp32") >= target_db], key=lambda v: v.plan["plan_bytes"])
     if meeting:
         v = meeting[0]
-        pick = (f"the smallest INT8 plan reaching the target is `{v.name}` ({v.psnr('fp32'):.1f} dB held-out, its "
-                f"Q/DQ graph; {v.plan['plan_bytes'] / 1e6:.1f} MB against fp16's {fp16.plan['plan_bytes'] / 1e6:.1f} MB)")
+        fp8 = ", float8: GPUs of compute capability 8.9+ only" if v.format == "fp8" else ""
+        pick = (f"the smallest quantized plan reaching the target is `{v.name}` ({v.format}{fp8}; "
+                f"{v.psnr('fp32'):.1f} dB held-out, its Q/DQ graph; {v.plan['plan_bytes'] / 1e6:.1f} MB against "
+                f"fp16's {fp16.plan['plan_bytes'] / 1e6:.1f} MB)")
     else:
         best = max(int8, key=lambda v: v.psnr("fp32"))
-        pick = f"no INT8 plan reaches it (best `{best.name}`, {best.psnr('fp32'):.1f} dB): ship the fp16 plan"
+        pick = f"no quantized plan reaches it (best `{best.name}`, {best.psnr('fp32'):.1f} dB): ship the fp16 plan"
     return [f"- **TensorRT plans** ({backend}, for the GPU they target): {pick}. Their speed: {status}."]

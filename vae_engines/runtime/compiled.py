@@ -64,7 +64,7 @@ def package_guard(path: Path, meta: dict, range_guard: float | None, on_range: O
     """An INT8 package's guard over the input range its record holds; a float package, or
     an INT8 one built before the guard (warned of: rebuild it), has none."""
     input_range = meta.get("input_range")
-    if input_range is None and str(meta.get("precision", "")).startswith("int8"):
+    if input_range is None and str(meta.get("precision", "")).startswith(("int8", "fp8")):
         log.warning("%s: its record holds no calibrated input range (built before the range guard); latents are "
                     "not checked against it: rebuild it with `dvc repro`", path)
     return RangeGuard.of(f"torch engine {path.name}", input_range, range_guard, on_range)

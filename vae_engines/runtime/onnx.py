@@ -28,12 +28,14 @@ ORT_EXECUTES = {
     "fp16": "fp16 weights, fp32 compute (ONNX Runtime's CPU provider upcasts)",
     "int8+fp32": "int8 Q/DQ rounding, float32 convolutions (ONNX Runtime's CPU provider dequantizes)",
     "int8+fp16": "int8 Q/DQ rounding, float32 convolutions, fp16 parts computed in fp32",
+    "fp8+fp32": "float8 e4m3fn Q/DQ rounding, float32 convolutions (ONNX Runtime's CPU provider dequantizes)",
+    "fp8+fp16": "float8 e4m3fn Q/DQ rounding, float32 convolutions, fp16 parts computed in fp32",
 }
 
 
 def graph_guard(path: Path, precision: str, range_guard: float | None, on_range: OnRange | str | None) -> RangeGuard:
     """An INT8 graph's guard over the latent range its recipe was calibrated on (a float graph: none)."""
-    input_range = latent_range(variant_recipe(path)) if precision.startswith("int8") else None
+    input_range = latent_range(variant_recipe(path)) if precision.startswith(("int8", "fp8")) else None
     return RangeGuard.of(f"onnx engine {path.name}", input_range, range_guard, on_range)
 
 

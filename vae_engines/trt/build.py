@@ -59,24 +59,22 @@ def network_from_onnx(backend: TensorRT, onnx_path: Path, logger: Any, strongly_
 def layer_precisions(network: Any) -> dict:
     """The types the network gives its layers, as parsed (before fusion).
 
-    convolutions: how many Conv / ConvTranspose layers take int8 (their input comes from a
-    DequantizeLinear), fp16 or fp32 input. layers: the count of layers per (type, output
+    convolutions: how many Conv / ConvTranspose layers take int8 or fp8 (their input comes
+    from a DequantizeLinear of that type), fp16 or fp32 input. layers: the count of layers per (type, output
     type). The engine inspector would give the fused layers but needs a GPU that can
     deserialize the plan."""
     producer: dict[str, Any] = {}
     layers: dict[str, int] = {}
-    convolutions = {"int8": 0, "fp16": 0, "fp32": 0}
+    convolutions = {"int8": 0, "fp8": 0, "fp16": 0, "fp32": 0}
 
-    def origin(tensor: Any) -> str:
+    def origin(tensor: Any) -> Any:
         # the parser reshapes 1-D convolutions to 2-D: look through shape-only layers
-        kind = "INPUT"
         while tensor is not None and tensor.name in producer:
             layer = producer[tensor.name]
-            kind = str(layer.type).split(".")[-1]
-            if kind not in SHAPE_ONLY:
-                return kind
+            if str(layer.type).split(".")[-1] not in SHAPE_ONLY:
+                return layer
             tensor = layer.get_input(0)
-        return kind
+        return None
 
     for i in range(network.num_layers):
         layer = network.get_layer(i)
@@ -87,8 +85,9 @@ def layer_precisions(network: Any) -> dict:
         layers[f"{kind} -> {dtype}"] = layers.get(f"{kind} -> {dtype}", 0) + 1
         if kind in ("CONVOLUTION", "DECONVOLUTION"):
             source = layer.get_input(0)
-            if origin(source) == "DEQUANTIZE":
-                convolutions["int8"] += 1
+            made_by = origin(source)
+            if made_by is not None and str(made_by.type).endswith("DEQUANTIZE"):
+                convolutions["fp8" if "FP8" in str(made_by.get_input(0).dtype) else "int8"] += 1
             else:
                 convolutions["fp16" if "HALF" in str(source.dtype) else "fp32"] += 1
     return {"convolutions": convolutions, "layers": dict(sorted(layers.items()))}
@@ -144,15 +143,25 @@ def save_plan(serialized: Any, plan_path: Path) -> None:
 
 
 def int8_execution(backend: TensorRT, recipe: dict | None) -> str:
-    """What the backend does with the variant's INT8 (recorded in the plan's record).
+    """What the backend does with the variant's INT8 or FP8 (recorded in the plan's record).
 
     TensorRT-RTX lists INT8 only as weight-only quantization (support matrices 1.0-1.5;
     the 1.7 release notes: INT8 weight-only convolutions give smaller engines and lower
-    peak memory); no INT8-activation convolution is documented. Full TensorRT runs INT8
-    kernels where the Q/DQ placement lets it fuse them; implicit INT8 (TensorRT 10.x) picks
-    INT8 per layer where its dynamic ranges allow and it is faster."""
+    peak memory); no INT8-activation convolution is documented. Its FP8 is for matrix
+    multiplications only, on compute capability 8.9 and later ("Working with Quantized
+    Types", TensorRT-RTX docs): these are convolutions. Full TensorRT runs INT8 kernels
+    where the Q/DQ placement lets it fuse them; implicit INT8 (TensorRT 10.x) picks INT8 per
+    layer where its dynamic ranges allow and it is faster; FP8 Q/DQ needs compute capability
+    8.9 or later there too."""
     if recipe is None:
         return "none: an fp16 engine"
+    if recipe.get("format") == "fp8":
+        if backend.name == "tensorrt_rtx":
+            return ("fp8 Q/DQ on convolutions, which TensorRT-RTX's FP8 (matrix multiplications on compute "
+                    "capability 8.9+) does not name: expect float convolutions and at best fp16's speed until "
+                    "measured on the target GPU")
+        return ("explicit FP8 Q/DQ (conv_inputs placement): FP8 kernels where TensorRT has them for these "
+                "convolutions, on compute capability 8.9+ only; float elsewhere")
     if backend.name == "tensorrt_rtx":
         return ("weight-only: TensorRT-RTX keeps the int8 weights (smaller plan, less memory) and computes the "
                 "convolutions in float; expect at best fp16's speed until measured on the target GPU")
