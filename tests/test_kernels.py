@@ -619,20 +619,22 @@ def test_an_int8_engine_decodes_like_its_graph(variants, placement):
     assert peak_psnr(simulated, engine) >= sim_db - 6, (peak_psnr(simulated, engine), sim_db)
 
 
-def test_the_agreement_tool_tells_clipping_from_a_defect(variants):
-    """measure.agreement on the three cases it exists for. The calibration latents themselves:
-    nothing beyond any range (minmax), the engine nowhere parts from the graph. The same
-    latents at 40x their scale (what a random normal latent is to the seeded full-size
-    model's encodings: std 0.027 against 1): the latent saturates conv1's int8 input, the
-    graph and the engine lose quality together and still agree. An engine built with a
-    wrong scale for one layer (a defect): it parts from the graph at that layer."""
+@pytest.mark.parametrize("variant", ["conv_inputs", "fp8"])
+def test_the_agreement_tool_tells_clipping_from_a_defect(variants, variant):
+    """measure.agreement on the three cases it exists for, int8 and fp8. The calibration latents
+    themselves: nothing beyond any range (minmax), the engine nowhere parts from the graph. The
+    same latents at 40x their scale (what a random normal latent is to the seeded full-size
+    model's encodings: std 0.027 against 1): the latent saturates conv1's quantized input, the
+    graph and the engine lose quality together and still agree. An engine built with a wrong
+    scale for one layer (a defect; for fp8 a range 4x too small, since e4m3's steps grow with
+    the value and a range too large costs it little): it parts from the graph at that layer."""
     from vae_engines.measure.agreement import fp32_graph, int8_agreement
 
     tmp, calibration = variants["dir"], variants["calibration"]
     fp32 = fp32_graph(tmp / "fp32.onnx", torch.device("cpu"))
-    record = json.loads((tmp / "conv_inputs.json").read_text())
+    record = json.loads((tmp / f"{variant}.json").read_text())
     sets = {"calibration": calibration, "40x": calibration * 40}
-    result = int8_agreement(variants["decoder"], fp32, tmp / "conv_inputs.onnx", record, sets,
+    result = int8_agreement(variants["decoder"], fp32, tmp / f"{variant}.onnx", record, sets,
                             device=torch.device("cpu"))
     inside, outside = result["sets"]["calibration"], result["sets"]["40x"]
     assert inside["clipped_at"] is None and inside["parted_at"] is None
@@ -643,8 +645,9 @@ def test_the_agreement_tool_tells_clipping_from_a_defect(variants):
     assert outside["output"]["graph_vs_fp32_db"] < inside["output"]["graph_vs_fp32_db"] - 10
     assert abs(outside["output"]["engine_vs_fp32_db"] - outside["output"]["graph_vs_fp32_db"]) <= 0.5
     wrong = next(layer for layer in record["layers"][5:] if layer["int8"])
-    broken = {**record, "amax": {**record["amax"], wrong["input"]: record["amax"][wrong["input"]] * 4}}
-    parted = int8_agreement(variants["decoder"], fp32, tmp / "conv_inputs.onnx", broken,
+    factor = 0.25 if variant == "fp8" else 4
+    broken = {**record, "amax": {**record["amax"], wrong["input"]: record["amax"][wrong["input"]] * factor}}
+    parted = int8_agreement(variants["decoder"], fp32, tmp / f"{variant}.onnx", broken,
                             {"calibration": calibration}, device=torch.device("cpu"))["sets"]["calibration"]
     assert parted["parted_at"] == wrong["name"], [(r["layer"], r["engine_vs_graph_db"]) for r in parted["layers"]]
 

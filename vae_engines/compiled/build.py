@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vae_engines.compiled.int8 import FP8_VARIANT_ACC, layer_quant
+from vae_engines.compiled.int8 import variant_quant
 from vae_engines.compiled.tune import choose_tiles, choose_units, label, tiles_for, tune_tiles
 from vae_engines.core import device as devices
 from vae_engines.core.choices import CompileMode, Kernels, Precision
@@ -336,7 +336,7 @@ def compile_int8_engine(decoder_path: str | Path, variant: str, ranges_json: str
     loaded = load_folded(decoder_path)
     # an equalized variant's graph carries its per-channel scales folded in: fold the same into the weights
     decoder = equalize_module(loaded.decoder, (record.get("equalization") or {}).get("scales"))
-    quant = layer_quant(decoder, record, fp8=fp8, fp8_acc=FP8_VARIANT_ACC)
+    quant = variant_quant(decoder, record)
     shape = Shape(channels=loaded.latent_channels, hop=loaded.hop, sampling_rate=loaded.sampling_rate)
     prepared = round(time.perf_counter() - started, 2)
     built = build_package(decoder, shape, precision=Precision.FP16, mode=mode, device=device, profile=profile,

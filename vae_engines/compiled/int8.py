@@ -90,6 +90,12 @@ def layer_quant(decoder: Any, record: dict, fp8: bool = False, fp8_acc: int = -1
     return out
 
 
+def variant_quant(decoder: Any, record: dict) -> dict[str, LayerQuant]:
+    """layer_quant in the variant's own format (its record's `format`: int8, or fp8 with its sums
+    never promoted, FP8_VARIANT_ACC): the engine of exactly the variant's Q/DQ graph."""
+    return layer_quant(decoder, record, fp8=record.get("format") == "fp8", fp8_acc=FP8_VARIANT_ACC)
+
+
 def observed_quant(decoder: Any, latents: list[Any], fp8: bool = False, fp8_acc: int = -1) -> dict[str, LayerQuant]:
     """Every layer int8 (FP8 where `fp8`), each input's range the largest |x| it saw while
     `decoder` decoded `latents` (minmax over them), fp16 scales: an INT8 engine for benchmarks and

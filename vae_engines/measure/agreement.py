@@ -7,8 +7,8 @@ compile_int8 packages, with the tune stage's tiles on a GPU). At every convoluti
 
 - the calibrated range of that input (its int8 scale's amax), the largest |x| the fp32
   decode put there (range_ratio: against 127.5 steps of the scale, where rounding turns
-  into saturation), and the share of values beyond that: int8 saturation clips them, in the
-  graph and the engine alike;
+  into saturation; an fp8 variant's, 464: half of e4m3's top step beyond 448), and the share
+  of values beyond that: saturation clips them, in the graph and the engine alike;
 - the peak PSNR of the graph's and of the engine's input against fp32's, and of the
   engine's against the graph's.
 
@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from vae_engines.compiled.int8 import layer_quant
+from vae_engines.compiled.int8 import variant_quant
+from vae_engines.kernels.reference import FP8_MAX
 from vae_engines.core.lazy import lazy_import
 from vae_engines.graph.execute import GraphExecutor
 from vae_engines.graph.io import load_onnx
@@ -71,12 +72,13 @@ def compare_latents(fp32: GraphExecutor, layers: list[Layer], variant: GraphExec
 
     def observe(module: Any, args: tuple) -> None:
         x = args[0]
-        x = x.float() * module.x_scale if not x.is_floating_point() else x.float()
+        x = x.float() * module.x_scale if x.dtype in (torch.int8, torch.float8_e4m3fn) else x.float()
         name = module.spec.name
         mine, a, g = x.transpose(1, 2).to(ref[name].device), ref[name], graph[name]
         row = {"layer": name, "int8": name in int8, "fp32_absmax": round(float(a.abs().max()), 6)}
-        if name in int8:  # saturated: beyond 127.5 steps of the scale the engine (and the graph) quantize with
-            limit = 127.5 * module.x_scale
+        if name in int8:  # saturated: half a step beyond the largest code, 127.5 scales for int8, 464 for
+            # fp8 (e4m3's top steps are 32 apart): beyond that the saturation, not the rounding, sets the error
+            limit = (FP8_MAX + 16 if module.weight.dtype == torch.float8_e4m3fn else 127.5) * module.x_scale
             row.update(amax=round(float(amax[int8[name]["input"]]), 6), range_ratio=round(row["fp32_absmax"] / limit, 3),
                        clipped_share=float((a.abs() > limit).float().mean()))
         row.update(graph_vs_fp32_db=_db(a, g), engine_vs_fp32_db=_db(a, mine), engine_vs_graph_db=_db(g, mine))
@@ -116,7 +118,7 @@ def int8_agreement(decoder: Any, fp32: tuple[GraphExecutor, list[Layer]], varian
     layer's fused kernel tile (compiled.tune.tiles_for; None: the torch reference, as on a CPU)."""
     fp32, layers = fp32
     variant = GraphExecutor(load_onnx(variant_onnx), device)
-    engine = FusedDecoder(decoder, layer_quant(decoder, record), tiles).to(device).eval()
+    engine = FusedDecoder(decoder, variant_quant(decoder, record), tiles).to(device).eval()
     out = {"variant": record.get("variant"), "device": str(device), "part_db": PART_DB, "clip_share": CLIP_SHARE,
            "executed": {"graph": variant.describe(), "engine": "model.fused.FusedDecoder (eager) with the variant's "
                         "int8 layers; " + ("Triton kernels, the tune stage's tiles" if tiles else
