@@ -7,7 +7,7 @@ from vae_engines.measure.torch_engines import sweep_flags, sweep_frames
 from vae_engines.report.engines import int8_engines_section, sweep_section
 from vae_engines.report.guide import int8_engine_lines, torch_lines
 from vae_engines.report.records import TorchRecords, VariantRecords
-from vae_engines.report.ship import ship_lines
+from vae_engines.report.ship import plan_lines, ship_lines
 
 
 def timing(series: str, ms: float, frames: int = 1500) -> dict:
@@ -131,3 +131,51 @@ def test_the_sweep_flags_costly_and_out_of_order_lengths():
              "engines": {"e": {"rows": cliff, "flags": flags}}}
     text = "\n".join(sweep_section(TorchRecords({"sweep": sweep}, [])))
     assert "| 250 | 117.0 (11.700) |" in text and "250 frames: slower than 500 frames" in text
+
+
+def engine_record(variant: str, fmt: str, db: float, ms: float, speedup: tuple) -> dict:
+    """One bench_int8 record of an INT8 or FP8 engine, its ratio stored from its own side."""
+    name = f"compiled {fmt} {variant}"
+    return {"variant": variant, "engine": name, "device": {"name": "GPU X"},
+            "timings": [timing(name, ms), timing("compiled fp16", 17.4)],
+            "ratios": [ratio(name, "compiled fp16", *speedup, "faster")], "runtimes": {name: {}, "compiled fp16": {}},
+            "quality": {name: {"peak_psnr_db": db}}, "memory": {"device_memory_gib": {name: 1.4, "compiled fp16": 2.2}}}
+
+
+def quantized_variant(name: str, fmt: str, db: float, plan_mb: float) -> VariantRecords:
+    return VariantRecords(name, {"heldout": {"vs_fp32": {"peak_psnr_db": db}}}, {"format": fmt}, {},
+                          {"plan_bytes": plan_mb * 1e6, "backend": "tensorrt_rtx", "backend_version": "1.7"})
+
+
+def test_the_first_screen_picks_an_fp8_engine_when_it_wins():
+    """An fp8 variant's engine (`compiled fp8 <variant>`) competes with the INT8 engines on the
+    first screen: picked where it is the fastest reaching the target, passed over where it misses
+    it; its rows and the guide say FP8 and float8 tensor cores."""
+    bench = records(45.0).bench
+    variants = [quantized_variant("minmax", "int8", 45.0, 8.6), quantized_variant("minmax_fp8", "fp8", 46.0, 8.5)]
+
+    def torch(fp8_db: float) -> TorchRecords:
+        return TorchRecords(bench, [engine_record("minmax", "int8", 45.1, 12.2, (1.43, 1.41, 1.46)),
+                                    engine_record("minmax_fp8", "fp8", fp8_db, 10.9, (1.60, 1.58, 1.61))])
+    wins = "\n".join(ship_lines(variants, torch(46.1), (1500,), 40.0))
+    assert "**For >= 40 dB held-out: `compiled fp8 minmax_fp8`**: 1500 frames in 10.9 ms" in wins
+    misses = "\n".join(ship_lines(variants, torch(38.0), (1500,), 40.0))
+    assert "**For >= 40 dB held-out: `compiled int8 minmax`**" in misses
+    section = "\n".join(int8_engines_section(variants, torch(46.1)))
+    assert "## INT8 / FP8 engines (fused kernels)" in section and "fp8 e4m3 x e4m3" in section
+    assert "| `compiled fp8 minmax_fp8` |" in section
+    guide = "\n".join(int8_engine_lines(variants, torch(46.1)))
+    assert "What FP8 buys with the fused kernels on GPU X** (float8 tensor cores, measured)" in guide
+
+
+def test_the_plan_pick_prefers_an_int8_plan_that_every_gpu_runs():
+    """Among TensorRT plans reaching the target an INT8 one comes first, even where an FP8 plan is
+    smaller; an FP8 plan is named, with its compute capability, only where no INT8 plan reaches it."""
+    fp16 = VariantRecords("fp16", {}, {}, {"tensorrt": "not measured: no NVIDIA GPU on this machine"},
+                          {"plan_bytes": 9.4e6, "backend": "tensorrt_rtx", "backend_version": "1.7"})
+    both = plan_lines([fp16, quantized_variant("minmax", "int8", 45.0, 8.6),
+                       quantized_variant("minmax_fp8", "fp8", 46.0, 8.5)], 40.0)[0]
+    assert "the smallest INT8 plan reaching the target is `minmax` (int8;" in both
+    only_fp8 = plan_lines([fp16, quantized_variant("minmax", "int8", 35.0, 8.6),
+                           quantized_variant("minmax_fp8", "fp8", 46.0, 8.5)], 40.0)[0]
+    assert "`minmax_fp8` (fp8, float8: GPUs of compute capability 8.9+ only;" in only_fp8

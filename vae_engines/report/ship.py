@@ -134,19 +134,21 @@ def ship_lines(variants: list[VariantRecords], torch: TorchRecords, frames: tupl
 
 
 def plan_lines(variants: list[VariantRecords], target_db: float) -> list[str]:
-    """The TensorRT plans: the smallest quantized (INT8 or FP8) plan reaching the target by
-    simulated quality, else fp16."""
+    """The TensorRT plans: the smallest INT8 plan reaching the target by simulated quality,
+    else the smallest FP8 one (which only GPUs of compute capability 8.9+ run, where an INT8
+    plan runs on every GPU the backend serves), else fp16."""
     int8 = [v for v in variants if v.is_int8 and v.psnr("fp32") is not None]
     fp16 = next((v for v in variants if not v.is_int8), None)
     if not int8 or fp16 is None:
         return []
     backend = f"{fp16.plan['backend']} {fp16.plan['backend_version']}"
     status = fp16.bench.get("tensorrt", "not measured")
-    meeting = sorted([v for v in int8 if v.psnr("fp32") >= target_db], key=lambda v: v.plan["plan_bytes"])
+    meeting = sorted([v for v in int8 if v.psnr("fp32") >= target_db],
+                     key=lambda v: (v.format != "int8", v.plan["plan_bytes"]))
     if meeting:
         v = meeting[0]
         fp8 = ", float8: GPUs of compute capability 8.9+ only" if v.format == "fp8" else ""
-        pick = (f"the smallest quantized plan reaching the target is `{v.name}` ({v.format}{fp8}; "
+        pick = (f"the smallest {v.format.upper()} plan reaching the target is `{v.name}` ({v.format}{fp8}; "
                 f"{v.psnr('fp32'):.1f} dB held-out, its Q/DQ graph; {v.plan['plan_bytes'] / 1e6:.1f} MB against "
                 f"fp16's {fp16.plan['plan_bytes'] / 1e6:.1f} MB)")
     else:
