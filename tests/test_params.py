@@ -49,7 +49,7 @@ def test_shipped_variants():
     ({"int8": {"fp16": {"calibrator": "minmax"}}}, ["'fp16'"]),
     ({"int8": {"t": {"calibrator": "trt_cache", "cache": "/tmp/calib.cache"}}}, ["data/trt_caches/", "copy it"]),
     ({"int8": {"t": {"calibrator": "trt_cache"}}}, ["cache", "trt_cache"]),
-    ({"int8": {"e": {"calibrator": "entropy", "float_type": "fp8"}}}, ["float_type", "'fp16'"]),
+    ({"int8": {"e": {"calibrator": "entropy", "float_type": "fp8"}}}, ["float_type", "'fp16'", "format: fp8"]),
     ({"int8": {"f": {"calibrator": "minmax", "format": "fp4"}}}, ["int8.f.format", "'fp8'"]),
     ({"int8": {"f": {"calibrator": "minmax", "format": "fp8", "placement": "fused"}}}, ["int8.f.placement",
                                                                                          "conv_inputs"]),

@@ -502,9 +502,14 @@ def _describe(tp: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
+# values a user may reasonably try under the wrong key: key -> value -> where it goes
+VALUE_HINTS = {"float_type": {"fp8": "float8 Q/DQ is the variant's `format: fp8`"}}
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
-    bad = UserError(f"{where}: {value!r} is not {_describe(tp)}")
+    hint = VALUE_HINTS.get(where.rsplit(".", 1)[-1], {}).get(value) if isinstance(value, str) else None
+    bad = UserError(f"{where}: {value!r} is not {_describe(tp)}" + (f"; {hint}" if hint else ""))
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         if value not in {m.value for m in tp}:
             raise bad
