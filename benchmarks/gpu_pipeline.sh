@@ -77,7 +77,7 @@ python3 benchmarks/stage_times.py --jobs "$JOBS" --out "$OUT_DIR/full" \
   --set "bench.torch_precisions=[fp32, fp16]" \
   --set bench.stream_frames=1500 --set bench.stream_window=125 --set bench.stream_overlap=16 \
   --set "compile.precisions=[fp16]" --set compile.mode=reduce-overhead \
-  --set "compile.int8=[entropy, minmax, minmax_fused, percentile, mse, auto_40db, speed_40db]" \
+  --set "compile.int8=[entropy, minmax, minmax_fused, percentile, mse, auto_40db, speed_40db, minmax_fp8]" \
   || echo "full repro failed" >> "$OUT_DIR/noop.txt"
 cp reports/report.md "$OUT_DIR/report.md" || true
 mv "$OUT_DIR/full.md" full.md || true
