@@ -29,7 +29,7 @@ from typing import Any
 from vae_engines.compiled.int8 import variant_quant
 from vae_engines.compiled.tune import choose_tiles, choose_units, label, tiles_for, tune_tiles
 from vae_engines.core import device as devices
-from vae_engines.core.choices import CompileMode, Kernels, Precision
+from vae_engines.core.choices import FP8_MAX, CompileMode, Kernels, Precision
 from vae_engines.core.errors import UserError
 from vae_engines.core.env import source_digest, version
 from vae_engines.core.fileio import atomic_path, read_json, read_keyed, sha256_file, write_json, write_json_if_changed
@@ -37,7 +37,6 @@ from vae_engines.core.lazy import lazy_import
 from vae_engines.core.params import ProfileParams
 from vae_engines.data.latentset import read_latent_set
 from vae_engines.graph.io import latent_range
-from vae_engines.kernels.reference import FP8_MAX
 from vae_engines.metrics import peak_psnr
 from vae_engines.model.channels_last import ChannelsLastDecoder
 from vae_engines.model.folded import load_folded

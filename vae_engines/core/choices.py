@@ -35,6 +35,9 @@ class Placement(StrEnum):
     FUSED = "fused"  # TensorRT's placement rules for this network (quant.qdq says which)
 
 
+FP8_MAX = 448.0  # the largest finite float8 e4m3fn: an fp8 scale is a range over it, as int8's is over 127
+
+
 class QuantFormat(StrEnum):
     """The 8-bit type a quantized variant's convolutions read (quant.qdq.FORMATS)."""
 

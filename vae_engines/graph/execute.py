@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from vae_engines.core.choices import FP8_MAX
 from vae_engines.core.device import exact_fp32
 from vae_engines.core.errors import UserError
 from vae_engines.core.lazy import lazy_import
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 # ONNX TensorProto element types used here
 FLOAT, UINT8, INT8, INT32, INT64, FLOAT16, DOUBLE, BFLOAT16, FLOAT8E4M3FN = 1, 2, 3, 6, 7, 10, 11, 16, 17
-FP8_MAX = 448.0
 FLOAT_TYPES = (FLOAT, FLOAT16, BFLOAT16, DOUBLE)
 ELEMENTWISE = {
     "Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mul": lambda a, b: a * b, "Div": lambda a, b: a / b,

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vae_engines.core.choices import FP8_MAX
 from vae_engines.core.lazy import lazy_import
 
 torch = lazy_import("torch")
@@ -63,7 +64,6 @@ def phase_weight(weight: Any, stride: int) -> Any:
     return torch.stack(taps, dim=2).reshape(stride * out_channels, 2 * channels).contiguous()
 
 
-FP8_MAX = 448.0  # the largest finite float8 e4m3fn
 
 
 def quantize(x: Any, scale: float, dtype: Any = None) -> Any:

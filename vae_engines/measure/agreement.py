@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from vae_engines.compiled.int8 import variant_quant
-from vae_engines.kernels.reference import FP8_MAX
+from vae_engines.core.choices import FP8_MAX
 from vae_engines.core.lazy import lazy_import
 from vae_engines.graph.execute import GraphExecutor
 from vae_engines.graph.io import load_onnx
@@ -121,7 +121,7 @@ def int8_agreement(decoder: Any, fp32: tuple[GraphExecutor, list[Layer]], varian
     engine = FusedDecoder(decoder, variant_quant(decoder, record), tiles).to(device).eval()
     out = {"variant": record.get("variant"), "device": str(device), "part_db": PART_DB, "clip_share": CLIP_SHARE,
            "executed": {"graph": variant.describe(), "engine": "model.fused.FusedDecoder (eager) with the variant's "
-                        "int8 layers; " + ("Triton kernels, the tune stage's tiles" if tiles else
+                        f"{record.get('format', 'int8')} layers; " + ("Triton kernels, the tune stage's tiles" if tiles else
                                            "the fused op's torch reference")},
            "sets": {}}
     for name, latents in latent_sets.items():

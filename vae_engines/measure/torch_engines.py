@@ -240,7 +240,8 @@ FP16_SERIES = "compiled fp16"  # the engine an INT8 engine is timed against
 
 def series_name(variant: str, engine: str | Path) -> str:
     """`compiled int8 <variant>`, or `compiled fp8 <variant>` for an fp8 variant's engine (its record says)."""
-    precision = read_json(Path(engine).with_suffix(".json")).get("precision", "int8+fp16")
+    record = Path(engine).with_suffix(".json")
+    precision = read_json(record).get("precision", "int8+fp16") if record.exists() else "int8+fp16"
     return INT8_SERIES.format(format=precision.split("+")[0], variant=variant)
 
 

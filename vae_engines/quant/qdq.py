@@ -50,7 +50,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from vae_engines.core.choices import Placement, QuantFormat
+from vae_engines.core.choices import FP8_MAX, Placement, QuantFormat
 from vae_engines.core.errors import UserError
 from vae_engines.core.lazy import lazy_import
 
@@ -58,7 +58,6 @@ onnx = lazy_import("onnx")
 
 QUANTIZABLE = ("Conv", "ConvTranspose")
 INT8_MAX = 127
-FP8_MAX = 448.0  # the largest finite float8 e4m3fn
 
 
 @dataclass(frozen=True)
