@@ -231,7 +231,8 @@ def small_params(checkpoint: Path) -> dict:
     params["corpus"].update(clips=6, seconds=0.5)
     params["calibration"].update(count=3)
     params["holdout"].update(count=2, roundtrip_clips=1, roundtrip_seconds=0.2)
-    params["int8"] = {"entropy": {"calibrator": "entropy"}, "minmax": {"calibrator": "minmax"}}
+    params["int8"] = {"entropy": {"calibrator": "entropy"}, "minmax": {"calibrator": "minmax"},
+                      "minmax_fp8": {"calibrator": "minmax", "format": "fp8"}}
     params["sensitivity"]["max_latents"] = 1
     params["evaluate"]["clip_seconds"] = 0.1
     params["bench"].update(frames=[2, 4], repeats=3, warmup=0, stream_frames=8, stream_window=4, stream_overlap=1,

@@ -42,7 +42,7 @@ def stale(project: Path, env: dict) -> set[str]:
 
 def test_outputs_and_noop(built, copy, isolated_env):
     _, first = built
-    variants = ["fp16", "entropy", "minmax"]
+    variants = ["fp16", "entropy", "minmax", "minmax_fp8"]
     assert {"check", "corpus", "calibrate", "holdout", "export", "stats", "reference", "report", "build_fp16@fp16",
             "quantize@entropy", "build@minmax", "evaluate@minmax", "bench@entropy", "sensitivity", "bench_torch",
             "evaluate_fp16@fp16", "bench_fp16@fp16"} <= first
@@ -58,10 +58,17 @@ def test_outputs_and_noop(built, copy, isolated_env):
         assert (copy / "reports" / "variants" / v / "clips" / "difference_x10.wav").is_file()
         bench = json.loads((copy / "reports" / "variants" / v / "bench.json").read_text())
         assert all(len(t["ms"]) == 3 for t in bench["timings"])
+    # the fp8 variant end to end: a float8 Q/DQ graph, a plan whose convolutions read fp8, the report saying so
+    fp8 = json.loads((copy / "reports" / "variants" / "minmax_fp8" / "quality.provenance.json").read_text())
+    assert fp8["precision"] == "fp8+fp16" and "fp8+fp16" in fp8["runtime"]["executed"]
+    convolutions = json.loads((copy / "engines" / "tensorrt_rtx" / "minmax_fp8.json").read_text())["precisions"][
+        "convolutions"]
+    assert convolutions["fp8"] > 0 and convolutions["int8"] == 0
     toolchain = json.loads((copy / "engines" / "toolchain.json").read_text())
     assert set(toolchain) == {"backend", "version"}  # nothing about the machine: no rebuild on another kernel
     report = (copy / "reports" / "report.md").read_text()
     assert "Decision guide" in report and "not measured" in report and "split by file" in report
+    assert "| `minmax_fp8` | fp8+fp16 |" in report and "**What FP8 buys with tensorrt_rtx" in report
     speed = report.split("## Speed\n", 1)[1].split("\n## ", 1)[0]
     assert speed.strip(), "the Speed section says what was timed or why nothing was"
     sweep = report.split("## Cost by length\n", 1)[1].split("\n## ", 1)[0]  # the length sweep (bench.sweep)
@@ -102,7 +109,7 @@ def test_inputs_named_in_params_are_dependencies(copy, isolated_env):
     # a TensorRT cache: the quantize stages re-run (byte-identical for variants that do not
     # read it), no engine is rebuilt
     (copy / "data" / "trt_caches" / "calib.cache").write_text("TRT-100700-EntropyCalibration2\n")
-    assert stale(copy, isolated_env) == {"quantize@entropy", "quantize@minmax"}
+    assert stale(copy, isolated_env) == {"quantize@entropy", "quantize@minmax", "quantize@minmax_fp8"}
     ran = ran_stages(dvc(copy, isolated_env, "repro").stdout)
     assert not any(s.startswith("build") for s in ran)
 
@@ -166,7 +173,8 @@ def test_a_killed_stage_keeps_the_last_good_outputs(copy, isolated_env):
     # report (one run checks that and the recovery)
     edit_params(copy, lambda p: p["bench"].update(repeats=repeats + 1))
     assert ran_stages(dvc(copy, isolated_env, "repro").stdout) == {
-        "check", "bench_fp16@fp16", "bench@entropy", "bench@minmax", "bench_torch", "bench_int8", "report"}
+        "check", "bench_fp16@fp16", "bench@entropy", "bench@minmax", "bench@minmax_fp8", "bench_torch", "bench_int8",
+        "report"}
     assert not list(copy.rglob(".tmp-*"))  # the next run swept what the killed ones left
 
 

@@ -143,7 +143,7 @@ def engine_record(variant: str, fmt: str, db: float, ms: float, speedup: tuple) 
 
 
 def quantized_variant(name: str, fmt: str, db: float, plan_mb: float) -> VariantRecords:
-    return VariantRecords(name, {"heldout": {"vs_fp32": {"peak_psnr_db": db}}}, {"format": fmt}, {},
+    return VariantRecords(name, {"heldout": {"vs_fp32": {"peak_psnr_db": db}}}, {"precision": f"{fmt}+fp16"}, {},
                           {"plan_bytes": plan_mb * 1e6, "backend": "tensorrt_rtx", "backend_version": "1.7"})
 
 

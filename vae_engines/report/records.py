@@ -35,8 +35,11 @@ class VariantRecords:
 
     @property
     def format(self) -> str | None:
-        """int8 or fp8 for a quantized variant (records from before `format` are int8), None for fp16."""
-        return (self.label("format") or "int8") if self.is_int8 else None
+        """int8 or fp8 for a quantized variant (from its graph's precision, `fp8+fp16`; records from
+        before FP8 say int8), None for fp16."""
+        if not self.is_int8:
+            return None
+        return "fp8" if str(self.label("precision") or "").startswith("fp8") else "int8"
 
     def label(self, key: str) -> str | None:
         """What the variant's graph recorded (calibrator, placement, quantization, ...)."""
