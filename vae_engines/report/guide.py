@@ -54,6 +54,13 @@ def quality_lines(int8: list[VariantRecords]) -> list[str]:
                  + (f" ({best.format})" if len({v.format for v in int8}) > 1 else "")
                  + f", {best.psnr('fp16'):.1f} dB peak PSNR vs fp16 "
                  f"({best.psnr('fp32'):.1f} dB vs fp32, SNR {best.psnr('fp32', key='snr_db'):.1f} dB){nxt}")
+    spectral = [v for v in int8 if v.psnr("fp32", key="mr_stft") is not None]
+    closest = min(spectral, key=lambda v: v.psnr("fp32", key="mr_stft"), default=None)
+    if closest is not None and closest is not best and best.psnr("fp32", key="mr_stft") is not None:
+        lines.append(f"- **Closest in spectrum**: `{closest.name}`, MR-STFT {closest.psnr('fp32', key='mr_stft'):.3f} "
+                     f"against `{best.name}`'s {best.psnr('fp32', key='mr_stft'):.3f} vs fp32 (SI-SDR "
+                     f"{closest.psnr('fp32', key='si_sdr_db'):.1f} against {best.psnr('fp32', key='si_sdr_db'):.1f} dB): "
+                     "peak PSNR weighs the loud samples, these the quiet ones too; listen to both.")
     risky = [v.name for v in int8 if (v.psnr("fp16") or 0) < QUALITY_RISK_DB]
     if risky:
         lines.append(f"- **Quality risk**: {', '.join(f'`{n}`' for n in risky)} below {QUALITY_RISK_DB:.0f} dB vs "
