@@ -80,9 +80,10 @@ def int8_buys(variants: list[VariantRecords]) -> list[str]:
             continue
         backend = f"{plans[0].plan['backend']} {plans[0].plan['backend_version']}"
         sizes = sorted(v.plan["plan_bytes"] / fp16.plan["plan_bytes"] for v in plans)
+        share = f"{sizes[0]:.0%}" if f"{sizes[0]:.0%}" == f"{sizes[-1]:.0%}" else f"{sizes[0]:.0%}-{sizes[-1]:.0%}"
         memory = plans[0].bench.get("memory", {}).get("engine_device_memory_bytes")
         lines.append(f"- **What {fmt.upper()} buys with {backend}**: {plans[0].plan.get('int8_execution', 'unknown')}. "
-                     f"Measured here: {fmt.upper()} plans are {sizes[0]:.0%}-{sizes[-1]:.0%} of the fp16 plan's "
+                     f"Measured here: {fmt.upper()} plans are {share} of the fp16 plan's "
                      f"{fp16.plan['plan_bytes'] / 1e6:.1f} MB; device memory "
                      + (f"{memory / 2**20:.0f} MiB." if memory else f"{plans[0].bench.get('tensorrt', 'not measured')}."))
         if fmt == "int8" and plans[0].plan["backend"] == "tensorrt_rtx":
