@@ -731,7 +731,8 @@ def test_an_int8_engine_of_the_embedded_default_builds_and_loads(tmp_path, fmt):
     write_latent_set(tmp_path / "cal", calibration, {"source": "test"})
     write_stats(tmp_path / "s.npz", tmp_path / "s.json",
                 collect(GraphExecutor(graph), quantizable_tensors(layers), calibration), layers, {})
-    quantize_variant("minmax", Int8Variant(calibrator="minmax", format=fmt), fp32_onnx=fp32, stats_npz=tmp_path / "s.npz",
+    quantize_variant("minmax", Int8Variant(calibrator="minmax", format=fmt), fp32_onnx=fp32,
+                     stats_npz=tmp_path / "s.npz",
                      calibration_dir=tmp_path / "cal", out_onnx=tmp_path / "minmax.onnx",
                      ranges_json=tmp_path / "minmax.ranges.json", device=torch.device("cpu"))
     path = tmp_path / "int8_minmax.pt2"

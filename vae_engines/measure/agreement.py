@@ -121,8 +121,8 @@ def int8_agreement(decoder: Any, fp32: tuple[GraphExecutor, list[Layer]], varian
     engine = FusedDecoder(decoder, variant_quant(decoder, record), tiles).to(device).eval()
     out = {"variant": record.get("variant"), "device": str(device), "part_db": PART_DB, "clip_share": CLIP_SHARE,
            "executed": {"graph": variant.describe(), "engine": "model.fused.FusedDecoder (eager) with the variant's "
-                        f"{record.get('format', 'int8')} layers; " + ("Triton kernels, the tune stage's tiles" if tiles else
-                                           "the fused op's torch reference")},
+                        f"{record.get('format', 'int8')} layers; "
+                        + ("Triton kernels, the tune stage's tiles" if tiles else "the fused op's torch reference")},
            "sets": {}}
     for name, latents in latent_sets.items():
         log.info("agreement of %s on %s %s", record.get("variant"), name, latents.shape)

@@ -40,7 +40,8 @@ def psnr_of(out: Any, reference: np.ndarray) -> float:
 
 def layer_sensitivity(executor: GraphExecutor, layers: list[Layer], amax: dict[str, float], latents: np.ndarray,
                       reference: np.ndarray, progress: Any = None, fmt: QuantFormat = QuantFormat.INT8) -> list[dict]:
-    """Quality with each layer alone in INT8 (or `fmt`), in network order (rows with index, layer, op_type, peak_psnr_db)."""
+    """Quality with each layer alone in INT8 (or `fmt`), in network order (rows with index, layer,
+    op_type, peak_psnr_db)."""
     fake = FakeQuant(executor, layers, fmt)
     rows = []
     state, position = executor.feed(latents), 0

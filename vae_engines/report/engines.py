@@ -2,9 +2,10 @@
 sweep, and the INT8 engines beside their variants' simulated quality and the fp16 engine.
 
 An INT8 engine (`compiled int8 <variant>`, compiled.int8) runs its variant's recipe on the
-GPU's int8 tensor cores (an fp8 variant's, `compiled fp8 <variant>`, on its float8 ones); its own decode of the held-out latents is scored against the same
-fp32 reference as the variant's Q/DQ graph (evaluate), so the two figures sit side by side,
-and it is timed in the same rounds as the compiled fp16 engine (bench_int8).
+GPU's int8 tensor cores (an fp8 variant's, `compiled fp8 <variant>`, on its float8 ones); its
+own decode of the held-out latents is scored against the same fp32 reference as the variant's
+Q/DQ graph (evaluate), so the two figures sit side by side, and it is timed in the same rounds
+as the compiled fp16 engine (bench_int8).
 They should agree within AGREE_DB: the engine quantizes with the graph's scales and integer
 weights, and differs only where fp16 arithmetic moves a value across an int8 rounding
 boundary (tests/test_kernels.py).
@@ -39,7 +40,8 @@ def int8_engines(variants: list[VariantRecords], torch: TorchRecords) -> list[di
         engine_db = torch.quality(name)
         simulated = by_name[variant].psnr("fp32") if variant in by_name else None
         fmt = by_name[variant].format if variant in by_name else "int8"
-        out.append({"engine": name, "variant": variant, "format": fmt, "frames": frames, "timing": timing, "fp16": fp16,
+        out.append({"engine": name, "variant": variant, "format": fmt, "frames": frames, "timing": timing,
+                    "fp16": fp16,
                     "ratio": torch.ratio(name, FP16_ENGINE, frames), "memory_gib": torch.memory_gib(name),
                     "engine_db": engine_db, "simulated_db": simulated,
                     "input_range": torch.described(name).get("calibrated_input_range"),
@@ -55,7 +57,8 @@ def int8_engines_section(variants: list[VariantRecords], torch: TorchRecords) ->
     fp8 = any(r["format"] == "fp8" for r in rows)
     out = [f"## INT8{' / FP8' if fp8 else ''} engines (fused kernels)", "",
            f"Each INT8 variant's own engine on {device.get('name', device.get('device'))}: int8 x int8 convolutions "
-           + ("(fp8 e4m3 x e4m3 for an fp8 variant) " if fp8 else "") + f"with the variant's scales (its Q/DQ graph's), timed in the same rounds as `{FP16_ENGINE}` (stage "
+           + ("(fp8 e4m3 x e4m3 for an fp8 variant) " if fp8 else "")
+           + f"with the variant's scales (its Q/DQ graph's), timed in the same rounds as `{FP16_ENGINE}` (stage "
            "bench_int8); its decode of the held-out latents beside the variant's simulated figure (the Q/DQ graph, "
            f"evaluate). They agree within {AGREE_DB} dB or the row says so. Each refuses a latent beyond "
            "`range_guard` times its calibrated latent range (README, \"Run an engine in your app\").", "",

@@ -59,8 +59,9 @@ def quality_lines(int8: list[VariantRecords]) -> list[str]:
     if closest is not None and closest is not best and best.psnr("fp32", key="mr_stft") is not None:
         lines.append(f"- **Closest in spectrum**: `{closest.name}`, MR-STFT {closest.psnr('fp32', key='mr_stft'):.3f} "
                      f"against `{best.name}`'s {best.psnr('fp32', key='mr_stft'):.3f} vs fp32 (SI-SDR "
-                     f"{closest.psnr('fp32', key='si_sdr_db'):.1f} against {best.psnr('fp32', key='si_sdr_db'):.1f} dB): "
-                     "peak PSNR weighs the loud samples, these the quiet ones too; listen to both.")
+                     f"{closest.psnr('fp32', key='si_sdr_db'):.1f} against "
+                     f"{best.psnr('fp32', key='si_sdr_db'):.1f} dB): peak PSNR weighs the loud samples, these the "
+                     "quiet ones too; listen to both.")
     risky = [v.name for v in int8 if (v.psnr("fp16") or 0) < QUALITY_RISK_DB]
     if risky:
         lines.append(f"- **Quality risk**: {', '.join(f'`{n}`' for n in risky)} below {QUALITY_RISK_DB:.0f} dB vs "
@@ -85,7 +86,8 @@ def int8_buys(variants: list[VariantRecords]) -> list[str]:
         lines.append(f"- **What {fmt.upper()} buys with {backend}**: {plans[0].plan.get('int8_execution', 'unknown')}. "
                      f"Measured here: {fmt.upper()} plans are {share} of the fp16 plan's "
                      f"{fp16.plan['plan_bytes'] / 1e6:.1f} MB; device memory "
-                     + (f"{memory / 2**20:.0f} MiB." if memory else f"{plans[0].bench.get('tensorrt', 'not measured')}."))
+                     + (f"{memory / 2**20:.0f} MiB." if memory
+                        else f"{plans[0].bench.get('tensorrt', 'not measured')}."))
         if fmt == "int8" and plans[0].plan["backend"] == "tensorrt_rtx":
             lines.append("- INT8 activations only speed up on full TensorRT (10.x implicit, or explicit Q/DQ placed "
                          "so TensorRT can fuse it: the `fused` placement); ship TensorRT-RTX INT8 for size, not speed.")

@@ -114,7 +114,8 @@ def _engines_table(variants: list[VariantRecords]) -> list[str]:
         ratio = v.bench.get("memory", {}).get("plan_vs_fp16")
         out.append(f"| `{v.name}` | {p['backend']} {p['backend_version']} | {p['target']} | {p['build_seconds']} | "
                    f"{p['plan_bytes'] / 1e6:.1f} | {'-' if ratio is None else f'{ratio:.0%}'} | {conv.get('int8', 0)} / "
-                   f"{conv.get('fp8', 0)} / {conv.get('fp16', 0)} / {conv.get('fp32', 0)} | {p.get('int8_execution', '')} |")
+                   f"{conv.get('fp8', 0)} / {conv.get('fp16', 0)} / {conv.get('fp32', 0)} | "
+                   f"{p.get('int8_execution', '')} |")
     out += ["", "TensorRT latency and device memory: " + "; ".join(sorted({v.bench.get("tensorrt", "n/a")
                                                                           for v in variants})) + ".", ""]
     return out
