@@ -6,7 +6,8 @@ registers, spills and shared memory of every tile the tuner tries, before device
 Triton compiles for a target it is given (GPUTarget("cuda", 90, 128)) without a driver; the
 cubin's resource use comes from the cuobjdump Triton ships. For each unit tile of
 compiled.tune.UNIT_CANDIDATES, both widths of ACE-Step's fused units (128 and 256 channels)
-and both kinds (fp16, int8 on int8 operands with an int8 consumer): REG (per thread), LOCAL
+and both kinds (fp16, int8 on int8 operands with an int8 consumer, compiled with
+kernels.inflight's rewrite as the GPU launch does): REG (per thread), LOCAL
 (bytes of local memory per thread: spills), SHARED (static, bytes) and Triton's dynamic shared
 memory. A kernel that needs more than the 227 KiB a Hopper block may use fails on the GPU;
 the tuner then records it as failed. A tile that kernels.op.unit_fits refuses for a width (its
@@ -31,7 +32,9 @@ from triton.compiler import ASTSource
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vae_engines.compiled.tune import UNIT_CANDIDATES  # noqa: E402
+from vae_engines.kernels import inflight as inflight_rewrite  # noqa: E402
 from vae_engines.kernels.op import unit_fits  # noqa: E402
+from vae_engines.kernels.triton_conv import fused_conv_kernel  # noqa: E402
 from vae_engines.kernels.triton_unit import residual_unit_kernel  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 128)
@@ -40,7 +43,8 @@ POINTERS = ("w1_scale_ptr", "b1_ptr", "alpha1_ptr", "inv_beta1_ptr", "w2_scale_p
             "inv_beta2_ptr")
 
 
-def signature(channels: int, tile: tuple[int, ...], int8: bool, fp8: bool = False) -> tuple[dict, dict]:
+def signature(channels: int, tile: tuple[int, ...], int8: bool, fp8: bool = False,
+              inflight: bool = False) -> tuple[dict, dict]:
     """The kernel's signature and constants for one unit width, tile and kind (as op.fused_unit_ launches it;
     fp8: float8 e4m3fn operands where int8 would be, as triton_unit.launch takes them)."""
     bm, bk, bn2, *_ = tile
@@ -53,18 +57,43 @@ def signature(channels: int, tile: tuple[int, ...], int8: bool, fp8: bool = Fals
     q8 = int8 and not fp8
     const = dict(C=channels, TAPS=7, INT8_1=q8, INT8_2=q8, HAS_B1=True, HAS_B2=True, RES_QUANT=False,
                  STORE_S=True, S_INT8=q8, FAST_SIN=True, BM=bm, BK=bk, BN2=bn2, FP8_1=fp8, FP8_2=fp8, S_FP8=fp8,
-                 FP8_ACC=0)
+                 FP8_ACC=0, INFLIGHT=inflight)
     return {**sig, **{name: "constexpr" for name in const}}, const
 
 
-def compile_unit(channels: int, tile: tuple[int, ...], int8: bool, fp8: bool = False) -> triton.compiler.CompiledKernel:
-    """The unit kernel compiled for sm_90 at one width, tile (BM, BK, BN2, warps, stages) and kind."""
+def compile_unit(channels: int, tile: tuple[int, ...], int8: bool, fp8: bool = False,
+                 inflight: bool = False) -> triton.compiler.CompiledKernel:
+    """The unit kernel compiled for sm_90 at one width, tile (BM, BK, BN2, warps, stages) and kind;
+    `inflight`: with kernels.inflight's rewrite, as an int8 launch on the GPU compiles it."""
     bm, bk, bn2, warps, stages = tile
-    sig, const = signature(channels, (bm, min(bk, channels), min(bn2, channels)), int8, fp8)
+    sig, const = signature(channels, (bm, min(bk, channels), min(bn2, channels)), int8, fp8, inflight)
     # every pointer 16-byte aligned, as Triton's launcher specializes a torch tensor's pointer at run time
     aligned = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(sig.values()) if kind.startswith("*")}
-    return triton.compile(ASTSource(residual_unit_kernel, sig, const, aligned), target=TARGET,
-                          options={"num_warps": warps, "num_stages": stages})
+    with inflight_rewrite.rewriting(inflight):
+        return triton.compile(ASTSource(residual_unit_kernel, sig, const, aligned), target=TARGET,
+                              options={"num_warps": warps, "num_stages": stages})
+
+
+def compile_layer(channels: int, n: int, tile: tuple[int, ...], int8: bool, residual: bool = False,
+                  inflight: bool = False) -> triton.compiler.CompiledKernel:
+    """The layer kernel (kernels.triton_conv) compiled for sm_90: a k=7 layer of `channels` inputs and
+    n outputs writing the next layer's input (residual: a k=1 layer adding into the stream), fp16 or int8,
+    at tile (BM, BN, BK, warps, stages); `inflight` as compile_unit's."""
+    bm, bn, bk, warps, stages = tile
+    t = "i8" if int8 else "fp16"
+    sig = {"x_desc": f"tensordesc<{t}[1, {bm}, {bk}]>", "w_desc": f"tensordesc<{t}[{bn}, {bk}]>",
+           "y_desc": f"tensordesc<fp16[1, {bm}, {bn}]>", "s_desc": f"tensordesc<{t}[1, {bm}, {bn}]>",
+           **{name: "*fp32" for name in ("w_scale_ptr", "bias_ptr", "alpha_ptr", "inv_beta_ptr")},
+           **{name: "i32" for name in ("M", "N", "C_IN", "TAPS", "DIL", "PAD", "N_HALF", "N_CH")},
+           **{name: "fp32" for name in ("x_scale", "inv_s_scale", "res_scale")}}
+    const = dict(INT8_IN=int8, FP8_IN=False, HAS_BIAS=True, RESIDUAL=residual, RES_QUANT=False, STORE_Y=residual,
+                 AUDIO=False, STORE_S=True, S_INT8=int8, S_FP8=False, FP8_ACC=0, TRANSPOSED=False, FAST_SIN=True,
+                 BM=bm, BN=bn, BK=bk, PERSISTENT=False, WS=False, INFLIGHT=inflight)
+    sig = {**sig, **{name: "constexpr" for name in const}}
+    aligned = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(sig.values()) if kind.startswith("*")}
+    with inflight_rewrite.rewriting(inflight):
+        return triton.compile(ASTSource(fused_conv_kernel, sig, const, aligned), target=TARGET,
+                              options={"num_warps": warps, "num_stages": stages})
 
 
 def cuobjdump(compiled: triton.compiler.CompiledKernel, flag: str) -> str:
@@ -94,7 +123,7 @@ def cubin_usage(compiled: triton.compiler.CompiledKernel) -> dict:
 
 def resources(channels: int, tile: tuple[int, ...], int8: bool) -> dict:
     try:
-        compiled = compile_unit(channels, tile, int8)
+        compiled = compile_unit(channels, tile, int8, inflight=int8)
     except Exception as exc:  # noqa: BLE001  (a tile that does not compile is a row of the table)
         return {"error": str(exc).splitlines()[0][:200]}
     return cubin_usage(compiled)

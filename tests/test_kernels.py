@@ -235,28 +235,84 @@ def test_the_unit_kernel_takes_fp8_operands():
 def test_the_unit_kernel_compiles_for_sm90_without_spills():
     """What the interpreter cannot see: the unit kernel compiled for the lent GPU's sm_90 (Triton
     compiles for a target it is given, no GPU needed), int8, fp8 and fp16, in the tiles the H100
-    tuner picks at 128 channels: it compiles, and keeps to registers (no local memory). In a
-    process of its own: this module runs Triton's interpreter, whose kernels do not compile.
-    This uses the project's Triton; the lent GPU's (3.6) is stricter in places -- an early
-    return in a constexpr branch compiled with 3.9 and not with 3.6 (issue 36) -- so a kernel
-    bound for the GPU is compiled with 3.6 too (benchmarks/sm90_unit.py) before device time."""
+    tuner picks at 128 channels: it compiles, and keeps to registers (no local memory). int8 as a
+    GPU launch compiles it, through kernels.inflight: its k=7 loop keeps a wgmma in flight
+    (`wgmma.wait_group 1` in the PTX, as fp16's does), where Triton's own schedule waits for each
+    (0 only), at the same register count; the layer kernel's int8 loop too. In a process of its
+    own: this module runs Triton's interpreter, whose kernels do not compile. This uses the
+    project's Triton; the lent GPU's (3.6) is stricter in places -- an early return in a constexpr
+    branch compiled with 3.9 and not with 3.6 (issue 36) -- so a kernel bound for the GPU is
+    compiled with 3.6 too (benchmarks/sm90_unit.py, benchmarks/experiments/wgmma_async.py)."""
     import json
     import subprocess
     import sys
 
     script = (
-        "import json, sys; sys.path.insert(0, 'benchmarks');"
-        "from sm90_unit import compile_unit, cubin_usage;"
-        "kinds = {'int8': ((128, 128, 128, 4, 3), True, False), 'fp8': ((128, 128, 128, 4, 3), True, True),"
-        " 'fp16': ((128, 64, 64, 8, 3), False, False)};"
-        "print(json.dumps({k: cubin_usage(compile_unit(128, t, q, f)) for k, (t, q, f) in kinds.items()}))")
+        "import json, re, sys; sys.path.insert(0, 'benchmarks');"
+        "from sm90_unit import compile_layer, compile_unit, cubin_usage;"
+        "waits = lambda c: sorted({int(n) for n in re.findall(r'wgmma[.]wait_group[.]sync[.]aligned (\\d+)',"
+        " c.asm['ptx'])});"
+        "kinds = {'int8': ((128, 128, 128, 4, 3), True, False, True),"
+        " 'int8 plain': ((128, 128, 128, 4, 3), True, False, False), 'fp8': ((128, 128, 128, 4, 3), True, True, False),"
+        " 'fp16': ((128, 64, 64, 8, 3), False, False, False)};"
+        "out = {k: {**cubin_usage(c), 'waits': waits(c)} for k, (t, q, f, i) in kinds.items()"
+        " for c in [compile_unit(128, t, q, f, inflight=i)]};"
+        "out.update({f'layer int8 {i}': {**cubin_usage(c), 'waits': waits(c)} for i in (False, True)"
+        " for c in [compile_layer(1024, 1024, (256, 128, 128, 8, 3), True, inflight=i)]});"
+        "print(json.dumps(out))")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"TRITON_DEFAULT_FP_FUSION": "1"}
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     usage = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(usage) == {"int8", "fp8", "fp16"}
+    assert set(usage) == {"int8", "int8 plain", "fp8", "fp16", "layer int8 False", "layer int8 True"}
     for kind, u in usage.items():
         assert u["local_bytes"] == 0 and u["registers"] <= 255, (kind, u)
+    assert 1 in usage["int8"]["waits"] and 1 in usage["fp16"]["waits"], usage
+    assert usage["int8 plain"]["waits"] == [0] and usage["layer int8 False"]["waits"] == [0], usage
+    assert 1 in usage["layer int8 True"]["waits"], usage
+    assert usage["int8"]["registers"] == usage["int8 plain"]["registers"], usage
+
+
+# A K loop as Triton 3.6's pipeliner leaves an int8 dot (kernels.inflight), cut to its shape
+_INT8_LOOP = """\
+    %r:2 = scf.for %i = %c0 to %c7 step %c1 iter_args(%acc_in = %cst, %k = %c0) -> (tensor<128x128xi32, #mma>, i32) {
+      ttng.wait_barrier %bar, %k : !ttg.memdesc<1xi64, #shared3, #smem, mutable> loc(#loc7)
+      %d = ttng.warp_group_dot %a, %b, %acc_in {inputPrecision = 0 : i32, isAsync = true} : !ttg.memdesc<128x128xi8> \
+* !ttg.memdesc<128x128xi8> -> tensor<128x128xi32, #mma> loc(#loc8)
+      %w:3 = ttng.warp_group_dot_wait %d, %a, %b {pendings = 0 : i32} : tensor<128x128xi32, #mma>, \
+!ttg.memdesc<128x128xi8>, !ttg.memdesc<128x128xi8> loc(#loc8)
+      ttng.async_tma_copy_global_to_local %x_desc[%k] %buf, %bar, %true : !tt.tensordesc<tensor<128xsi8>> loc(#loc9)
+      scf.yield %w#0, %k : tensor<128x128xi32, #mma>, i32 loc(#loc7)
+    } loc(#loc7)
+    %v = arith.sitofp %r#0 : tensor<128x128xi32, #mma> to tensor<128x128xf32, #mma> loc(#loc10)
+    %u = arith.addi %r#1, %c1 : i32 loc(#loc10)
+"""
+
+
+def test_the_inflight_rewrite_changes_only_an_int32_dot_waited_where_it_is_issued():
+    """kernels.inflight.keep_in_flight: in a loop whose one int32-accumulator dot is waited for at
+    once and feeds only the loop's next iteration, the wait keeps one pending and the loop's
+    result is waited for before its first use; the other loop result, the loads and everything
+    else stay. An fp32 accumulator (Triton pipelines it itself), an accumulator read inside the
+    loop, or a dot outside a loop: unchanged."""
+    from vae_engines.kernels.inflight import keep_in_flight
+
+    text, changed = keep_in_flight(_INT8_LOOP)
+    assert changed == 1
+    lines = text.splitlines()
+    assert "{pendings = 1 : i32}" in lines[3] and lines[3].replace("1 : i32", "0 : i32") == _INT8_LOOP.splitlines()[3]
+    assert lines[7] == ("    %r_inflight = ttng.warp_group_dot_wait %r#0 {pendings = 0 : i32} : "
+                        "tensor<128x128xi32, #mma> loc(#loc7)")
+    assert "arith.sitofp %r_inflight :" in lines[8] and "arith.addi %r#1," in lines[9]
+    assert len(lines) == len(_INT8_LOOP.splitlines()) + 1
+    assert keep_in_flight(text) == (text, 0)  # a loop already in flight is left alone
+
+    fp32 = _INT8_LOOP.replace("xi32, #mma", "xf32, #mma")
+    read_in_loop = _INT8_LOOP.replace("      scf.yield", "      %peek = arith.addi %w#0, %w#0 : tensor<128x128xi32>\n"
+                                      "      scf.yield")
+    outside = "\n".join(_INT8_LOOP.splitlines()[2:4])
+    for text in (fp32, read_in_loop, outside):
+        assert keep_in_flight(text) == (text, 0)
 
 
 @triton.jit

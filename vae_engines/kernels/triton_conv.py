@@ -42,6 +42,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from vae_engines.core.lazy import lazy_import
+from vae_engines.kernels import inflight
 
 torch = lazy_import("torch")
 
@@ -192,7 +193,8 @@ def fused_conv_kernel(
         RES_QUANT: tl.constexpr, STORE_Y: tl.constexpr, AUDIO: tl.constexpr, STORE_S: tl.constexpr,
         S_INT8: tl.constexpr, S_FP8: tl.constexpr, FP8_ACC: tl.constexpr,
         TRANSPOSED: tl.constexpr, FAST_SIN: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-        PERSISTENT: tl.constexpr, WS: tl.constexpr):
+        PERSISTENT: tl.constexpr, WS: tl.constexpr, INFLIGHT: tl.constexpr = False):
+    # INFLIGHT: compiled with kernels.inflight's rewrite (int8 on sm_90); the constexpr keeps it apart in caches
     b = tl.program_id(1)
     if PERSISTENT:  # a fixed grid of programs walks the tiles (the GPU's multiprocessors each keep one)
         num_tiles = tl.cdiv(M, BM) * tl.cdiv(N, BN)
@@ -240,18 +242,20 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: A
     s_desc = None if s is None else _desc(s, [1, bm, bn])
     tiles = triton.cdiv(rows, bm) * triton.cdiv(n, bn)
     grid = (min(tiles, persistent * _multiprocessors(x)) if persistent else tiles, batch)
-    fused_conv_kernel[grid](
-        x_desc, w_desc, y_desc or s_desc, s_desc or y_desc, w_scale if w_scale is not None else weight,
-        bias if bias is not None else weight, alpha if alpha is not None else weight,
-        inv_beta if inv_beta is not None else weight,
-        rows, n, channels, taps, dilation, padding, n // 2, n // stride if stride else n,
-        float(x_scale), 1.0 / s_scale if s_scale > 0 else 0.0, float(res_scale),
-        INT8_IN=x.dtype == torch.int8, FP8_IN=x.dtype == torch.float8_e4m3fn, HAS_BIAS=bias is not None,
-        RESIDUAL=residual, RES_QUANT=res_scale > 0, STORE_Y=y is not None, AUDIO=audio, STORE_S=s is not None,
-        S_INT8=s is not None and s.dtype == torch.int8, S_FP8=s is not None and s.dtype == torch.float8_e4m3fn,
-        FP8_ACC=(bk if fp8_acc is None else fp8_acc) if x.dtype == torch.float8_e4m3fn else 0, TRANSPOSED=stride > 0,
-        FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk, PERSISTENT=bool(persistent), WS=bool(ws), num_warps=warps,
-        num_stages=stages)
+    keep = x.is_cuda and x.dtype == torch.int8 and inflight.enabled()
+    with inflight.rewriting(keep):
+        fused_conv_kernel[grid](
+            x_desc, w_desc, y_desc or s_desc, s_desc or y_desc, w_scale if w_scale is not None else weight,
+            bias if bias is not None else weight, alpha if alpha is not None else weight,
+            inv_beta if inv_beta is not None else weight,
+            rows, n, channels, taps, dilation, padding, n // 2, n // stride if stride else n,
+            float(x_scale), 1.0 / s_scale if s_scale > 0 else 0.0, float(res_scale),
+            INT8_IN=x.dtype == torch.int8, FP8_IN=x.dtype == torch.float8_e4m3fn, HAS_BIAS=bias is not None,
+            RESIDUAL=residual, RES_QUANT=res_scale > 0, STORE_Y=y is not None, AUDIO=audio, STORE_S=s is not None,
+            S_INT8=s is not None and s.dtype == torch.int8, S_FP8=s is not None and s.dtype == torch.float8_e4m3fn,
+            FP8_ACC=(bk if fp8_acc is None else fp8_acc) if x.dtype == torch.float8_e4m3fn else 0,
+            TRANSPOSED=stride > 0, FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk, PERSISTENT=bool(persistent), WS=bool(ws),
+            INFLIGHT=keep, num_warps=warps, num_stages=stages)
 
 
 def _multiprocessors(x: Any) -> int:

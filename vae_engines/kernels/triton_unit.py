@@ -39,6 +39,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from vae_engines.core.lazy import lazy_import
+from vae_engines.kernels import inflight
 from vae_engines.kernels.op import unit_fits
 from vae_engines.kernels.triton_conv import _quantize, _quantize_fp8, _quantize_int8, _sin
 
@@ -107,7 +108,8 @@ def residual_unit_kernel(
         HAS_B2: tl.constexpr, RES_QUANT: tl.constexpr, STORE_S: tl.constexpr, S_INT8: tl.constexpr,
         FAST_SIN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BN2: tl.constexpr,
         FP8_1: tl.constexpr = False, FP8_2: tl.constexpr = False, S_FP8: tl.constexpr = False,
-        FP8_ACC: tl.constexpr = 0):
+        FP8_ACC: tl.constexpr = 0, INFLIGHT: tl.constexpr = False):
+    # INFLIGHT: compiled with kernels.inflight's rewrite (int8 on sm_90); the constexpr keeps it apart in caches
     b = tl.program_id(1)
     m0 = tl.program_id(0) * BM
     mid = _conv1_snake(x_desc, w1_desc, w1_scale_ptr, b1_ptr, alpha1_ptr, inv_beta1_ptr, b, m0 - (TAPS // 2) * DIL,
@@ -165,16 +167,18 @@ def launch(x: Any, w1: Any, w1_scale: Any, b1: Any, alpha1: Any, inv_beta1: Any,
     y_desc = _desc(y, [1, bm, bn2])
     s_desc = _desc(s, [1, bm, bn2]) if s is not None else y_desc
     grid = (triton.cdiv(rows, bm), batch)
-    residual_unit_kernel[grid](
-        x_desc, w1_desc, w2_desc, y_desc, s_desc,
-        w1_scale if w1_scale is not None else w1, b1 if b1 is not None else w1, alpha1, inv_beta1,
-        w2_scale if w2_scale is not None else w2, b2 if b2 is not None else w2,
-        alpha2 if alpha2 is not None else alpha1, inv_beta2 if inv_beta2 is not None else inv_beta1,
-        rows, dilation, float(x_scale), 1.0 / mid_scale if mid_scale > 0 else 0.0, float(mid_scale),
-        1.0 / s_scale if s_scale > 0 else 0.0, float(res_scale),
-        C=channels, TAPS=taps, INT8_1=x.dtype == torch.int8, INT8_2=mid_scale > 0 and w2.dtype == torch.int8,
-        HAS_B1=b1 is not None, HAS_B2=b2 is not None, RES_QUANT=res_scale > 0, STORE_S=s is not None,
-        S_INT8=s is not None and s_scale > 0 and s.dtype == torch.int8, FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2,
-        FP8_1=x.dtype == fp8, FP8_2=mid_scale > 0 and w2.dtype == fp8,
-        S_FP8=s is not None and s_scale > 0 and s.dtype == fp8, FP8_ACC=bk if fp8_acc is None else fp8_acc,
-        num_warps=warps, num_stages=stages)
+    keep = x.is_cuda and x.dtype == torch.int8 and inflight.enabled()
+    with inflight.rewriting(keep):
+        residual_unit_kernel[grid](
+            x_desc, w1_desc, w2_desc, y_desc, s_desc,
+            w1_scale if w1_scale is not None else w1, b1 if b1 is not None else w1, alpha1, inv_beta1,
+            w2_scale if w2_scale is not None else w2, b2 if b2 is not None else w2,
+            alpha2 if alpha2 is not None else alpha1, inv_beta2 if inv_beta2 is not None else inv_beta1,
+            rows, dilation, float(x_scale), 1.0 / mid_scale if mid_scale > 0 else 0.0, float(mid_scale),
+            1.0 / s_scale if s_scale > 0 else 0.0, float(res_scale),
+            C=channels, TAPS=taps, INT8_1=x.dtype == torch.int8, INT8_2=mid_scale > 0 and w2.dtype == torch.int8,
+            HAS_B1=b1 is not None, HAS_B2=b2 is not None, RES_QUANT=res_scale > 0, STORE_S=s is not None,
+            S_INT8=s is not None and s_scale > 0 and s.dtype == torch.int8, FAST_SIN=x.is_cuda, BM=bm, BK=bk, BN2=bn2,
+            FP8_1=x.dtype == fp8, FP8_2=mid_scale > 0 and w2.dtype == fp8,
+            S_FP8=s is not None and s_scale > 0 and s.dtype == fp8, FP8_ACC=bk if fp8_acc is None else fp8_acc,
+            INFLIGHT=keep, num_warps=warps, num_stages=stages)
