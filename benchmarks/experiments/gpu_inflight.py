@@ -38,10 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gpu_units  # noqa: E402
 from gpu_units import CFG, event_ms, seeded  # noqa: E402
 
-from vae_engines.compiled.int8 import layer_quant, observed_quant  # noqa: E402
 from vae_engines.compiled.tune import layer_frames, layer_inputs, tiles_for  # noqa: E402
-from vae_engines.core import device as devices  # noqa: E402
-from vae_engines.core.fileio import read_json  # noqa: E402
 from vae_engines.kernels import inflight  # noqa: E402
 from vae_engines.measure.timing import paired_ratio  # noqa: E402
 from vae_engines.model.fused import FusedDecoder, unit_of  # noqa: E402
@@ -89,16 +86,6 @@ class SwitchedEngine:
     def decode(self, x, **kw):
         with switched(self.on):
             return self.engine.decode(x, **kw)
-
-
-def quant_of(decoder, ranges: Path | None) -> dict:
-    if ranges is not None:
-        return layer_quant(decoder, read_json(ranges))
-    with devices.exact_fp32():
-        latents = [seeded(CFG.frames, s) for s in (10, 11)]
-        q = observed_quant(decoder.to(CFG.device), latents)
-    decoder.to("cpu")
-    return q
 
 
 def each_kernel(module: FusedDecoder):
@@ -232,7 +219,7 @@ def main() -> None:
     args = p.parse_args()
     run = gpu_units.start(args)
     decoder = fold_decoder(load_vae(CFG.model).vae).eval()
-    q = quant_of(decoder, args.ranges)
+    q = gpu_units.quant_of(decoder, args.ranges)
     tuned = run.phase("tune", gpu_units.tune, decoder)
     if tuned is None:
         return
