@@ -58,13 +58,13 @@ def _loop_of(lines: list[str], at: int) -> int | None:
     return None
 
 
-def _loop_end(lines: list[str], start: int) -> int:
-    """The index of the line closing the region opened by line `start`."""
+def _loop_end(lines: list[str], start: int) -> int | None:
+    """The index of the line closing the region opened by line `start` (None: no such line)."""
     indent = len(lines[start]) - len(lines[start].lstrip())
     for i in range(start + 1, len(lines)):
         if lines[i].startswith(" " * indent + "}") and not lines[i].startswith(" " * (indent + 1)):
             return i
-    raise ValueError("unbalanced region")
+    return None
 
 
 def keep_in_flight(ttgir: str) -> tuple[str, int]:
@@ -79,9 +79,9 @@ def keep_in_flight(ttgir: str) -> tuple[str, int]:
         if not wait or wait.group(4) != dot.group(1):
             continue
         start = _loop_of(lines, at)
-        if start is None:
+        end = None if start is None else _loop_end(lines, start)
+        if end is None:
             continue
-        end = _loop_end(lines, start)
         body = lines[start + 1:end]
         if sum("ttng.warp_group_dot " in ln for ln in body) != 1:
             continue
@@ -100,7 +100,9 @@ def keep_in_flight(ttgir: str) -> tuple[str, int]:
         if uses != [yield_line] or "scf.yield" not in lines[yield_line]:
             continue
         yielded = [v.strip() for v in lines[yield_line].split("scf.yield", 1)[1].split(":")[0].split(",")]
-        if yielded.index(result) != index or any(re.search(re.escape(wait.group(2)) + r"#[1-9]", ln) for ln in lines):
+        if index >= len(yielded) or yielded[index] != result:
+            continue
+        if any(re.search(re.escape(wait.group(2)) + r"#[1-9]", ln) for ln in lines):  # its other results unused
             continue
         loop_result = loop.group(2) + (f"#{index}" if loop.group(3) else "")
         guarded = f"{loop.group(2).lstrip('%')}_inflight"
@@ -123,7 +125,6 @@ def _rewrite_module(mod: Any) -> Any:
     from triton._C.libtriton import ir
 
     text, changed = keep_in_flight(str(mod))
-    _state.changed = getattr(_state, "changed", 0) + changed
     if not changed:
         return mod
     with tempfile.TemporaryDirectory() as tmp:
