@@ -739,6 +739,26 @@ def test_a_fused_engine_builds_exports_and_loads(tmp_path):
                       model="tiny", kernels="fused")
 
 
+def test_an_int8_engine_on_sm90_says_its_wgmma_stays_in_flight(monkeypatch):
+    """The record of a fused INT8 engine built on an sm_90 GPU says what kernels.inflight does to
+    its int8 layers, unless VAE_ENGINES_WGMMA_INFLIGHT=0 kept Triton's schedule; on another GPU it
+    does not. (No GPU here: the device and its compute capability are stood in for.)"""
+    from vae_engines.compiled.build import fused_executed
+    from vae_engines.kernels import inflight
+
+    decoder = fold_decoder(make_vae())
+    module = FusedDecoder(decoder, int8_quant(decoder))
+    said = {}
+    for capability, switch in (((9, 0), "1"), ((9, 0), "0"), ((8, 9), "1")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device, c=capability: c)
+        monkeypatch.setenv(inflight.ENV, switch)
+        said[capability, switch] = fused_executed(module, torch.device("cuda"), {})
+    n = len(module.int8_layers)
+    assert f"{n} layers int8 x int8 -> int32 (one wgmma kept in flight)" in said[(9, 0), "1"]
+    assert "in flight" not in said[(9, 0), "0"] and "in flight" not in said[(8, 9), "1"]
+    assert said[(9, 0), "0"].startswith(f"{n} layers int8 x int8 -> int32,")
+
+
 def test_an_fp8_package_says_what_it_runs_and_loads(tmp_path):
     """An FP8 engine as a package (compiled.build.build_package): its record names the precision
     (fp8+fp16) and the fp8 layers with their sums' promotion, its latent guard is the first

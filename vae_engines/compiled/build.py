@@ -37,6 +37,7 @@ from vae_engines.core.lazy import lazy_import
 from vae_engines.core.params import ProfileParams
 from vae_engines.data.latentset import read_latent_set
 from vae_engines.graph.io import latent_range
+from vae_engines.kernels import inflight
 from vae_engines.metrics import peak_psnr
 from vae_engines.model.channels_last import ChannelsLastDecoder
 from vae_engines.model.folded import load_folded
@@ -77,7 +78,10 @@ def fused_executed(module: Any, device: Any, layers: dict) -> str:
     promoted = "never promoted" if fp8 and all(layer.fp8_acc == 0 for layer in module.layers if layer.x_scale > 0) \
         else "promoted to fp32 every K slice"
     cudnn = sum(1 for layer in layers.values() if layer["chosen"] == "torch")
-    parts = [f"{int8} layers int8 x int8 -> int32" if int8 else "",
+    # sm_90 compiles of the int8 kernels keep one wgmma in flight (kernels.inflight) unless its env switch is off
+    in_flight = (int8 and on_gpu and inflight.enabled() and torch.cuda.get_device_capability(device) == (9, 0))
+    parts = [f"{int8} layers int8 x int8 -> int32" + (" (one wgmma kept in flight)" if in_flight else "") if int8
+             else "",
              f"{fp8} layers fp8 e4m3 x e4m3 -> fp32 (Hopper's reduced-precision sums {promoted})" if fp8 else "",
              f"{len(module.layers) - quantized} layers fp16 with fp32 accumulation"]
     units = len(module.fused_units)
