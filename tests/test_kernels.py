@@ -294,7 +294,8 @@ def test_the_inflight_rewrite_changes_only_an_int32_dot_waited_where_it_is_issue
     once and feeds only the loop's next iteration, the wait keeps one pending and the loop's
     result is waited for before its first use; the other loop result, the loads and everything
     else stay. An fp32 accumulator (Triton pipelines it itself), an accumulator read inside the
-    loop, or a dot outside a loop: unchanged."""
+    loop, a dot outside a loop, a loop handing buffers back through a barrier, or any
+    warp-specialized kernel: unchanged."""
     from vae_engines.kernels.inflight import keep_in_flight
 
     text, changed = keep_in_flight(_INT8_LOOP)
@@ -311,7 +312,9 @@ def test_the_inflight_rewrite_changes_only_an_int32_dot_waited_where_it_is_issue
     read_in_loop = _INT8_LOOP.replace("      scf.yield", "      %peek = arith.addi %w#0, %w#0 : tensor<128x128xi32>\n"
                                       "      scf.yield")
     outside = "\n".join(_INT8_LOOP.splitlines()[2:4])
-    for text in (fp32, read_in_loop, outside):
+    hands_back = _INT8_LOOP.replace("      scf.yield", "      ttng.arrive_barrier %bar, 1 : !ttg.memdesc<1xi64>\n"
+                                    "      scf.yield")
+    for text in (fp32, read_in_loop, outside, hands_back, _INT8_LOOP + "    ttg.warp_specialize\n"):
         assert keep_in_flight(text) == (text, 0)
 
 
