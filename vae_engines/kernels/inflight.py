@@ -16,9 +16,9 @@ one pending (`pendings = 1`, as Triton writes for fp16), and a `pendings = 0` wa
 loop guards the result's first use. The loads of the next stages stay after the in-loop wait,
 where the pipeliner put them, so a buffer is refilled only once the wgmma reading it is done.
 Anything that does not match that shape exactly is left alone, and so is every warp-specialized
-kernel, whose partitions hand a buffer back through a barrier right after its wgmma. Integer sums are exact in any
-order and the order does not change, so the outputs are bitwise those of the unmodified
-kernel: `benchmarks/experiments/gpu_inflight.py` found every INT8 layer, unit and 60 s decode
+kernel, whose partitions hand a buffer back through a barrier right after its wgmma. Integer
+sums are exact in any order and the order does not change, so the outputs are bitwise those of
+the unmodified kernel: `benchmarks/experiments/gpu_inflight.py` found every INT8 layer, unit and 60 s decode
 bitwise equal on the lent H100, where the shipped INT8 package ran 1.065-1.079x faster for it
 (benchmarks/results/README.md, "Runs 17 and 18").
 
