@@ -1,0 +1,222 @@
+"""Layer tiles beyond the tuner's candidates, tuned and shipped in one process on a GPU (issue 36: the
+fp16 engine's 16 ms, and INT8's margin over it).
+
+    python3 benchmarks/experiments/gpu_layer_tiles.py --out DIR [--ranges R.ranges.json] [--rounds N] [--smoke]
+
+The layers outside the fused units (the first convolution, the five upsamplers, the twelve k=7 and k=1
+layers of blocks 0-1, the output convolution) took 6 of the fp16 engine's 16.7 ms of kernels on the
+H100 (results/gpu_units/h100_run5_lean/package_profile), and block 0's k=7 layers ran at 460 TFLOP/s
+where cuBLAS reaches 764 at the same GEMM shape (h100_run17's layer table). Offline for sm_90 (Triton 3.6)
+the fp16 tile they chose, 128x128x64 over 4 warps in 4 stages, holds 131 KB of shared memory: one
+warpgroup per multiprocessor. EXTRA adds tiles that keep two warpgroups on a multiprocessor (two
+programs of 3 stages, or one of 8 warps) and larger ones; none spills (registers <= 255, no local
+memory).
+
+The tune runs once with compiled.tune's candidates widened by EXTRA. From that one record come two
+choices per kind: "old", each layer's fastest among the tuner's own candidates (each unit's choice
+redone against its layers' old sum), and "new", the fastest of all. Phases, each writing
+DIR/results.json as it ends:
+1. ceilings, 2. tune (widened), 3. choices: the layers whose tile changed, with their tune times;
+4. layers: each changed layer timed alone in both tiles, in turns (median of 11);
+5. table: the layer table with its roofline column for the new choice (DIR/layer_table.md);
+6. decode: fp16 and INT8 module graphs, old and new, rounds taking turns, ratios; quality of each
+   against eager fp32 at the encoder's scale;
+7. packages: the four as the pipeline ships them, 60 s rounds taking turns, ratios, lengths.
+--smoke runs it on the CPU (small model, Triton's interpreter): it checks the script only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import sys
+from pathlib import Path
+
+if "--smoke" in sys.argv:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import gpu_units  # noqa: E402
+from gpu_units import CFG, event_ms, seeded  # noqa: E402
+from layer_table import roofline_rows, table_md  # noqa: E402
+
+from vae_engines.compiled import tune as tuner  # noqa: E402
+from vae_engines.compiled.tune import (LAYERS, all_int8, candidates, label, layer_frames, layer_inputs,  # noqa: E402
+                                       tile_of, tiles_for)
+from vae_engines.core import device as devices  # noqa: E402
+from vae_engines.measure.timing import paired_ratio  # noqa: E402
+from vae_engines.metrics import peak_psnr  # noqa: E402
+from vae_engines.model.fused import FusedDecoder  # noqa: E402
+from vae_engines.model.oobleck import fold_decoder, load_vae  # noqa: E402
+
+log = logging.getLogger("gpu_layer_tiles")
+EXTRA = {  # (BM, BN, BK, warps, stages); sm_90 registers / shared KB of a k=7 layer (fp16, int8 in flight)
+    "fp16": ((128, 128, 64, 4, 3),    # 173 / 98: two programs a multiprocessor (the 4-stage one holds 131)
+             (64, 128, 64, 4, 3),     # two or three programs
+             (256, 128, 64, 8, 3),    # 240 / 147: two warpgroups of 128 x 128
+             (256, 128, 64, 8, 4),    # 240 / 197
+             (128, 256, 64, 8, 4),    # 178 / 197
+             (128, 128, 128, 8, 3)),  # 165 / 197: half the loop's iterations
+    "int8": ((128, 128, 128, 4, 3),   # 238 / 98: two programs a multiprocessor
+             (256, 128, 128, 8, 4),   # 255 / 197
+             (128, 256, 128, 8, 3),   # 239 / 147
+             (128, 128, 256, 8, 3)),  # 172 / 197
+}
+KINDS = ("fp16", "int8")
+
+
+def own_labels(decoder) -> dict[str, dict[str, set[str]]]:
+    """kind -> layer -> the labels of the tuner's own candidates there (torch included)."""
+    out = {}
+    for kind, quant in (("fp16", None), ("int8", all_int8(decoder))):
+        module = FusedDecoder(decoder, quant)
+        out[kind] = {layer.spec.name: {label(t) for t in candidates(layer)} for layer in module.layers}
+    return out
+
+
+def widen() -> None:
+    for kind in KINDS:
+        tuner.CANDIDATES[kind] = tuple(tuner.CANDIDATES[kind]) + tuple(
+            t for t in EXTRA[kind][:1 if CFG.device.type != "cuda" else None] if t not in tuner.CANDIDATES[kind])
+
+
+def restricted(record: dict, allowed: dict) -> dict:
+    """The tune record as the tuner's own candidates would have chosen: each layer's fastest among
+    `allowed`, then each unit's kernel against its layers' sum in those tiles (compiled.tune's rule)."""
+    out = copy.deepcopy(record)
+    for kind in KINDS:
+        entries = out[kind]
+        for name, entry in entries.items():
+            if not entry.get("unit"):
+                ms = {k: v for k, v in entry["ms"].items() if k in allowed[kind][name]}
+                entry["ms"], entry["chosen"] = ms, min(ms, key=lambda k: sum(ms[k]))
+        for name, entry in entries.items():
+            if entry.get("unit"):
+                entry["ms"][LAYERS] = tuner._separate_ms(entries, name)
+                entry["chosen"] = min(entry["ms"], key=lambda k: sum(entry["ms"][k]))
+    return out
+
+
+def choices(old: dict, new: dict) -> dict:
+    """kind -> name -> {old, new, old_ms, new_ms} where the choice differs (tune times per length)."""
+    out: dict = {}
+    for kind in KINDS:
+        for name, entry in new[kind].items():
+            was = old[kind][name]["chosen"]
+            if entry["chosen"] != was:
+                out.setdefault(kind, {})[name] = {"old": was, "new": entry["chosen"],
+                                                  "old_ms": old[kind][name]["ms"][was],
+                                                  "new_ms": entry["ms"][entry["chosen"]]}
+    log.info("changed: %s", out)
+    return out
+
+
+def layers(decoder, q: dict, tiles: dict, changed: dict) -> dict:
+    """Each layer whose tile changed, timed alone in its old and new tile, in turns (median of 11)."""
+    out: dict = {}
+    for kind, quant in (("fp16", None), ("int8", q)):
+        module = FusedDecoder(decoder, quant, tiles["old " + kind]).to(CFG.device).eval()
+        rows = layer_frames([layer.spec for layer in module.layers], CFG.frames)
+        g = torch.Generator(device=CFG.device).manual_seed(3)
+        with torch.inference_mode():
+            for i, layer in enumerate(module.layers):
+                c = changed.get(kind, {}).get(layer.spec.name)
+                in_unit = module.unit_tiles[i] or (i and module.unit_tiles[i - 1])
+                if c is None or in_unit or (layer.x_scale > 0) != (kind == "int8"):
+                    continue
+                x, residual = layer_inputs(layer, rows[i], CFG.device, g)
+                times: dict = {}
+                for which in ("old", "new", "old", "new"):
+                    layer.tile = tile_of(c[which])
+                    times.setdefault(which, []).append(event_ms(lambda: layer(x, residual), repeats=11))
+                out[f"{kind} {layer.spec.name}"] = {"old": c["old"], "new": c["new"],
+                                                    "old_ms": round(min(times["old"]), 4),
+                                                    "new_ms": round(min(times["new"]), 4),
+                                                    "speedup": round(min(times["old"]) / min(times["new"]), 3)}
+                log.info("%s %s: %s", kind, layer.spec.name, out[f"{kind} {layer.spec.name}"])
+        module = None
+        gpu_units.sync()
+    return out
+
+
+def engines(decoder, q: dict, tiles: dict) -> dict:
+    return {name: FusedDecoder(decoder, None if name.endswith("fp16") else q, t).to(CFG.device).eval()
+            for name, t in tiles.items()}
+
+
+PAIRS = (("new fp16", "old fp16"), ("new int8", "old int8"), ("new int8", "new fp16"), ("old int8", "old fp16"))
+
+
+def decode(decoder, q: dict, tiles: dict) -> dict:
+    fused = engines(decoder, q, tiles)
+    timings = gpu_units.rounds(fused, CFG.frames, CFG.rounds)
+    latents = [seeded(CFG.frames, s, 0.027) for s in (20, 21)]
+    reference = decoder.to(CFG.device).eval()
+    with torch.inference_mode(), devices.exact_fp32():
+        expected = [reference(x).float().cpu().numpy() for x in latents]
+    reference.to("cpu")
+    with torch.inference_mode():
+        psnr = {name: round(float(np.mean([peak_psnr(e, m(x).float().cpu().numpy())
+                                           for e, x in zip(expected, latents)])), 2) for name, m in fused.items()}
+    return {"frames": CFG.frames, "timings": {k: t.summary() for k, t in timings.items()},
+            "ratios": [paired_ratio(timings[a], timings[b]) for a, b in PAIRS], "psnr_encoder_scale": psnr}
+
+
+def packages(decoder, q: dict, records: dict, out: Path) -> dict:
+    result, loaded = {}, {}
+    for name, record in records.items():
+        shipped, built = gpu_units.ship(decoder, {name: None if name.endswith("fp16") else q}, record, out)
+        result.update(shipped)
+        loaded.update(built)
+    timings = gpu_units.package_rounds(loaded)
+    result["timings"] = {n: t.summary() for n, t in timings.items()}
+    result["ratios"] = [paired_ratio(timings[a], timings[b]) for a, b in PAIRS]
+    result["sweep"] = gpu_units.package_sweep(loaded)
+    for p in out.glob("*.pt2*"):
+        p.unlink()
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--ranges", type=Path, default=None)
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--skip", nargs="*", default=[], help="phases to leave out (packages, ...)")
+    p.add_argument("--smoke", action="store_true")
+    args = p.parse_args()
+    run = gpu_units.start(args)
+    decoder = fold_decoder(load_vae(CFG.model).vae).eval()
+    q = gpu_units.quant_of(decoder, args.ranges)
+    decoder.to("cpu")
+    allowed = own_labels(decoder)
+    widen()
+    run.results["extra"] = {k: [list(t) for t in v] for k, v in EXTRA.items()}
+    ceiling = run.phase("ceilings", gpu_units.ceilings)
+    new = run.phase("tune", gpu_units.tune, decoder)
+    if new is None:
+        return
+    old = restricted(new, allowed)
+    run.results["old_record"] = old
+    changed = run.phase("choices", choices, old, new)
+    tiles = {"old fp16": tiles_for(old, set()), "new fp16": tiles_for(new, set()),
+             "old int8": tiles_for(old, set(q)), "new int8": tiles_for(new, set(q))}
+    run.phase("layers", layers, decoder, q, tiles, changed or {})
+    table = run.phase("table", lambda: table_md(roofline_rows(new, decoder, ceiling), new, ceiling))
+    (args.out / "layer_table.md").write_text(table or "")
+    run.phase("decode", decode, decoder, q, tiles)
+    if "packages" not in args.skip:
+        records = {"old fp16": old, "new fp16": new, "old int8": old, "new int8": new}
+        run.phase("packages", packages, decoder, q, records, args.out)
+    log.info("done")
+
+
+if __name__ == "__main__":
+    main()
