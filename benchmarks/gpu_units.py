@@ -541,6 +541,17 @@ class Run:
         return value
 
 
+def experiment_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line of the GPU experiments built on this script (benchmarks/experiments/gpu_*.py):
+    --out, --ranges (one INT8 variant's ranges.json; quant_of's minmax without it), --rounds, --smoke."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--ranges", type=Path, default=None)
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--smoke", action="store_true", help="a CPU check of the script (figures mean nothing)")
+    return p
+
+
 def start(args) -> Run:
     """A GPU script's start: --smoke (the CPU check), --rounds, the output folder and its log.txt."""
     if args.smoke:

@@ -29,7 +29,6 @@ It first ran at 61004a4, where a module switch (kernels.op.FP8_ACC) stood for fp
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -145,12 +144,8 @@ def packages(decoder, q: dict, tuned: dict, out: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--ranges", type=Path, default=None)
-    p.add_argument("--rounds", type=int, default=None)
+    p = gpu_units.experiment_parser(__doc__)
     p.add_argument("--package", action="store_true", help="also build, load and time the shipped packages")
-    p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
     run = gpu_units.start(args)
     decoder = fold_decoder(load_vae(CFG.model).vae).eval()

@@ -20,7 +20,6 @@ same tiles (the tune, with the rewrite). Phases, each writing DIR/results.json a
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import re
@@ -210,12 +209,8 @@ def packages(decoder, q: dict, tuned: dict, out: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--ranges", type=Path, default=None)
-    p.add_argument("--rounds", type=int, default=None)
+    p = gpu_units.experiment_parser(__doc__)
     p.add_argument("--skip", nargs="*", default=[], help="phases to leave out (packages, ...)")
-    p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
     run = gpu_units.start(args)
     decoder = fold_decoder(load_vae(CFG.model).vae).eval()

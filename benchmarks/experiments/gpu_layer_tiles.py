@@ -27,7 +27,6 @@ DIR/results.json as it ends:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import os
@@ -185,12 +184,8 @@ def packages(decoder, q: dict, records: dict, out: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--ranges", type=Path, default=None)
-    p.add_argument("--rounds", type=int, default=None)
+    p = gpu_units.experiment_parser(__doc__)
     p.add_argument("--skip", nargs="*", default=[], help="phases to leave out (packages, ...)")
-    p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
     run = gpu_units.start(args)
     decoder = fold_decoder(load_vae(CFG.model).vae).eval()
