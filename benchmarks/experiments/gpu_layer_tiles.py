@@ -80,8 +80,8 @@ def own_labels(decoder) -> dict[str, dict[str, set[str]]]:
     return out
 
 
-def widen() -> None:
-    for kind in KINDS:
+def widen(kinds: list[str]) -> None:
+    for kind in kinds:
         tuner.CANDIDATES[kind] = tuple(tuner.CANDIDATES[kind]) + tuple(
             t for t in EXTRA[kind][:1 if CFG.device.type != "cuda" else None] if t not in tuner.CANDIDATES[kind])
 
@@ -186,14 +186,16 @@ def packages(decoder, q: dict, records: dict, out: Path) -> dict:
 def main() -> None:
     p = gpu_units.experiment_parser(__doc__)
     p.add_argument("--skip", nargs="*", default=[], help="phases to leave out (packages, ...)")
+    p.add_argument("--widen", nargs="*", default=list(KINDS), choices=KINDS,
+                   help="the kinds whose candidates EXTRA widens (the other's old and new engines are the same)")
     args = p.parse_args()
     run = gpu_units.start(args)
     decoder = fold_decoder(load_vae(CFG.model).vae).eval()
     q = gpu_units.quant_of(decoder, args.ranges)
     decoder.to("cpu")
     allowed = own_labels(decoder)
-    widen()
-    run.results["extra"] = {k: [list(t) for t in v] for k, v in EXTRA.items()}
+    widen(args.widen)
+    run.results["extra"] = {k: [list(t) for t in EXTRA[k]] for k in args.widen}
     ceiling = run.phase("ceilings", gpu_units.ceilings)
     new = run.phase("tune", gpu_units.tune, decoder)
     if new is None:
