@@ -445,6 +445,18 @@ def package(decoder, quants: dict, tuned: dict, out: Path) -> dict:
     return result
 
 
+def compare_packages(engines: dict, pairs, out: Path) -> dict:
+    """Loaded packages' 60 s decodes in rounds taking turns (package_rounds), the paired ratio of each
+    (subject, reference) pair of their names, and each one's sweep of lengths; then removes the
+    packages from `out`."""
+    timings = package_rounds(engines)
+    result = {"timings": {n: t.summary() for n, t in timings.items()},
+              "ratios": [paired_ratio(timings[a], timings[b]) for a, b in pairs], "sweep": package_sweep(engines)}
+    for p in out.glob("*.pt2*"):
+        p.unlink()
+    return result
+
+
 def package_rounds(engines: dict) -> dict[str, Timing]:
     """Loaded packages' 60 s decodes (unchecked), three warm-up calls each, then CFG.rounds rounds
     taking turns."""

@@ -133,14 +133,8 @@ def packages(decoder, q: dict, tuned: dict, out: Path) -> dict:
     """fp16, INT8 and unpromoted FP8 packages as the pipeline ships them (module docstring)."""
     result, loaded = gpu_units.ship(decoder, {"fp16": None, "int8": q["int8"], UNPROMOTED: q[UNPROMOTED]}, tuned,
                                     out)
-    timings = gpu_units.package_rounds(loaded)
-    result["timings"] = {n: t.summary() for n, t in timings.items()}
-    result["ratios"] = [paired_ratio(timings[a], timings[b]) for a, b in
-                        (("int8", "fp16"), (UNPROMOTED, "fp16"), (UNPROMOTED, "int8"))]
-    result["sweep"] = gpu_units.package_sweep(loaded)
-    for p in out.glob("*.pt2*"):
-        p.unlink()
-    return result
+    pairs = (("int8", "fp16"), (UNPROMOTED, "fp16"), (UNPROMOTED, "int8"))
+    return {**result, **gpu_units.compare_packages(loaded, pairs, out)}
 
 
 def main() -> None:

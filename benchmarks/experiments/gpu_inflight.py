@@ -198,14 +198,7 @@ def packages(decoder, q: dict, tuned: dict, out: Path) -> dict:
             shipped, engines = gpu_units.ship(decoder, {name: quant}, tuned, out)
         result.update(shipped)
         loaded[name] = SwitchedEngine(engines[name], on)
-    timings = gpu_units.package_rounds(loaded)
-    result["timings"] = {n: t.summary() for n, t in timings.items()}
-    result["ratios"] = [paired_ratio(timings[a], timings[b]) for a, b in
-                        (("int8", "fp16"), (PLAIN, "fp16"), ("int8", PLAIN))]
-    result["sweep"] = gpu_units.package_sweep(loaded)
-    for p in out.glob("*.pt2*"):
-        p.unlink()
-    return result
+    return {**result, **gpu_units.compare_packages(loaded, (("int8", "fp16"), (PLAIN, "fp16"), ("int8", PLAIN)), out)}
 
 
 def main() -> None:

@@ -174,13 +174,7 @@ def packages(decoder, q: dict, records: dict, out: Path) -> dict:
         shipped, built = gpu_units.ship(decoder, {name: None if name.endswith("fp16") else q}, record, out)
         result.update(shipped)
         loaded.update(built)
-    timings = gpu_units.package_rounds(loaded)
-    result["timings"] = {n: t.summary() for n, t in timings.items()}
-    result["ratios"] = [paired_ratio(timings[a], timings[b]) for a, b in PAIRS]
-    result["sweep"] = gpu_units.package_sweep(loaded)
-    for p in out.glob("*.pt2*"):
-        p.unlink()
-    return result
+    return {**result, **gpu_units.compare_packages(loaded, PAIRS, out)}
 
 
 def main() -> None:
