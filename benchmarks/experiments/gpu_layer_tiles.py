@@ -58,7 +58,7 @@ from vae_engines.model.oobleck import fold_decoder, load_vae  # noqa: E402
 log = logging.getLogger("gpu_layer_tiles")
 EXTRA = {  # (BM, BN, BK, warps, stages); sm_90 registers / shared KB of a k=7 layer (fp16, int8 in flight)
     "fp16": ((128, 128, 64, 4, 3),    # 173 / 98: two programs a multiprocessor (the 4-stage one holds 131)
-             (64, 128, 64, 4, 3),     # two or three programs
+             (64, 128, 64, 4, 3),     # 102 / 74: two or three programs
              (256, 128, 64, 8, 3),    # 240 / 147: two warpgroups of 128 x 128
              (256, 128, 64, 8, 4),    # 240 / 197
              (128, 256, 64, 8, 4),    # 178 / 197
