@@ -1,7 +1,8 @@
-"""Layer tiles beyond the tuner's candidates, tuned and shipped in one process on a GPU (issue 36: the
-fp16 engine's 16 ms, and INT8's margin over it).
+"""Layer and unit tiles beyond the tuner's candidates, tuned and shipped in one process on a GPU (issue 36:
+the fp16 engine's 16 ms, and INT8's margin over it).
 
-    python3 benchmarks/experiments/gpu_layer_tiles.py --out DIR [--ranges R.ranges.json] [--rounds N] [--smoke]
+    python3 benchmarks/experiments/gpu_layer_tiles.py --out DIR [--ranges R.ranges.json] [--rounds N]
+        [--widen fp16 int8] [--what layers units] [--skip packages] [--smoke]
 
 The layers outside the fused units (the first convolution, the five upsamplers, the twelve k=7 and k=1
 layers of blocks 0-1, the output convolution) took 6 of the fp16 engine's 16.7 ms of kernels on the
@@ -12,12 +13,19 @@ warpgroup per multiprocessor. EXTRA adds tiles that keep two warpgroups on a mul
 programs of 3 stages, or one of 8 warps) and larger ones; none spills (registers <= 255, no local
 memory).
 
-The tune runs once with compiled.tune's candidates widened by EXTRA. From that one record come two
+UNIT_EXTRA does the same for the residual-unit kernel. The fp16 unit the tuner chose at blocks 3-4
+(128 rows over 8 warps) issues 25.6 instructions per output element on sm_90; over one warpgroup, the
+int8 unit's shape, the same 128 rows take 20.4-23.2 (each thread then holds four rows of every column
+it touches, so the epilogue's per-column vectors are loaded once for twice the elements), and two
+programs still fit a multiprocessor (249-255 registers, 64-96 KB). Three of them keep a 48-byte stack
+(11 STL in the epilogue); the BN2 = 32 ones none. `--what` picks which of the two widen.
+
+The tune runs once with compiled.tune's candidates widened by EXTRA and UNIT_EXTRA. From that one record come two
 choices per kind: "old", each layer's fastest among the tuner's own candidates (each unit's choice
 redone against its layers' old sum), and "new", the fastest of all. Phases, each writing
 DIR/results.json as it ends:
-1. ceilings, 2. tune (widened), 3. choices: the layers whose tile changed, with their tune times;
-4. layers: each changed layer timed alone in both tiles, in turns (median of 11);
+1. ceilings, 2. tune (widened), 3. choices: the layers and units whose tile changed, with their tune times;
+4. layers: each changed layer and unit timed alone in both tiles, in turns (median of 11);
 5. table: the layer table with its roofline column for the new choice (DIR/layer_table.md);
 6. decode: fp16 and INT8 module graphs, old and new, rounds taking turns, ratios; quality of each
    against eager fp32 at the encoder's scale;
@@ -48,11 +56,11 @@ from layer_table import roofline_rows, table_md  # noqa: E402
 
 from vae_engines.compiled import tune as tuner  # noqa: E402
 from vae_engines.compiled.tune import (LAYERS, all_int8, candidates, label, layer_frames, layer_inputs,  # noqa: E402
-                                       tile_of, tiles_for)
+                                       tile_of, tiles_for, unit_candidates)
 from vae_engines.core import device as devices  # noqa: E402
 from vae_engines.measure.timing import paired_ratio  # noqa: E402
 from vae_engines.metrics import peak_psnr  # noqa: E402
-from vae_engines.model.fused import FusedDecoder  # noqa: E402
+from vae_engines.model.fused import FusedDecoder, unit_of  # noqa: E402
 from vae_engines.model.oobleck import fold_decoder, load_vae  # noqa: E402
 
 log = logging.getLogger("gpu_layer_tiles")
@@ -68,38 +76,54 @@ EXTRA = {  # (BM, BN, BK, warps, stages); sm_90 registers / shared KB of a k=7 l
              (128, 256, 128, 8, 3),   # 239 / 147
              (128, 128, 256, 8, 3)),  # 172 / 197
 }
+UNIT_EXTRA = {  # (BM, BK, BN2, warps, stages) at 128 channels; sm_90 registers / stack bytes / shared KB,
+    # instructions per output element (Triton 3.6; the tuner's fp16 choice 128x64x64x8x3: 117 / 0 / 96, 25.6)
+    "fp16": ((128, 64, 32, 4, 3),    # 249 / 0 / 96, 23.2
+             (128, 64, 128, 4, 3),   # 255 / 48 / 96, 20.4
+             (128, 64, 64, 4, 3),    # 255 / 48 / 96, 21.4
+             (128, 64, 32, 4, 2),    # 249 / 0 / 64, 22.9
+             (128, 64, 64, 4, 2)),   # 255 / 48 / 64, 21.1
+    "int8": (),
+}
 KINDS = ("fp16", "int8")
+WHAT = ("layers", "units")
 
 
 def own_labels(decoder) -> dict[str, dict[str, set[str]]]:
-    """kind -> layer -> the labels of the tuner's own candidates there (torch included)."""
+    """kind -> layer or unit -> the labels of the tuner's own candidates there (torch, or a unit's
+    separate layers, included)."""
     out = {}
     for kind, quant in (("fp16", None), ("int8", all_int8(decoder))):
         module = FusedDecoder(decoder, quant)
         out[kind] = {layer.spec.name: {label(t) for t in candidates(layer)} for layer in module.layers}
+        for i, layer in enumerate(module.layers):
+            if unit_candidates(module, i):
+                out[kind][unit_of(layer.spec)] = {label(t) for t in unit_candidates(module, i)} | {LAYERS}
     return out
 
 
-def widen(kinds: list[str]) -> None:
+def widen(kinds: list[str], what: list[str]) -> None:
+    """Add EXTRA's (layers) and UNIT_EXTRA's (units) tiles of `kinds` to the tuner's candidates; on a
+    CPU (--smoke) only the first of each."""
+    first = 1 if CFG.device.type != "cuda" else None
     for kind in kinds:
-        tuner.CANDIDATES[kind] = tuple(tuner.CANDIDATES[kind]) + tuple(
-            t for t in EXTRA[kind][:1 if CFG.device.type != "cuda" else None] if t not in tuner.CANDIDATES[kind])
+        for name, extra, table in (("layers", EXTRA, tuner.CANDIDATES), ("units", UNIT_EXTRA, tuner.UNIT_CANDIDATES)):
+            if name in what:
+                table[kind] = tuple(table[kind]) + tuple(t for t in extra[kind][:first] if t not in table[kind])
 
 
 def restricted(record: dict, allowed: dict) -> dict:
     """The tune record as the tuner's own candidates would have chosen: each layer's fastest among
-    `allowed`, then each unit's kernel against its layers' sum in those tiles (compiled.tune's rule)."""
+    `allowed`, then each unit's fastest allowed kernel against its layers' sum in those tiles
+    (compiled.tune's rule)."""
     out = copy.deepcopy(record)
     for kind in KINDS:
         entries = out[kind]
-        for name, entry in entries.items():
-            if not entry.get("unit"):
-                ms = {k: v for k, v in entry["ms"].items() if k in allowed[kind][name]}
-                entry["ms"], entry["chosen"] = ms, min(ms, key=lambda k: sum(ms[k]))
-        for name, entry in entries.items():
+        for name, entry in sorted(entries.items(), key=lambda item: bool(item[1].get("unit"))):  # layers first
+            ms = {k: v for k, v in entry["ms"].items() if k in allowed[kind][name]}
             if entry.get("unit"):
-                entry["ms"][LAYERS] = tuner._separate_ms(entries, name)
-                entry["chosen"] = min(entry["ms"], key=lambda k: sum(entry["ms"][k]))
+                ms[LAYERS] = tuner._separate_ms(entries, name)
+            entry["ms"], entry["chosen"] = ms, min(ms, key=lambda k: sum(ms[k]))
     return out
 
 
@@ -118,7 +142,8 @@ def choices(old: dict, new: dict) -> dict:
 
 
 def layers(decoder, q: dict, tiles: dict, changed: dict) -> dict:
-    """Each layer whose tile changed, timed alone in its old and new tile, in turns (median of 11)."""
+    """Each layer and unit whose tile changed, timed alone in its old and new tile, in turns (median of 11).
+    A unit is timed as its kernel in both, or as its kernel against its two layers in their tiles."""
     out: dict = {}
     for kind, quant in (("fp16", None), ("int8", q)):
         module = FusedDecoder(decoder, quant, tiles["old " + kind]).to(CFG.device).eval()
@@ -126,22 +151,45 @@ def layers(decoder, q: dict, tiles: dict, changed: dict) -> dict:
         g = torch.Generator(device=CFG.device).manual_seed(3)
         with torch.inference_mode():
             for i, layer in enumerate(module.layers):
+                unit = changed.get(kind, {}).get(unit_of(layer.spec) or "")
                 c = changed.get(kind, {}).get(layer.spec.name)
                 in_unit = module.unit_tiles[i] or (i and module.unit_tiles[i - 1])
-                if c is None or in_unit or (layer.x_scale > 0) != (kind == "int8"):
+                if (layer.x_scale > 0) != (kind == "int8") or (unit is None and (c is None or in_unit)):
                     continue
                 x, residual = layer_inputs(layer, rows[i], CFG.device, g)
-                times: dict = {}
-                for which in ("old", "new", "old", "new"):
-                    layer.tile = tile_of(c[which])
-                    times.setdefault(which, []).append(event_ms(lambda: layer(x, residual), repeats=11))
-                out[f"{kind} {layer.spec.name}"] = {"old": c["old"], "new": c["new"],
-                                                    "old_ms": round(min(times["old"]), 4),
-                                                    "new_ms": round(min(times["new"]), 4),
-                                                    "speedup": round(min(times["old"]) / min(times["new"]), 3)}
-                log.info("%s %s: %s", kind, layer.spec.name, out[f"{kind} {layer.spec.name}"])
+                if unit is not None:
+                    stream = torch.randn(1, rows[i], layer.weight.shape[0], generator=g, device=CFG.device,
+                                         dtype=torch.float16)
+                    out[f"{kind} {unit_of(layer.spec)}"] = timed(unit, lambda: unit_or_layers(module, i, x, stream),
+                                                                 lambda t: module.unit_tiles.__setitem__(i, t))
+                    module.unit_tiles[i] = tile_of(unit["old"])
+                else:
+                    out[f"{kind} {layer.spec.name}"] = timed(c, lambda: layer(x, residual),
+                                                             lambda t: setattr(layer, "tile", t))
+                x = residual = stream = None
         module = None
         gpu_units.sync()
+    return out
+
+
+def unit_or_layers(module, i: int, x, stream):
+    """Residual unit i of `module` as one kernel in its unit tile, or where it has none ("layers") as its
+    two layers in theirs."""
+    if module.unit_tiles[i]:
+        return module._unit(i, x, stream)
+    return module.layers[i + 1](module.layers[i](x)[1], stream)  # the k=7 layer returns (y, s)
+
+
+def timed(change: dict, call, use) -> dict:
+    """`call` with use(old tile) and use(new tile), in turns (median of 11 each; the faster of two
+    turns)."""
+    times: dict = {}
+    for which in ("old", "new", "old", "new"):
+        use(tile_of(change[which]))
+        times.setdefault(which, []).append(event_ms(call, repeats=11))
+    out = {"old": change["old"], "new": change["new"], "old_ms": round(min(times["old"]), 4),
+           "new_ms": round(min(times["new"]), 4), "speedup": round(min(times["old"]) / min(times["new"]), 3)}
+    log.info("%s", out)
     return out
 
 
@@ -182,14 +230,17 @@ def main() -> None:
     p.add_argument("--skip", nargs="*", default=[], help="phases to leave out (packages, ...)")
     p.add_argument("--widen", nargs="*", default=list(KINDS), choices=KINDS,
                    help="the kinds whose candidates EXTRA widens (the other's old and new engines are the same)")
+    p.add_argument("--what", nargs="*", default=list(WHAT), choices=WHAT,
+                   help="widen the layers' candidates (EXTRA), the units' (UNIT_EXTRA), or both")
     args = p.parse_args()
     run = gpu_units.start(args)
     decoder = fold_decoder(load_vae(CFG.model).vae).eval()
     q = gpu_units.quant_of(decoder, args.ranges)
     decoder.to("cpu")
     allowed = own_labels(decoder)
-    widen(args.widen)
-    run.results["extra"] = {k: [list(t) for t in EXTRA[k]] for k in args.widen}
+    widen(args.widen, args.what)
+    run.results["extra"] = {f"{what} {k}": [list(t) for t in (EXTRA if what == "layers" else UNIT_EXTRA)[k]]
+                            for k in args.widen for what in args.what}
     ceiling = run.phase("ceilings", gpu_units.ceilings)
     new = run.phase("tune", gpu_units.tune, decoder)
     if new is None:
