@@ -61,7 +61,7 @@ from vae_engines.core import device as devices  # noqa: E402
 from vae_engines.core.env import fingerprint  # noqa: E402
 from vae_engines.core.params import ModelParams  # noqa: E402
 from vae_engines.kernels.op import is_outconv  # noqa: E402
-from vae_engines.measure.timing import Timing, paired_ratio  # noqa: E402
+from vae_engines.measure.timing import Timing, paired_ratio, turns  # noqa: E402
 from vae_engines.metrics import peak_psnr  # noqa: E402
 from vae_engines.model.fused import FusedDecoder, unit_of  # noqa: E402
 from vae_engines.model.oobleck import fold_decoder, load_vae  # noqa: E402
@@ -321,7 +321,7 @@ def rounds(decoders: dict, frames: int, n: int) -> dict[str, Timing]:
         replays[name]()
     timings = {name: Timing(name, 1, frames) for name in names}
     for r in range(n):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in turns(names, r):
             timings[name].ms.append(event_ms(replays[name], repeats=1))
     del replays
     sync()
@@ -466,7 +466,7 @@ def package_rounds(engines: dict) -> dict[str, Timing]:
             e.decode(x, check_finite=False)
     timings = {n: Timing(n, 1, CFG.frames) for n in engines}
     for r in range(CFG.rounds):
-        for n in list(engines)[r % len(engines):] + list(engines)[: r % len(engines)]:
+        for n in turns(list(engines), r):
             timings[n].ms.append(event_ms(lambda n=n: engines[n].decode(x, check_finite=False), repeats=1))
     return timings
 
@@ -487,8 +487,7 @@ def check_order(engines: dict) -> dict:
             for _ in range(2):
                 ways[w](engines[n], x)
         for r in range(CFG.rounds):
-            keys = list(series)[r % len(series):] + list(series)[: r % len(series)]
-            for n, w in keys:
+            for n, w in turns(list(series), r):
                 series[(n, w)].ms.append(event_ms(lambda n=n, w=w: ways[w](engines[n], x), repeats=1, warm=False))
         out[frames] = {"timings": {t.series: t.summary() for t in series.values()},  # ratio > 1: subject faster
                        "ratios": [paired_ratio(series[(n, "checked")], series[(n, "checked first")]) for n in engines]

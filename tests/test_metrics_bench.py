@@ -78,8 +78,22 @@ def test_interleaved_rounds_take_turns():
     decoders = {n: Recorder(n, order) for n in "abc"}
     timings = bench.interleaved(decoders, 1, 2, 64, warmup=1, repeats=3)
     assert order[:6] == ["a", "a", "b", "b", "c", "c"]  # each one's first call and warm-up at this length
-    assert order[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert order[6:] == ["a", "b", "c", "c", "b", "a", "b", "c", "a"]  # rotated every other round, odd ones reversed
     assert [len(t.ms) for t in timings.values()] == [3, 3, 3]
+
+
+def test_turns_let_each_engine_follow_each_neighbour():
+    names = ["a", "b", "c", "d"]
+    follows: dict = {}
+    previous = None
+    for r in range(8):
+        order = bench.turns(names, r)
+        assert sorted(order) == names
+        for name in order:
+            follows.setdefault(name, []).append(previous)
+            previous = name
+    for name, before in follows.items():  # never the same engine before it every time
+        assert len({b for b in before if b}) >= 2, (name, before)
 
 
 class NewLengthCost(Recorder):

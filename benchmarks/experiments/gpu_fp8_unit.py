@@ -53,6 +53,7 @@ from unit_ncu import unit_inputs  # noqa: E402
 
 from vae_engines.core.env import fingerprint  # noqa: E402
 from vae_engines.kernels import triton_unit  # noqa: E402
+from vae_engines.measure.timing import turns  # noqa: E402
 
 TILES = {"int8": [(128, 128, 128, 4, 3), (64, 128, 128, 4, 3), (128, 128, 128, 8, 3), (64, 128, 128, 8, 2)],
          "fp16": [(128, 64, 64, 8, 3), (64, 64, 128, 4, 3)]}
@@ -94,8 +95,7 @@ def shape(rows: int, channels: int, device: str) -> dict:
         out["y_vs_int8"][kind] = round(float((first[kind] - first["int8"]).abs().max() / change), 4)
     ms: dict = {f"{kind} {'x'.join(map(str, tile))}": [] for kind, tile in variants}
     for turn in range(TURNS):
-        order = variants[turn % len(variants):] + variants[: turn % len(variants)]
-        for kind, tile in order:
+        for kind, tile in turns(variants, turn):
             o = operands[kind]
             ms[f"{kind} {'x'.join(map(str, tile))}"].append(event_ms(lambda: run(o, kind, tile), REPEATS, warm=False))
     out["ms"] = {k: [round(v, 4) for v in vs] for k, vs in ms.items()}

@@ -29,7 +29,7 @@ from vae_engines.compiled.tune import tiles_for  # noqa: E402
 from vae_engines.core import device as devices  # noqa: E402
 from vae_engines.core.env import fingerprint  # noqa: E402
 from vae_engines.core.params import ProfileParams  # noqa: E402
-from vae_engines.measure.timing import Timing, paired_ratio  # noqa: E402
+from vae_engines.measure.timing import Timing, paired_ratio, turns  # noqa: E402
 from vae_engines.metrics import peak_psnr  # noqa: E402
 from vae_engines.model.fused import FusedDecoder  # noqa: E402
 from vae_engines.model.oobleck import fold_decoder, load_vae  # noqa: E402
@@ -102,7 +102,7 @@ def main() -> None:
         names = [n for f, n in calls if f == frames]
         timings = {n: Timing(n, 1, frames) for n in names}
         for r in range(ROUNDS):
-            for n in names[r % len(names):] + names[: r % len(names)]:
+            for n in turns(names, r):
                 timings[n].ms.append(event_ms(calls[(frames, n)], repeats=1, warm=False))
         ratios = []
         for kind in quants:

@@ -88,6 +88,17 @@ def warm_up(decoder: Decoder, x: Any, warmup: int) -> float:
     return first
 
 
+def turns(names: list, r: int) -> list:
+    """The order of round r of rounds taking turns: `names` rotated by r // 2, reversed in odd rounds,
+    so that each one runs right after each of its neighbours about as often. With a plain rotation
+    one engine always follows the same other: two identical fp16 engines timed that way on the H100,
+    one always after an fp16 decode and one always after an INT8 one, had medians 2% apart, their
+    95% interval excluding 1 (benchmarks/results/README.md, "Run 19")."""
+    k = (r // 2) % len(names)
+    order = list(names[k:]) + list(names[:k])
+    return order[::-1] if r % 2 else order
+
+
 def interleaved(decoders: dict[str, Decoder], batch: int, frames: int, channels: int, warmup: int, repeats: int,
                 seed: int = 0) -> dict[str, Timing]:
     """Each decoder's time on one seeded latent, `repeats` rounds taking turns, after its
@@ -99,7 +110,7 @@ def interleaved(decoders: dict[str, Decoder], batch: int, frames: int, channels:
     for name in names:
         timings[name].first_call_ms = warm_up(decoders[name], inputs[name], warmup)
     for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in turns(names, r):
             timings[name].ms.append(time_ms(decoders[name], inputs[name]))
     return timings
 
