@@ -18,7 +18,7 @@ UNIT_EXTRA does the same for the residual-unit kernel. The fp16 unit the tuner c
 int8 unit's shape, the same 128 rows take 20.4-23.2 (each thread then holds four rows of every column
 it touches, so the epilogue's per-column vectors are loaded once for twice the elements), and two
 programs still fit a multiprocessor (249-255 registers, 64-96 KB). Three of them keep a 48-byte stack
-(11 STL in the epilogue); the BN2 = 32 ones none. `--what` picks which of the two widen.
+(11 STL and 11 LDL); the BN2 = 32 ones none. `--what` picks which of the two widen.
 
 The tune runs once with compiled.tune's candidates widened by EXTRA and UNIT_EXTRA. From that one record come two
 choices per kind: "old", each layer's fastest among the tuner's own candidates (each unit's choice

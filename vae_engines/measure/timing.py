@@ -90,10 +90,11 @@ def warm_up(decoder: Decoder, x: Any, warmup: int) -> float:
 
 def turns(names: list, r: int) -> list:
     """The order of round r of rounds taking turns: `names` rotated by r // 2, reversed in odd rounds,
-    so that each one runs right after each of its neighbours about as often. With a plain rotation
-    one engine always follows the same other: two identical fp16 engines timed that way on the H100,
-    one always after an fp16 decode and one always after an INT8 one, had medians 2% apart, their
-    95% interval excluding 1 (benchmarks/results/README.md, "Run 19")."""
+    so that each one runs right after each of its neighbours about as often. With a plain rotation of
+    four engines each follows the same other in three rounds of four: two identical fp16 engines timed
+    that way on the H100, one mostly after an fp16 decode and one mostly after an INT8 one, had medians
+    2% apart, their 95% interval excluding 1 (benchmarks/results/README.md, "Run 19"). Whether the
+    order was the cause is not measured yet."""
     k = (r // 2) % len(names)
     order = list(names[k:]) + list(names[:k])
     return order[::-1] if r % 2 else order
