@@ -75,10 +75,11 @@ def compile_unit(channels: int, tile: tuple[int, ...], int8: bool, fp8: bool = F
 
 
 def compile_layer(channels: int, n: int, tile: tuple[int, ...], int8: bool, residual: bool = False,
-                  inflight: bool = False) -> triton.compiler.CompiledKernel:
+                  inflight: bool = False, ws: bool = False) -> triton.compiler.CompiledKernel:
     """The layer kernel (kernels.triton_conv) compiled for sm_90: a k=7 layer of `channels` inputs and
     n outputs writing the next layer's input (residual: a k=1 layer adding into the stream), fp16 or int8,
-    at tile (BM, BN, BK, warps, stages); `inflight` as compile_unit's."""
+    at tile (BM, BN, BK, warps, stages); `inflight` as compile_unit's; `ws`: its K loop with Triton's
+    warp_specialize."""
     bm, bn, bk, warps, stages = tile
     t = "i8" if int8 else "fp16"
     sig = {"x_desc": f"tensordesc<{t}[1, {bm}, {bk}]>", "w_desc": f"tensordesc<{t}[{bn}, {bk}]>",
@@ -88,7 +89,7 @@ def compile_layer(channels: int, n: int, tile: tuple[int, ...], int8: bool, resi
            **{name: "fp32" for name in ("x_scale", "inv_s_scale", "res_scale")}}
     const = dict(INT8_IN=int8, FP8_IN=False, HAS_BIAS=True, RESIDUAL=residual, RES_QUANT=False, STORE_Y=residual,
                  AUDIO=False, STORE_S=True, S_INT8=int8, S_FP8=False, FP8_ACC=0, TRANSPOSED=False, FAST_SIN=True,
-                 BM=bm, BN=bn, BK=bk, PERSISTENT=False, WS=False, INFLIGHT=inflight)
+                 BM=bm, BN=bn, BK=bk, PERSISTENT=False, WS=ws, INFLIGHT=inflight)
     sig = {**sig, **{name: "constexpr" for name in const}}
     aligned = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(sig.values()) if kind.startswith("*")}
     with inflight_rewrite.rewriting(inflight):

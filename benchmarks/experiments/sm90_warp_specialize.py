@@ -30,8 +30,7 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from sm90_unit import TARGET, cubin_usage  # noqa: E402
-from vae_engines.kernels.triton_conv import fused_conv_kernel  # noqa: E402
+from sm90_unit import TARGET, compile_layer, cubin_usage  # noqa: E402
 
 TILES = ((128, 128, 64, 4, 4), (128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (256, 128, 64, 4, 3), (64, 128, 64, 4, 4),
          (64, 128, 64, 4, 3))
@@ -62,17 +61,8 @@ def matmul(tile: tuple[int, ...], ws: bool) -> triton.compiler.CompiledKernel:
 
 
 def layer(tile: tuple[int, ...], ws: bool) -> triton.compiler.CompiledKernel:
-    """The fp16 k=7 layer writing the next layer's input, as benchmarks/sm90_unit.compile_layer has it."""
-    bm, bn, bk, warps, stages = tile
-    sig = {"x_desc": f"tensordesc<fp16[1, {bm}, {bk}]>", "w_desc": f"tensordesc<fp16[{bn}, {bk}]>",
-           "y_desc": f"tensordesc<fp16[1, {bm}, {bn}]>", "s_desc": f"tensordesc<fp16[1, {bm}, {bn}]>",
-           **{name: "*fp32" for name in ("w_scale_ptr", "bias_ptr", "alpha_ptr", "inv_beta_ptr")},
-           **{name: "i32" for name in ("M", "N", "C_IN", "TAPS", "DIL", "PAD", "N_HALF", "N_CH")},
-           **{name: "fp32" for name in ("x_scale", "inv_s_scale", "res_scale")}}
-    const = dict(INT8_IN=False, FP8_IN=False, HAS_BIAS=True, RESIDUAL=False, RES_QUANT=False, STORE_Y=False,
-                 AUDIO=False, STORE_S=True, S_INT8=False, S_FP8=False, FP8_ACC=0, TRANSPOSED=False, FAST_SIN=True,
-                 BM=bm, BN=bn, BK=bk, PERSISTENT=False, WS=ws, INFLIGHT=False)
-    return _compile(fused_conv_kernel, sig, const, warps, stages)
+    """The fp16 k=7 layer of block 0 (1024 channels in and out) writing the next layer's input."""
+    return compile_layer(1024, 1024, tile, False, ws=ws)
 
 
 DOT = re.compile(r"warp_group_dot (%\w+), .*async_task_id = array<i32: (\d+)>.*-> tensor<(\w+)")
