@@ -14,15 +14,15 @@ programs of 3 stages, or one of 8 warps) and larger ones; none spills (registers
 memory).
 
 UNIT_EXTRA does the same for the residual-unit kernel. The fp16 unit the tuner chose at blocks 3-4
-(128 rows over 8 warps) issues 25.6 instructions per output element on sm_90; over one warpgroup, the
-int8 unit's shape, the same 128 rows take 20.4-23.2 (each thread then holds four rows of every column
-it touches, so the epilogue's per-column vectors are loaded once for twice the elements), and two
-programs still fit a multiprocessor (249-255 registers, 64-96 KB). Three of them keep a 48-byte stack
-(11 STL and 11 LDL); the BN2 = 32 ones none. `--what` picks which of the two widen.
+(128 rows over 8 warps) compiles to 25.6 machine instructions per output element for sm_90 (a static
+count). Over one warpgroup, the int8 unit's shape, the same 128 rows take 20.4-23.2: each thread holds
+four rows of every column it touches, and issues two 64-row wgmma per K step. Two programs still fit a
+multiprocessor (249-255 registers, 64-96 KB). Three of the tiles keep a 48-byte stack (11 STL and 11
+LDL); the BN2 = 32 ones none. `--what` picks which of the two widen.
 
-The tune runs once with compiled.tune's candidates widened by EXTRA and UNIT_EXTRA. From that one record come two
-choices per kind: "old", each layer's fastest among the tuner's own candidates (each unit's choice
-redone against its layers' old sum), and "new", the fastest of all. Phases, each writing
+The tune runs once with compiled.tune's candidates widened by EXTRA and UNIT_EXTRA. From that one
+record come two choices per kind: "old", each layer's fastest among the tuner's own candidates (each
+unit's choice redone against its layers' old sum), and "new", the fastest of all. Phases, each writing
 DIR/results.json as it ends:
 1. ceilings, 2. tune (widened), 3. choices: the layers and units whose tile changed, with their tune times;
 4. layers: each changed layer and unit timed alone in both tiles, in turns (median of 11);
