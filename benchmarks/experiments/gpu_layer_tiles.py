@@ -2,7 +2,7 @@
 the fp16 engine's 16 ms, and INT8's margin over it).
 
     python3 benchmarks/experiments/gpu_layer_tiles.py --out DIR [--ranges R.ranges.json] [--rounds N]
-        [--widen fp16 int8] [--what layers units] [--skip packages] [--smoke]
+        [--widen fp16 int8] [--what layers units] [--extra wide|regcap] [--skip packages] [--smoke]
 
 The layers outside the fused units (the first convolution, the five upsamplers, the twelve k=7 and k=1
 layers of blocks 0-1, the output convolution) took 6 of the fp16 engine's 16.7 ms of kernels on the
@@ -19,6 +19,13 @@ count). Over one warpgroup, the int8 unit's shape, the same 128 rows take 20.4-2
 four rows of every column it touches, and issues two 64-row wgmma per K step. Two programs still fit a
 multiprocessor (249-255 registers, 64-96 KB). Three of the tiles keep a 48-byte stack (11 STL and 11
 LDL); the BN2 = 32 ones none. `--what` picks which of the two widen.
+
+REGCAP (`--extra regcap`, in place of EXTRA) caps the 8-warp 3-stage layer tile at 128 registers a
+thread. Run 20 (gpu_gemm_ceiling.py) timed the fp16 k=7 layer alone: in 128x128x64x8x3 with its Snake
+epilogue it ran 22-36% slower than with a plain store, where the 4-warp tiles lost 1-10%. Offline the
+Snake takes that tile from 108 to 166 registers: 256 threads then fill more than half a multiprocessor's
+registers, and one program runs where two did. The tuner ships that tile for the first convolution, the
+upsamplers of blocks 1-3 and block 1's k=1 layers.
 
 The tune runs once with compiled.tune's candidates widened by EXTRA and UNIT_EXTRA. From that one
 record come two choices per kind: "old", each layer's fastest among the tuner's own candidates (each
@@ -85,6 +92,14 @@ UNIT_EXTRA = {  # (BM, BK, BN2, warps, stages) at 128 channels; sm_90 registers 
              (128, 64, 64, 4, 2)),   # 255 / 48 / 64, 21.1
     "int8": (),
 }
+REGCAP = {  # (BM, BN, BK, warps, stages, persistent, warp-specialized, registers): the 8-warp 3-stage tiles with
+    # each thread capped at 128 registers, so that two programs share a multiprocessor. sm_90 registers / stack
+    # bytes, without -> with the cap (Triton 3.6, 512 channels): fp16 k=7 166 / 0 -> 128 / 200, k=1 149 / 0 ->
+    # 127 / 0; int8 k=7 172 / 0 -> 128 / 0, k=1 196 / 0 -> 128 / 40
+    "fp16": ((128, 128, 64, 8, 3, 0, 0, 128),),
+    "int8": ((128, 128, 128, 8, 3, 0, 0, 128),),
+}
+EXTRAS = {"wide": EXTRA, "regcap": REGCAP}
 KINDS = ("fp16", "int8")
 WHAT = ("layers", "units")
 
@@ -102,12 +117,13 @@ def own_labels(decoder) -> dict[str, dict[str, set[str]]]:
     return out
 
 
-def widen(kinds: list[str], what: list[str]) -> None:
-    """Add EXTRA's (layers) and UNIT_EXTRA's (units) tiles of `kinds` to the tuner's candidates; on a
-    CPU (--smoke) only the first of each."""
+def widen(kinds: list[str], what: list[str], layer_extra: dict = EXTRA) -> None:
+    """Add layer_extra's (layers: EXTRA or REGCAP) and UNIT_EXTRA's (units) tiles of `kinds` to the tuner's
+    candidates; on a CPU (--smoke) only the first of each."""
     first = 1 if CFG.device.type != "cuda" else None
     for kind in kinds:
-        for name, extra, table in (("layers", EXTRA, tuner.CANDIDATES), ("units", UNIT_EXTRA, tuner.UNIT_CANDIDATES)):
+        for name, extra, table in (("layers", layer_extra, tuner.CANDIDATES),
+                                   ("units", UNIT_EXTRA, tuner.UNIT_CANDIDATES)):
             if name in what:
                 table[kind] = tuple(table[kind]) + tuple(t for t in extra[kind][:first] if t not in table[kind])
 
@@ -232,15 +248,17 @@ def main() -> None:
                    help="the kinds whose candidates EXTRA widens (the other's old and new engines are the same)")
     p.add_argument("--what", nargs="*", default=list(WHAT), choices=WHAT,
                    help="widen the layers' candidates (EXTRA), the units' (UNIT_EXTRA), or both")
+    p.add_argument("--extra", default="wide", choices=EXTRAS,
+                   help="the layers' extra tiles: EXTRA (wide, run 19) or REGCAP (regcap, run 20)")
     args = p.parse_args()
     run = gpu_units.start(args)
     decoder = fold_decoder(load_vae(CFG.model).vae).eval()
     q = gpu_units.quant_of(decoder, args.ranges)
     decoder.to("cpu")
     allowed = own_labels(decoder)
-    widen(args.widen, args.what)
-    run.results["extra"] = {f"{what} {k}": [list(t) for t in (EXTRA if what == "layers" else UNIT_EXTRA)[k]]
-                            for k in args.widen for what in args.what}
+    widen(args.widen, args.what, EXTRAS[args.extra])
+    run.results["extra"] = {f"{what} {k}": [list(t) for t in (EXTRAS[args.extra] if what == "layers" else
+                                                              UNIT_EXTRA)[k]] for k in args.widen for what in args.what}
     ceiling = run.phase("ceilings", gpu_units.ceilings)
     new = run.phase("tune", gpu_units.tune, decoder)
     if new is None:

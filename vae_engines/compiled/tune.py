@@ -92,14 +92,14 @@ def candidates(layer: Any) -> list[list[int]]:
     out: list[list[int]] = [[]]
     kind = "int8" if layer.x_scale > 0 else "fp16"
     tiles = [(t, False) for t in CANDIDATES[kind]] + [(t, True) for t in SHORT_K_CANDIDATES[kind]]
-    for (bm, bn, bk, warps, stages), short in tiles:
+    for (bm, bn, bk, warps, stages, *flags), short in tiles:  # flags: kernels.triton_conv.launch's
         bk = min(bk, channels)
         bn = min(bn, max(16, 1 << (n - 1).bit_length()))
         if channels % bk or (layer.spec.stride and (n // 2) % bn) or bk * (1 if layer.x_scale > 0 else 2) < 16:
             continue
         if short and layer.spec.taps * channels // bk > SHORT_K:
             continue
-        tile = [bm, bn, bk, warps, stages]
+        tile = [bm, bn, bk, warps, stages, *flags]
         if tile not in out:
             out.append(tile)
     if layer.spec.audio:  # the output convolution: also its own kernel (kernels.triton_outconv), BN 0

@@ -222,16 +222,18 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: A
     when `residual`), or when `audio` the float32 output [B, N, M]; s: [B, M, N], fp16, or
     quantized with s_scale to its type (int8, float8 e4m3fn); y and s contiguous, None where
     not stored; tile
-    (BM, BN, BK, warps, stages[, persistent[, warp-specialized]]): persistent > 0 launches
-    that many programs per multiprocessor, which walk the tiles; warp-specialized 1 splits
-    the K loop's loads and multiplies between warp groups (Triton's warp_specialize). fp8_acc
+    (BM, BN, BK, warps, stages[, persistent[, warp-specialized[, registers]]]): persistent > 0
+    launches that many programs per multiprocessor, which walk the tiles; warp-specialized 1
+    splits the K loop's loads and multiplies between warp groups (Triton's warp_specialize);
+    registers > 0 caps each thread's registers (ptxas's maxnreg): an 8-warp tile over 128 a
+    thread keeps one program per multiprocessor, at 128 or under two fit. fp8_acc
     (fp8 operands): how many products Hopper's tensor cores may add in their reduced-precision
     accumulator before the sum is promoted to the fp32 one -- None: every BK (one load's
     channels), 0: Triton's sm_90 default (never: faster, and measured steps off on the GPU)."""
     batch, rows, channels = x.shape
     n, k = weight.shape
     bm, bn, bk, warps, stages, *flags = tile
-    persistent, ws = (list(flags) + [0, 0])[:2]
+    persistent, ws, registers = (list(flags) + [0, 0, 0])[:3]
     if channels % bk:
         raise ValueError(f"tile BK={bk} does not divide the {channels} input channels")
     if stride and (n // 2) % bn:
@@ -255,7 +257,7 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: A
             S_INT8=s is not None and s.dtype == torch.int8, S_FP8=s is not None and s.dtype == torch.float8_e4m3fn,
             FP8_ACC=(bk if fp8_acc is None else fp8_acc) if x.dtype == torch.float8_e4m3fn else 0,
             TRANSPOSED=stride > 0, FAST_SIN=x.is_cuda, BM=bm, BN=bn, BK=bk, PERSISTENT=bool(persistent), WS=bool(ws),
-            INFLIGHT=keep, num_warps=warps, num_stages=stages)
+            INFLIGHT=keep, num_warps=warps, num_stages=stages, **({"maxnreg": registers} if registers else {}))
 
 
 def _multiprocessors(x: Any) -> int:
