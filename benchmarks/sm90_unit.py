@@ -78,9 +78,11 @@ def compile_layer(channels: int, n: int, tile: tuple[int, ...], int8: bool, resi
                   inflight: bool = False, ws: bool = False) -> triton.compiler.CompiledKernel:
     """The layer kernel (kernels.triton_conv) compiled for sm_90: a k=7 layer of `channels` inputs and
     n outputs writing the next layer's input (residual: a k=1 layer adding into the stream), fp16 or int8,
-    at tile (BM, BN, BK, warps, stages); `inflight` as compile_unit's; `ws`: its K loop with Triton's
-    warp_specialize."""
-    bm, bn, bk, warps, stages = tile
+    at tile (BM, BN, BK, warps, stages[, persistent, warp-specialized, registers]) -- of the flags only the
+    register cap (ptxas's maxnreg) is compiled here; `inflight` as compile_unit's; `ws`: its K loop with
+    Triton's warp_specialize."""
+    bm, bn, bk, warps, stages, *flags = tile
+    registers = (list(flags) + [0, 0, 0])[2]
     t = "i8" if int8 else "fp16"
     sig = {"x_desc": f"tensordesc<{t}[1, {bm}, {bk}]>", "w_desc": f"tensordesc<{t}[{bn}, {bk}]>",
            "y_desc": f"tensordesc<fp16[1, {bm}, {bn}]>", "s_desc": f"tensordesc<{t}[1, {bm}, {bn}]>",
@@ -94,7 +96,8 @@ def compile_layer(channels: int, n: int, tile: tuple[int, ...], int8: bool, resi
     aligned = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(sig.values()) if kind.startswith("*")}
     with inflight_rewrite.rewriting(inflight):
         return triton.compile(ASTSource(fused_conv_kernel, sig, const, aligned), target=TARGET,
-                              options={"num_warps": warps, "num_stages": stages})
+                              options={"num_warps": warps, "num_stages": stages, **({"maxnreg": registers}
+                                                                                   if registers else {})})
 
 
 def cuobjdump(compiled: triton.compiler.CompiledKernel, flag: str) -> str:

@@ -146,8 +146,8 @@ def test_the_triton_kernel_computes_the_reference(precision):
         expected = _outputs(layer, x, residual)
         kernel = copy.deepcopy(layer).to(DEVICE)
         # the plain grid; a persistent grid (1 program per multiprocessor: each walks several
-        # tiles); persistent with the K loop warp-specialized
-        for flags in ([], [1, 0], [2, 1]):
+        # tiles); persistent with the K loop warp-specialized; registers capped (a compile option)
+        for flags in ([], [1, 0], [2, 1], [0, 0, 128]):
             kernel.tile = tile_for(layer) + flags
             got = _outputs(kernel, x.to(DEVICE), None if residual is None else residual.to(DEVICE))
             _assert_within_tolerance(expected, [t.cpu() for t in got], f"{precision} {layer.spec.name} {flags}")
@@ -242,7 +242,8 @@ def test_the_unit_kernel_compiles_for_sm90_without_spills():
     own: this module runs Triton's interpreter, whose kernels do not compile. This uses the
     project's Triton; the lent GPU's (3.6) is stricter in places -- an early return in a constexpr
     branch compiled with 3.9 and not with 3.6 (issue 36) -- so a kernel bound for the GPU is
-    compiled with 3.6 too (benchmarks/sm90_unit.py, benchmarks/experiments/wgmma_async.py)."""
+    compiled with 3.6 too (benchmarks/sm90_unit.py, benchmarks/experiments/wgmma_async.py). A
+    layer tile's register cap reaches the compiled kernel."""
     import json
     import subprocess
     import sys
@@ -259,18 +260,26 @@ def test_the_unit_kernel_compiles_for_sm90_without_spills():
         " for c in [compile_unit(128, t, q, f, inflight=i)]};"
         "out.update({f'layer int8 {i}': {**cubin_usage(c), 'waits': waits(c)} for i in (False, True)"
         " for c in [compile_layer(1024, 1024, (256, 128, 128, 8, 3), True, inflight=i)]});"
+        "out.update({f'layer int8 k=7 {t[5:]}': {**cubin_usage(c), 'waits': waits(c)}"
+        " for t in [(128, 128, 128, 8, 3), (128, 128, 128, 8, 3, 0, 0, 128)]"
+        " for c in [compile_layer(512, 512, t, True)]});"
         "print(json.dumps(out))")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"TRITON_DEFAULT_FP_FUSION": "1"}
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     usage = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(usage) == {"int8", "int8 plain", "fp8", "fp16", "layer int8 False", "layer int8 True"}
+    capped, uncapped = usage["layer int8 k=7 (0, 0, 128)"], usage["layer int8 k=7 ()"]
+    assert set(usage) == {"int8", "int8 plain", "fp8", "fp16", "layer int8 False", "layer int8 True",
+                          "layer int8 k=7 ()", "layer int8 k=7 (0, 0, 128)"}
     for kind, u in usage.items():
         assert u["local_bytes"] == 0 and u["registers"] <= 255, (kind, u)
     assert 1 in usage["int8"]["waits"] and 1 in usage["fp16"]["waits"], usage
     assert usage["int8 plain"]["waits"] == [0] and usage["layer int8 False"]["waits"] == [0], usage
     assert 1 in usage["layer int8 True"]["waits"], usage
     assert usage["int8"]["registers"] == usage["int8 plain"]["registers"], usage
+    # a register cap (the tile's eighth entry) reaches ptxas: 8 warps of an int8 k=7 layer fit 128 a thread
+    # without a stack (172 uncapped with Triton 3.6), so two programs share a multiprocessor (65,536 registers)
+    assert uncapped["registers"] > 128 >= capped["registers"] and capped["stack_bytes"] == 0, usage
 
 
 # A K loop as Triton 3.6's pipeliner leaves an int8 dot (kernels.inflight), cut to its shape
@@ -378,6 +387,20 @@ def test_two_stage_tiles_are_offered_where_the_k_loop_is_short():
             with_short += bool(short)
             without += layer.spec.taps > tune.SHORT_K and not short  # a k=7 layer loads 7 times at least
         assert with_short and without
+
+
+def test_a_candidate_tiles_launch_flags_reach_the_layers_it_fits(monkeypatch):
+    """A candidate may carry kernels.triton_conv.launch's flags after its five numbers (here a
+    register cap): the tuner offers it with them, so the tile it times is the tile it ships."""
+    from vae_engines.compiled import tune
+
+    capped = (128, 128, 64, 8, 3, 0, 0, 128)
+    monkeypatch.setitem(tune.CANDIDATES, "fp16", (capped[:5], capped))
+    module = FusedDecoder(fold_decoder(make_vae(WIDE)), None)
+    offered = [tiles for tiles in map(tune.candidates, module.layers) if len(tiles) > 1]  # [] (torch) everywhere
+    assert len(offered) > len(module.layers) // 2
+    assert all(any(t[5:] == [0, 0, 128] for t in tiles) for tiles in offered)
+    assert all(any(len(t) == 5 for t in tiles) for tiles in offered)
 
 
 UNITS = ("block.0.res_unit1", "block.4.res_unit2", "block.4.res_unit3")  # dilations 1, 3, 9
