@@ -23,9 +23,9 @@ LDL); the BN2 = 32 ones none. `--what` picks which of the two widen.
 REGCAP (`--extra regcap`, in place of EXTRA) caps the 8-warp 3-stage layer tile at 128 registers a
 thread. Run 20 (gpu_gemm_ceiling.py) timed the fp16 k=7 layer alone at each block's 60 s shape: in
 128x128x64x8x3 its Snake epilogue took it to 1.25-1.55x the time of a plain store, where the 4-warp
-tiles took 1.00-1.13x. Offline the Snake takes that tile from 108 to 166 registers: 256 threads then hold
-more than half a multiprocessor's registers, and one program runs where two did. The tuner ships that tile for the first convolution, the
-upsamplers of blocks 1-3 and block 1's k=1 layers.
+tiles took 1.00-1.13x. Offline the Snake takes that tile from 108 to 166 registers: 256 threads then
+hold more than half a multiprocessor's registers, and one program runs where two did. The tuner ships
+that tile for the first convolution, the upsamplers of blocks 1-3 and block 1's k=1 layers.
 
 The tune runs once with compiled.tune's candidates widened by EXTRA and UNIT_EXTRA. From that one
 record come two choices per kind: "old", each layer's fastest among the tuner's own candidates (each
