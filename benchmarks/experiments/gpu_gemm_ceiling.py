@@ -39,7 +39,6 @@ if "--smoke" in sys.argv:
 import torch  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
-from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -70,14 +69,10 @@ def matmul_kernel(a_desc, b_desc, c_desc, M, N, K, BM: tl.constexpr, BN: tl.cons
     c_desc.store([m0, n0], acc.to(tl.float16))
 
 
-def desc(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), block)
-
-
 def triton_matmul(a: torch.Tensor, w: torch.Tensor, c: torch.Tensor, tile: tuple[int, ...]):
     bm, bn, bk, warps, stages = tile
     (m, k), n = a.shape, w.shape[0]
-    a_desc, w_desc, c_desc = desc(a, [bm, bk]), desc(w, [bn, bk]), desc(c, [bm, bn])
+    a_desc, w_desc, c_desc = (triton_conv._desc(t, block) for t, block in ((a, [bm, bk]), (w, [bn, bk]), (c, [bm, bn])))
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
     return lambda: matmul_kernel[grid](a_desc, w_desc, c_desc, m, n, k, BM=bm, BN=bn, BK=bk, num_warps=warps,
                                        num_stages=stages)
