@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vae_engines.compiled.tune import UNIT_CANDIDATES  # noqa: E402
 from vae_engines.kernels import inflight as inflight_rewrite  # noqa: E402
 from vae_engines.kernels.op import unit_fits  # noqa: E402
-from vae_engines.kernels.triton_conv import fused_conv_kernel  # noqa: E402
+from vae_engines.kernels.triton_conv import fused_conv_kernel, tile_flags  # noqa: E402
 from vae_engines.kernels.triton_unit import residual_unit_kernel  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 128)
@@ -81,8 +81,8 @@ def compile_layer(channels: int, n: int, tile: tuple[int, ...], int8: bool, resi
     at tile (BM, BN, BK, warps, stages[, persistent, warp-specialized, registers]) -- of the flags only the
     register cap (ptxas's maxnreg) is compiled here; `inflight` as compile_unit's; `ws`: its K loop with
     Triton's warp_specialize."""
-    bm, bn, bk, warps, stages, *flags = tile
-    registers = (list(flags) + [0, 0, 0])[2]
+    bm, bn, bk, warps, stages = tile[:5]
+    registers = tile_flags(tile)[2]
     t = "i8" if int8 else "fp16"
     sig = {"x_desc": f"tensordesc<{t}[1, {bm}, {bk}]>", "w_desc": f"tensordesc<{t}[{bn}, {bk}]>",
            "y_desc": f"tensordesc<fp16[1, {bm}, {bn}]>", "s_desc": f"tensordesc<{t}[1, {bm}, {bn}]>",

@@ -210,6 +210,13 @@ def fused_conv_kernel(
               BN, BK, WS)
 
 
+def tile_flags(tile: Any) -> tuple[int, int, int]:
+    """A layer tile's flags after its five numbers (launch's docstring): persistent, warp-specialized,
+    registers; 0 where the tile leaves one out."""
+    persistent, ws, registers = (list(tile[5:]) + [0, 0, 0])[:3]
+    return persistent, ws, registers
+
+
 def _desc(t: Any, block: list[int]) -> Any:
     return TensorDescriptor(t, list(t.shape), list(t.stride()), block)
 
@@ -232,8 +239,8 @@ def launch(x: Any, weight: Any, w_scale: Any, bias: Any, alpha: Any, inv_beta: A
     channels), 0: Triton's sm_90 default (never: faster, and measured steps off on the GPU)."""
     batch, rows, channels = x.shape
     n, k = weight.shape
-    bm, bn, bk, warps, stages, *flags = tile
-    persistent, ws, registers = (list(flags) + [0, 0, 0])[:3]
+    bm, bn, bk, warps, stages = tile[:5]
+    persistent, ws, registers = tile_flags(tile)
     if channels % bk:
         raise ValueError(f"tile BK={bk} does not divide the {channels} input channels")
     if stride and (n // 2) % bn:
