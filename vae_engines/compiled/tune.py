@@ -44,7 +44,8 @@ CANDIDATES = {
 # int8 128x128x128x4x3 keeps two programs (two warpgroups) on a multiprocessor: 98 KB of shared memory
 # where the 4-stage tile holds 131 KB. On the H100 it won 21 int8 layers, ConvTransposes by 10-15%, and
 # INT8 packages decoded 60 s 1.039-1.043x faster (benchmarks/results/gpu_units/h100_run19_tiles/; there the old
-# INT8 package mostly ran right after an fp16 decode, an order that may account for up to the 2% below).
+# INT8 package mostly ran right after an fp16 decode, an order that may account for up to the 2% below; in
+# run 20 two identical INT8 engines, rounds in both orders, still differed by 2.2-2.7%).
 # 256x128x128x8x4 won two k=7 layers of blocks 0-1 by about 1%, inside the spread; it stays because the
 # shipped records of that run (h100_run19/) were made with it. fp16's like tile (128x128x64x4x3) won 22
 # fp16 layers timed alone, by up to 11%, but its engine was no faster end to end than two identical

@@ -93,8 +93,9 @@ def turns(names: list, r: int) -> list:
     so that each one runs right after each of its neighbours about as often. With a plain rotation of
     four engines each follows the same other in three rounds of four: two identical fp16 engines timed
     that way on the H100, one mostly after an fp16 decode and one mostly after an INT8 one, had medians
-    2% apart, their 95% interval excluding 1 (benchmarks/results/README.md, "Run 19"). Whether the
-    order was the cause is not measured yet."""
+    2% apart, their 95% interval excluding 1 (benchmarks/results/README.md, "Run 19"). In this order
+    (run 20) two identical INT8 engines still had medians 2.2-2.7% apart, their intervals holding 1:
+    the order was not the whole cause, and a ratio within about 3% of 1 is no difference."""
     k = (r // 2) % len(names)
     order = list(names[k:]) + list(names[:k])
     return order[::-1] if r % 2 else order
