@@ -91,6 +91,31 @@ def im2col(x: torch.Tensor) -> torch.Tensor:
     return padded.as_strided((m, TAPS, c), (c, c, 1)).reshape(m, TAPS * c)
 
 
+def in_turns(fns: dict, flops: float, rounds: int, repeats: int) -> dict:
+    """Each callable's median of `repeats` launches between CUDA events, in `rounds` rounds taking turns
+    (measure.timing.turns): the median over rounds, the rounds' range, and TFLOP/s at that median."""
+    ms: dict[str, list[float]] = {n: [] for n in fns}
+    for r in range(rounds):
+        for name in turns(list(fns), r):
+            ms[name].append(event_ms(fns[name], repeats=repeats, warm=False))
+    return {n: {"ms": round(statistics.median(v), 4), "rounds_ms": [round(min(v), 4), round(max(v), 4)],
+                "tflops": round(flops / statistics.median(v) / 1e9, 1)} for n, v in ms.items()}
+
+
+def run_shapes(out: Path, results: dict, shapes: dict, shape_run, show) -> None:
+    """shape_run(rows, channels) for each of `shapes`, into results["shapes"] with its seconds; out/results.json
+    rewritten as each ends, show(name, record) printed."""
+    results["shapes"] = {}
+    for name, (rows, channels) in shapes.items():
+        began = time.perf_counter()
+        results["shapes"][name] = shape_run(rows, channels)
+        results["shapes"][name]["seconds"] = round(time.perf_counter() - began, 1)
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        print(name, show(results["shapes"][name]), flush=True)
+        if CFG.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
 def shape_run(rows: int, channels: int) -> dict:
     dev, f16 = CFG.device, torch.float16
     gen = torch.Generator(device=dev).manual_seed(0)
@@ -124,14 +149,8 @@ def shape_run(rows: int, channels: int) -> dict:
             fns[first]()
             ref = want().to(f16).float()
             check[first] = round(float((out.float() - ref).abs().max() / ref.abs().max()), 6)
-    ms: dict[str, list[float]] = {n: [] for n in fns}
-    names = list(fns)
-    for r in range(ROUNDS):
-        for name in turns(names, r):
-            ms[name].append(event_ms(fns[name], repeats=REPEATS, warm=False))
     flops = 2.0 * rows * channels * k
-    timed = {n: {"ms": round(statistics.median(v), 4), "rounds_ms": [round(min(v), 4), round(max(v), 4)],
-                 "tflops": round(flops / statistics.median(v) / 1e9, 1)} for n, v in ms.items()}
+    timed = in_turns(fns, flops, ROUNDS, REPEATS)
     return {"rows": rows, "channels": channels, "gemm": f"{rows}x{channels}x{k}", "gflop": round(flops / 1e9, 2),
             "timed": timed, "failed": failed, "check": check}
 
@@ -167,16 +186,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results = {"machine": fingerprint(), "device": devices.describe(CFG.device),
                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "tiles": TILES, "rounds": ROUNDS,
-               "repeats": REPEATS, "shapes": {}}
-    for name, (rows, channels) in SHAPES.items():
-        began = time.perf_counter()
-        results["shapes"][name] = shape_run(rows, channels)
-        results["shapes"][name]["seconds"] = round(time.perf_counter() - began, 1)
-        (args.out / "results.json").write_text(json.dumps(results, indent=1))
-        r = results["shapes"][name]
-        print(name, r["gemm"], {n: v["tflops"] for n, v in r["timed"].items()}, r["failed"], r["check"], flush=True)
-        if CFG.device.type == "cuda":
-            torch.cuda.empty_cache()
+               "repeats": REPEATS}
+    run_shapes(args.out, results, SHAPES, shape_run,
+               lambda r: (r["gemm"], {n: v["tflops"] for n, v in r["timed"].items()}, r["failed"], r["check"]))
     (args.out / "table.md").write_text(table(results["shapes"]))
     print(table(results["shapes"]))
 

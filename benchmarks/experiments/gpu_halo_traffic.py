@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -188,10 +187,7 @@ def offline() -> list[dict]:
 def shape_run(rows: int, channels: int) -> dict:
     import torch
 
-    from gpu_gemm_ceiling import im2col, layer
-    from gpu_units import event_ms
-
-    from vae_engines.measure.timing import turns
+    from gpu_gemm_ceiling import im2col, in_turns, layer
 
     gen = torch.Generator(device="cuda").manual_seed(0)
     k, f16 = TAPS * channels, torch.float16
@@ -217,13 +213,7 @@ def shape_run(rows: int, channels: int) -> dict:
             except Exception as exc:  # noqa: BLE001 (out of shared memory, a refused layout: recorded)
                 failed[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
             torch.cuda.empty_cache()
-    ms: dict[str, list[float]] = {n: [] for n in fns}
-    for r in range(ROUNDS):
-        for name in turns(list(fns), r):
-            ms[name].append(event_ms(fns[name], repeats=REPEATS, warm=False))
-    flops = 2.0 * rows * channels * k
-    timed = {n: {"ms": round(statistics.median(v), 4), "rounds_ms": [round(min(v), 4), round(max(v), 4)],
-                 "tflops": round(flops / statistics.median(v) / 1e9, 1)} for n, v in ms.items()}
+    timed = in_turns(fns, 2.0 * rows * channels * k, ROUNDS, REPEATS)
     bound = {}
     for tile in TILES:
         t = "x".join(map(str, tile))
@@ -246,6 +236,7 @@ def main() -> None:
         return
     if not args.out:
         p.error("--out DIR (on a GPU) or --compile")
+    from gpu_gemm_ceiling import run_shapes
     from gpu_units import CFG
 
     from vae_engines.core import device as devices
@@ -253,16 +244,10 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     results = {"machine": fingerprint(), "device": devices.describe(CFG.device), "triton": triton.__version__,
-               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "tiles": TILES, "rounds": ROUNDS, "repeats": REPEATS,
-               "shapes": {}}
-    for name, (rows, channels) in SHAPES.items():
-        began = time.perf_counter()
-        results["shapes"][name] = shape_run(rows, channels)
-        results["shapes"][name]["seconds"] = round(time.perf_counter() - began, 1)
-        (args.out / "results.json").write_text(json.dumps(results, indent=1))
-        r = results["shapes"][name]
-        print(name, {n: (v["ms"], v["tflops"]) for n, v in r["timed"].items()}, r["reuse_over_taps"], r["check"],
-              r["failed"], flush=True)
+               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "tiles": TILES, "rounds": ROUNDS, "repeats": REPEATS}
+    run_shapes(args.out, results, SHAPES, shape_run,
+               lambda r: ({n: (v["ms"], v["tflops"]) for n, v in r["timed"].items()}, r["reuse_over_taps"], r["check"],
+                          r["failed"]))
 
 
 if __name__ == "__main__":
