@@ -51,11 +51,8 @@ def kernels(fn) -> list:
     return [(e.name, e.device_time_total / 1e3) for e in events]
 
 
-def profile(fn, ran: list | None = None) -> dict:
-    """Device time by kernel name and count; `ran`, where given, receives the kernels in order."""
-    launched = kernels(fn)
-    if ran is not None:
-        ran.extend(launched)
+def by_kernel(launched: list) -> dict:
+    """Device time and count by kernel name, of kernels()'s list."""
     by_name: dict = defaultdict(lambda: [0.0, 0])
     for name, ms in launched:
         by_name[name[:90]][0] += ms
@@ -115,8 +112,8 @@ def main() -> None:
         tiles = tiles_for(tuned, set(quant or {}))
         module = FusedDecoder(decoder, quant, tiles).to(CFG.device).eval()
         replay, _ = graph(module, latent)
-        ran: list = []
-        mod = profile(replay, ran)
+        ran = kernels(replay)
+        mod = by_kernel(ran)
         result[name] = {"module_device_ms": round(sum(v[0] for v in mod.values()), 3), "module": mod,
                         "layers": per_layer(ran, launch_labels(decoder, tiles))}
         (out / "profile.json").write_text(json.dumps(result, indent=1))
@@ -134,8 +131,8 @@ def main() -> None:
         engine = load(path, on_range="off") if quant else load(path)
         for _ in range(3):
             engine.decode(latent, check_finite=False)
-        pkg = profile(lambda: engine.decode(latent, check_finite=False))
-        pkg_checked = profile(lambda: engine.decode(latent))
+        pkg = by_kernel(kernels(lambda: engine.decode(latent, check_finite=False)))
+        pkg_checked = by_kernel(kernels(lambda: engine.decode(latent)))
         only = {k: v for k, v in pkg.items() if k not in mod}
         result[name] |= {"package_device_ms": round(sum(v[0] for v in pkg.values()), 3),
                          "package_checked_device_ms": round(sum(v[0] for v in pkg_checked.values()), 3),
