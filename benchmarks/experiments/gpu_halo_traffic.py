@@ -58,25 +58,24 @@ ROUNDS, REPEATS = 7, 5
 
 @gluon.jit
 def _issue(x_desc, w_desc, a_buf, w_buf, bar, m0, i, C: gl.constexpr, BK: gl.constexpr, REUSE: gl.constexpr,
-           PAD: gl.constexpr, DIL: gl.constexpr):
+           TAPS: gl.constexpr, DIL: gl.constexpr):
     """The loads of step i (channel slice i // TAPS, tap i % TAPS): its weights, and in `taps` mode its window."""
-    c = i // 7
-    t = i - c * 7
+    c = i // TAPS
+    t = i - c * TAPS
     if REUSE:
         mbarrier.expect(bar, w_desc.block_type.nbytes)
     else:
         mbarrier.expect(bar, w_desc.block_type.nbytes + x_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(x_desc, [m0 - PAD + t * DIL, c * BK], bar, a_buf)
+        tma.async_copy_global_to_shared(x_desc, [m0 + (t - TAPS // 2) * DIL, c * BK], bar, a_buf)
     tma.async_copy_global_to_shared(w_desc, [0, t * C + c * BK], bar, w_buf)
 
 
 @gluon.jit
-def tap_conv_kernel(x_desc, w_desc, y_desc, bias_ptr, C: gl.constexpr, N: gl.constexpr, DIL: gl.constexpr,
-                    BM: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr, REUSE: gl.constexpr,
+def tap_conv_kernel(x_desc, w_desc, y_desc, bias_ptr, C: gl.constexpr, N: gl.constexpr, TAPS: gl.constexpr,
+                    DIL: gl.constexpr, BM: gl.constexpr, BK: gl.constexpr, STAGES: gl.constexpr, REUSE: gl.constexpr,
                     num_warps: gl.constexpr):
     m0 = gl.program_id(0) * BM
-    PAD: gl.constexpr = 3 * DIL
-    STEPS: gl.constexpr = (C // BK) * 7
+    STEPS: gl.constexpr = (C // BK) * TAPS
     layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                      instr_shape=[16, N, 16])
     w_ring = gl.allocate_shared_memory(w_desc.dtype, [STAGES, N, BK], w_desc.layout)
@@ -93,17 +92,17 @@ def tap_conv_kernel(x_desc, w_desc, y_desc, bias_ptr, C: gl.constexpr, N: gl.con
         mbarrier.init(bars.index(q), count=1)
     if REUSE:
         for q in gl.static_range(2):
-            if q * 7 < STEPS:
+            if q * TAPS < STEPS:
                 mbarrier.expect(a_bars.index(q), x_desc.block_type.nbytes)
                 tma.async_copy_global_to_shared(x_desc, [m0, q * BK], a_bars.index(q), a_ring.index(q))
     for q in gl.static_range(STAGES - 1):
         if q < STEPS:
             _issue(x_desc, w_desc, a_ring.index(q % a_ring.shape[0]), w_ring.index(q), bars.index(q), m0, q, C, BK,
-                   REUSE, PAD, DIL)
+                   REUSE, TAPS, DIL)
     acc = gl.zeros((BM, N), dtype=gl.float32, layout=layout)
     for i in range(STEPS):
         s = i % STAGES
-        c = i // 7
+        c = i // TAPS
         mbarrier.wait(bars.index(s), (i // STAGES) & 1)
         if REUSE:
             mbarrier.wait(a_bars.index(c % 2), (c // 2) & 1)
@@ -117,9 +116,9 @@ def tap_conv_kernel(x_desc, w_desc, y_desc, bias_ptr, C: gl.constexpr, N: gl.con
         if nxt < STEPS:
             ns = nxt % STAGES
             _issue(x_desc, w_desc, a_ring.index(ns % a_ring.shape[0]), w_ring.index(ns), bars.index(ns), m0, nxt,
-                   C, BK, REUSE, PAD, DIL)
+                   C, BK, REUSE, TAPS, DIL)
         if REUSE:  # at a slice's first tap the slice before it is done: load the one after this
-            if (i - c * 7 == 0) & (c >= 1) & (c + 1 < C // BK):
+            if (i - c * TAPS == 0) & (c >= 1) & (c + 1 < C // BK):
                 mbarrier.expect(a_bars.index((c + 1) % 2), x_desc.block_type.nbytes)
                 tma.async_copy_global_to_shared(x_desc, [m0, (c + 1) * BK], a_bars.index((c + 1) % 2),
                                                 a_ring.index((c + 1) % 2))
@@ -149,7 +148,7 @@ def launcher(x, w, bias, y, tile: tuple[int, ...], reuse: bool):
     descs = [TensorDescriptor(t, list(t.shape), list(t.stride()), block, _layout(block))
              for t, block in zip((x, w, y), _blocks(x.shape[1], tile).values())]
     grid = (triton.cdiv(x.shape[0], bm),)
-    return lambda: tap_conv_kernel[grid](*descs, bias, C=x.shape[1], N=w.shape[0], DIL=1, BM=bm, BK=bk,
+    return lambda: tap_conv_kernel[grid](*descs, bias, C=x.shape[1], N=w.shape[0], TAPS=TAPS, DIL=1, BM=bm, BK=bk,
                                          STAGES=stages, REUSE=reuse, num_warps=warps)
 
 
@@ -161,7 +160,7 @@ def compile_offline(channels: int, tile: tuple[int, ...], reuse: bool):
     sig = {k: f"tensordesc<fp16{b},{_layout(b)!r}>" for k, b in _blocks(channels, tile).items()}
     sig["bias_ptr"] = "*fp32"
     bm, bk, warps, stages = tile
-    const = dict(C=channels, N=channels, DIL=1, BM=bm, BK=bk, STAGES=stages, REUSE=reuse, num_warps=warps)
+    const = dict(C=channels, N=channels, TAPS=TAPS, DIL=1, BM=bm, BK=bk, STAGES=stages, REUSE=reuse, num_warps=warps)
     sig.update({k: "constexpr" for k in const})
     return triton.compile(GluonASTSource(tap_conv_kernel, sig, const, {(3, ): [["tt.divisibility", 16]]}),
                           target=GPUTarget("cuda", 90, 128), options={"num_warps": warps})
