@@ -953,6 +953,7 @@ def test_the_tune_record_gives_each_engine_its_layers_tiles(tmp_path, monkeypatc
     distinct = {(tuple(d.get_submodule(s.name).weight.shape), s.taps, s.dilation, s.stride, s.residual)
                 for d in (decoder,) for s in layer_specs(decoder)}
     assert len(distinct) <= tuned["precompile"]["calls"] <= 2 * len(names)
+    assert tuned["timing"] == tune.TIMING  # how the times were taken, for the layer table to say
     units = [n[: -len(".conv1")] for n in names if ".res_unit" in n and n.endswith(".conv1")]
     assert list(tuned["fp16"]) == names + units == list(tuned["int8"])
     # each unit timed as one kernel against its two layers' chosen tiles, the faster kept

@@ -166,3 +166,92 @@ print(round(time.perf_counter() - began, 3), doc["tensorrt"], sorted({{"numpy", 
     seconds, rest = done.stdout.split(" ", 1)
     assert rest.strip().startswith("not measured:") and rest.strip().endswith("[]"), rest
     assert float(seconds) < 1.0, seconds  # its decision and record
+
+
+class SimulatedGPU:
+    """One CUDA stream and the host as two clocks (ms): what a launch costs the host, what its kernel
+    costs the GPU, and events stamped when the GPU reaches them -- enough to tell a kernel's time from
+    its launch's, with no GPU."""
+
+    cycles_per_ms = 1.5e6
+
+    def __init__(self, launch_ms: float, kernel_ms: float):
+        self.host = self.gpu = 0.0
+        self.launch_ms, self.kernel_ms = launch_ms, kernel_ms
+        gpu = self
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                self.at = None
+
+            def record(self):
+                self.at = gpu.queue(0.0)
+
+            def synchronize(self):
+                gpu.host = max(gpu.host, self.at)
+
+            def elapsed_time(self, end):
+                return end.at - self.at
+
+        self.Event = Event
+
+    def queue(self, ms: float) -> float:
+        """Queue `ms` of GPU work; the GPU time it starts at."""
+        start = max(self.gpu, self.host + 0.005)
+        self.gpu = start + ms
+        return start
+
+    def sleep(self, cycles: int) -> None:
+        self.queue(cycles / self.cycles_per_ms)
+
+    def synchronize(self, device=None) -> None:
+        self.host = max(self.host, self.gpu)
+
+    def layer(self) -> None:
+        self.host += self.launch_ms  # the module, its descriptors, Triton's argument binding
+        self.queue(self.kernel_ms)
+
+    def install(self, monkeypatch, kernel_time) -> None:
+        import contextlib
+
+        import torch
+
+        monkeypatch.setattr(torch.cuda, "Event", self.Event)
+        monkeypatch.setattr(torch.cuda, "_sleep", self.sleep)
+        monkeypatch.setattr(torch.cuda, "synchronize", self.synchronize)
+        monkeypatch.setattr(torch.cuda, "device", lambda index: contextlib.nullcontext())
+        monkeypatch.setattr(kernel_time.time, "perf_counter", lambda: self.host / 1e3)
+        monkeypatch.setattr(kernel_time, "_cycles_per_ms", {})
+
+
+def test_a_kernels_time_leaves_out_the_hosts_work_to_launch_it(monkeypatch):
+    import torch
+
+    from vae_engines.measure import kernel_time
+
+    cuda = torch.device("cuda", 0)
+    for launch_ms, kernel_ms in ((0.1, 0.04), (0.3, 0.04), (1.7, 2.0)):  # a launch under, over the shortest spin
+        gpu = SimulatedGPU(launch_ms, kernel_ms)
+        gpu.install(monkeypatch, kernel_time)
+        assert kernel_time.cycles_per_ms(cuda) == pytest.approx(gpu.cycles_per_ms)
+        assert kernel_time.kernel_ms(gpu.layer, cuda) == pytest.approx(kernel_ms)
+        start, end = gpu.Event(), gpu.Event()  # what an event pair from an idle GPU measures instead
+        start.record(), gpu.layer(), end.record(), end.synchronize()
+        assert start.elapsed_time(end) == pytest.approx(launch_ms + kernel_ms, abs=0.01)
+
+
+def test_a_call_that_waits_for_the_gpu_cannot_be_timed_apart_from_the_host(monkeypatch):
+    import torch
+
+    from vae_engines.measure import kernel_time
+
+    gpu = SimulatedGPU(0.05, 0.5)
+    gpu.install(monkeypatch, kernel_time)
+
+    def synchronizing():
+        gpu.layer()
+        gpu.synchronize()
+
+    with pytest.raises(RuntimeError, match="synchronizing call inside it"):
+        kernel_time.kernel_ms(synchronizing, torch.device("cuda", 0))
+    assert kernel_time.kernel_ms(lambda: 1, torch.device("cpu"), repeats=3) < 100  # the wall clock

@@ -30,6 +30,7 @@ from typing import Any
 
 from vae_engines.core.lazy import lazy_import
 from vae_engines.kernels.op import outconv_fits, unit_fits
+from vae_engines.measure.kernel_time import kernel_ms
 from vae_engines.model.fused import FusedDecoder, LayerQuant, layer_specs, unit_call, unit_of
 
 torch = lazy_import("torch")
@@ -72,6 +73,10 @@ UNIT_CANDIDATES = {  # (BM, BK, BN2, warps, stages); the last of each kind: the 
 # (BM, BK, warps, stages, programs per multiprocessor) of the output convolution's kernel: the
 # fastest of 36 on the H100 for both kinds, within 3% (benchmarks/results/README.md)
 OUTCONV_CANDIDATES = ((128, 128, 4, 3, 4), (128, 128, 4, 2, 8), (256, 128, 8, 2, 8), (128, 64, 4, 3, 8))
+# how every time in a tune record was taken (the record's "timing"); records without it (before 2026-12-08)
+# timed each call from an idle GPU, so each time also held the host's work to launch it
+TIMING = ("median of 5 calls after 2 untimed: on a GPU the kernels alone, queued behind a spin that hides the "
+          "host's launch work (measure.kernel_time); on a CPU the wall clock")
 TORCH = "torch"  # the label of the torch implementation (cuDNN's convolution on a GPU)
 LAYERS = "layers"  # a unit's label for its two convolutions run as separate layers
 
@@ -139,24 +144,9 @@ def layer_inputs(layer: Any, rows: int, device: Any, generator: Any) -> tuple[An
 
 
 def time_call(fn: Any, device: Any, repeats: int = 5, warmup: int = 2) -> float:
-    """Median milliseconds of `fn()`: CUDA events on the current stream of a GPU, the wall
-    clock on a CPU."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            began = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - began) * 1e3)
-    return sorted(times)[len(times) // 2]
+    """Median milliseconds of `fn()`: on a GPU its kernels alone, as they run inside a decode's CUDA
+    graph (measure.kernel_time); on a CPU the wall clock."""
+    return kernel_ms(fn, device, repeats, warmup)
 
 
 def time_layer(layer: Any, rows: int, device: Any, generator: Any) -> float:
@@ -345,11 +335,11 @@ def all_int8(decoder: Any) -> dict[str, Any]:
     return out
 
 
-def tune_tiles(decoder: Any, device: Any, frames: list[int], jobs: int = 1) -> dict[str, dict]:
+def tune_tiles(decoder: Any, device: Any, frames: list[int], jobs: int = 1) -> dict[str, Any]:
     """{"fp16": layer -> choose_tiles' record, "int8": likewise, "precompile": what compiled
-    ahead} for folded `decoder` (on the CPU) on `device`; jobs > 1: the kernels compile first in
-    that many processes (precompile)."""
-    out: dict[str, dict] = {"precompile": {"jobs": jobs, "seconds": 0.0, "calls": 0}}
+    ahead, "timing": how the times were taken (TIMING)} for folded `decoder` (on the CPU) on
+    `device`; jobs > 1: the kernels compile first in that many processes (precompile)."""
+    out: dict[str, Any] = {"precompile": {"jobs": jobs, "seconds": 0.0, "calls": 0}, "timing": TIMING}
     modules = {kind: FusedDecoder(decoder, quant).eval() for kind, quant in (("fp16", None),
                                                                              ("int8", all_int8(decoder)))}
     if jobs > 1:
