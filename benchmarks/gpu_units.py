@@ -61,6 +61,7 @@ from vae_engines.core import device as devices  # noqa: E402
 from vae_engines.core.env import fingerprint  # noqa: E402
 from vae_engines.core.params import ModelParams  # noqa: E402
 from vae_engines.kernels.op import is_outconv  # noqa: E402
+from vae_engines.measure.kernel_time import kernel_ms  # noqa: E402
 from vae_engines.measure.timing import Timing, paired_ratio, turns  # noqa: E402
 from vae_engines.metrics import peak_psnr  # noqa: E402
 from vae_engines.model.fused import FusedDecoder, unit_of  # noqa: E402
@@ -111,7 +112,14 @@ def sync() -> None:
 
 
 def event_ms(fn, repeats: int = 5, warm: bool = True) -> float:
-    """Median ms of fn() (CUDA events; the wall clock on a CPU), after one untimed call where `warm`."""
+    """Median ms of the kernels fn() queues, without the host's work to queue them
+    (measure.kernel_time; the wall clock on a CPU), after one untimed call where `warm`."""
+    return kernel_ms(fn, CFG.device, repeats, warmup=1 if warm else 0)
+
+
+def call_ms(fn, repeats: int = 5, warm: bool = True) -> float:
+    """Median ms of fn() as its caller sees it: CUDA events from an idle GPU, so the host's work to
+    queue it counts (a decode's figure); the wall clock on a CPU. After one untimed call where `warm`."""
     if warm:
         fn()
     times = []
@@ -159,7 +167,8 @@ def ceilings() -> dict:
             "by_shape": {"x".join(map(str, s)): {"fp16": round(f, 1), "int8": round(i, 1)}
                          for s, f, i in zip(shapes, rates["fp16"], rates["int8"])},
             "how": f"copy of {copied >> 20} MiB (read + write); torch.matmul fp16 and torch._int_mm int8, the fastest of "
-                   f"{', '.join('x'.join(map(str, s)) for s in shapes)}; median of 5 after one call"}
+                   f"{', '.join('x'.join(map(str, s)) for s in shapes)}; median of 5 after one call, the kernels alone "
+                   "(measure.kernel_time)"}
 
 
 def quant_of(decoder, ranges: Path | None) -> dict:
@@ -322,7 +331,7 @@ def rounds(decoders: dict, frames: int, n: int) -> dict[str, Timing]:
     timings = {name: Timing(name, 1, frames) for name in names}
     for r in range(n):
         for name in turns(names, r):
-            timings[name].ms.append(event_ms(replays[name], repeats=1))
+            timings[name].ms.append(call_ms(replays[name], repeats=1))
     del replays
     sync()
     return timings
@@ -467,7 +476,7 @@ def package_rounds(engines: dict) -> dict[str, Timing]:
     timings = {n: Timing(n, 1, CFG.frames) for n in engines}
     for r in range(CFG.rounds):
         for n in turns(list(engines), r):
-            timings[n].ms.append(event_ms(lambda n=n: engines[n].decode(x, check_finite=False), repeats=1))
+            timings[n].ms.append(call_ms(lambda n=n: engines[n].decode(x, check_finite=False), repeats=1))
     return timings
 
 
@@ -488,7 +497,7 @@ def check_order(engines: dict) -> dict:
                 ways[w](engines[n], x)
         for r in range(CFG.rounds):
             for n, w in turns(list(series), r):
-                series[(n, w)].ms.append(event_ms(lambda n=n, w=w: ways[w](engines[n], x), repeats=1, warm=False))
+                series[(n, w)].ms.append(call_ms(lambda n=n, w=w: ways[w](engines[n], x), repeats=1, warm=False))
         out[frames] = {"timings": {t.series: t.summary() for t in series.values()},  # ratio > 1: subject faster
                        "ratios": [paired_ratio(series[(n, "checked")], series[(n, "checked first")]) for n in engines]
                        + [paired_ratio(series[(n, "unchecked")], series[(n, "checked")]) for n in engines]}
@@ -520,8 +529,8 @@ def package_sweep(engines: dict) -> dict:
     for frames in CFG.sweep:
         x = seeded(frames, 1)
         for n, e in engines.items():
-            out[n]["first_call_ms"][frames] = round(event_ms(lambda: e.decode(x, check_finite=False), 1, warm=False), 3)
-            ms = event_ms(lambda: e.decode(x, check_finite=False), repeats=15)
+            out[n]["first_call_ms"][frames] = round(call_ms(lambda: e.decode(x, check_finite=False), 1, warm=False), 3)
+            ms = call_ms(lambda: e.decode(x, check_finite=False), repeats=15)
             out[n]["ms_per_audio_second"][frames] = round(ms / (frames * CFG.hop_s), 4)
     for n, rec in out.items():
         per_s = rec["ms_per_audio_second"]

@@ -121,12 +121,17 @@ def _cell(r: dict, kind: str) -> str:
     return f"{r[f'{kind}_ms']}{floor}, {r[f'{kind}_tile']}"
 
 
+HOST_TIMED = ("median of 5 calls, each from an idle GPU: every time also holds the host's work to launch the "
+              "layer, which a decode's CUDA graph does not")
+
+
 def table_md(rows: list[dict], tuned: dict, ceiling: dict | None = None) -> str:
     frames, device = max(tuned["frames"]), tuned.get("device", {}).get("name", "?")
     sums = _sums(rows, tuned)
     lines = [f"# Per layer at {frames} frames on {device} (the tune stage's timings)", "",
-             "Each layer timed alone (median of 5 calls). Floor: max(bytes / copy bandwidth, FLOPs / dense GEMM "
-             "rate); x floor = time / floor. Ceilings: " + (json.dumps(ceiling) if ceiling else "not given") + ".",
+             f"Each layer timed alone ({tuned.get('timing', HOST_TIMED)}). Floor: max(bytes / copy bandwidth, "
+             "FLOPs / dense GEMM rate); x floor = time / floor. Ceilings: "
+             + (json.dumps(ceiling) if ceiling else "not given") + ".",
              "", "| layer | M x N x K | GFLOP | MB fp16 / int8 | torch ms | fused fp16 ms, x floor (floor), tile | "
              "fused int8 ms, x floor (floor), tile |", "|---|---|---|---|---|---|---|"]
     for r in rows:

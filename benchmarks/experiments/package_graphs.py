@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpu_units import CFG, event_ms, graph, quant_of, seeded  # noqa: E402
+from gpu_units import CFG, call_ms, graph, quant_of, seeded  # noqa: E402
 
 from vae_engines.compiled.build import build_package  # noqa: E402
 from vae_engines.compiled.tune import tiles_for  # noqa: E402
@@ -103,7 +103,7 @@ def main() -> None:
         timings = {n: Timing(n, 1, frames) for n in names}
         for r in range(ROUNDS):
             for n in turns(names, r):
-                timings[n].ms.append(event_ms(calls[(frames, n)], repeats=1, warm=False))
+                timings[n].ms.append(call_ms(calls[(frames, n)], repeats=1, warm=False))
         ratios = []
         for kind in quants:
             base = timings[f"{kind} package, graph trees"]
