@@ -61,7 +61,7 @@ from vae_engines.core import device as devices  # noqa: E402
 from vae_engines.core.env import fingerprint  # noqa: E402
 from vae_engines.core.params import ModelParams  # noqa: E402
 from vae_engines.kernels.op import is_outconv  # noqa: E402
-from vae_engines.measure.kernel_time import kernel_ms  # noqa: E402
+from vae_engines.measure import clock  # noqa: E402
 from vae_engines.measure.timing import Timing, paired_ratio, turns  # noqa: E402
 from vae_engines.metrics import peak_psnr  # noqa: E402
 from vae_engines.model.fused import FusedDecoder, unit_of  # noqa: E402
@@ -113,29 +113,16 @@ def sync() -> None:
 
 def event_ms(fn, repeats: int = 5, warm: bool = True) -> float:
     """Median ms of the kernels fn() queues, without the host's work to queue them
-    (measure.kernel_time; the wall clock on a CPU), after one untimed call where `warm`."""
-    return kernel_ms(fn, CFG.device, repeats, warmup=1 if warm else 0)
+    (measure.clock; the wall clock on a CPU), after one untimed call where `warm`."""
+    return clock.kernel_ms(fn, CFG.device, repeats, warmup=1 if warm else 0)
 
 
 def call_ms(fn, repeats: int = 5, warm: bool = True) -> float:
-    """Median ms of fn() as its caller sees it: CUDA events from an idle GPU, so the host's work to
-    queue it counts (a decode's figure); the wall clock on a CPU. After one untimed call where `warm`."""
+    """Median ms of fn() as its caller sees it, the host's work to queue it included (measure.clock.call_ms:
+    a decode's figure), after one untimed call where `warm`."""
     if warm:
         fn()
-    times = []
-    for _ in range(repeats):
-        if CFG.device.type == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        else:
-            began = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - began) * 1e3)
-    return sorted(times)[len(times) // 2]
+    return sorted(clock.call_ms(fn, CFG.device) for _ in range(repeats))[repeats // 2]
 
 
 def ceilings() -> dict:
@@ -168,7 +155,7 @@ def ceilings() -> dict:
                          for s, f, i in zip(shapes, rates["fp16"], rates["int8"])},
             "how": f"copy of {copied >> 20} MiB (read + write); torch.matmul fp16 and torch._int_mm int8, the fastest of "
                    f"{', '.join('x'.join(map(str, s)) for s in shapes)}; median of 5 after one call, the kernels alone "
-                   "(measure.kernel_time)"}
+                   "(measure.clock)"}
 
 
 def quant_of(decoder, ranges: Path | None) -> dict:

@@ -211,7 +211,7 @@ class SimulatedGPU:
         self.host += self.launch_ms  # the module, its descriptors, Triton's argument binding
         self.queue(self.kernel_ms)
 
-    def install(self, monkeypatch, kernel_time) -> None:
+    def install(self, monkeypatch, clock) -> None:
         import contextlib
 
         import torch
@@ -220,21 +220,21 @@ class SimulatedGPU:
         monkeypatch.setattr(torch.cuda, "_sleep", self.sleep)
         monkeypatch.setattr(torch.cuda, "synchronize", self.synchronize)
         monkeypatch.setattr(torch.cuda, "device", lambda index: contextlib.nullcontext())
-        monkeypatch.setattr(kernel_time.time, "perf_counter", lambda: self.host / 1e3)
-        monkeypatch.setattr(kernel_time, "_cycles_per_ms", {})
+        monkeypatch.setattr(clock.time, "perf_counter", lambda: self.host / 1e3)
+        monkeypatch.setattr(clock, "_cycles_per_ms", {})
 
 
 def test_a_kernels_time_leaves_out_the_hosts_work_to_launch_it(monkeypatch):
     import torch
 
-    from vae_engines.measure import kernel_time
+    from vae_engines.measure import clock
 
     cuda = torch.device("cuda", 0)
     for launch_ms, kernel_ms in ((0.1, 0.04), (0.3, 0.04), (1.7, 2.0)):  # a launch under, over the shortest spin
         gpu = SimulatedGPU(launch_ms, kernel_ms)
-        gpu.install(monkeypatch, kernel_time)
-        assert kernel_time.cycles_per_ms(cuda) == pytest.approx(gpu.cycles_per_ms)
-        assert kernel_time.kernel_ms(gpu.layer, cuda) == pytest.approx(kernel_ms)
+        gpu.install(monkeypatch, clock)
+        assert clock.cycles_per_ms(cuda) == pytest.approx(gpu.cycles_per_ms)
+        assert clock.kernel_ms(gpu.layer, cuda) == pytest.approx(kernel_ms)
         start, end = gpu.Event(), gpu.Event()  # what an event pair from an idle GPU measures instead
         start.record(), gpu.layer(), end.record(), end.synchronize()
         assert start.elapsed_time(end) == pytest.approx(launch_ms + kernel_ms, abs=0.01)
@@ -243,15 +243,15 @@ def test_a_kernels_time_leaves_out_the_hosts_work_to_launch_it(monkeypatch):
 def test_a_call_that_waits_for_the_gpu_cannot_be_timed_apart_from_the_host(monkeypatch):
     import torch
 
-    from vae_engines.measure import kernel_time
+    from vae_engines.measure import clock
 
     gpu = SimulatedGPU(0.05, 0.5)
-    gpu.install(monkeypatch, kernel_time)
+    gpu.install(monkeypatch, clock)
 
     def synchronizing():
         gpu.layer()
         gpu.synchronize()
 
     with pytest.raises(RuntimeError, match="synchronizing call inside it"):
-        kernel_time.kernel_ms(synchronizing, torch.device("cuda", 0))
-    assert kernel_time.kernel_ms(lambda: 1, torch.device("cpu"), repeats=3) < 100  # the wall clock
+        clock.kernel_ms(synchronizing, torch.device("cuda", 0))
+    assert clock.kernel_ms(lambda: 1, torch.device("cpu"), repeats=3) < 100  # the wall clock

@@ -15,7 +15,6 @@ test: speed figures live in the reports.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 import psutil
 
 from vae_engines.core.lazy import lazy_import
+from vae_engines.measure.clock import call_ms
 from vae_engines.metrics import peak_psnr
 from vae_engines.runtime.base import Decoder
 from vae_engines.runtime.stream import stream_decode, windows
@@ -63,17 +63,8 @@ def paired_ratio(subject: Timing, reference: Timing, seed: int = 0) -> dict:
 
 
 def time_ms(decoder: Decoder, x: Any) -> float:
-    """Milliseconds of one decode of `x` (already on the decoder's device)."""
-    if decoder.device.type == "cuda":
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        decoder.decode(x)
-        stop.record()
-        stop.synchronize()
-        return float(start.elapsed_time(stop))
-    began = time.perf_counter()
-    decoder.decode(x)
-    return (time.perf_counter() - began) * 1e3
+    """Milliseconds of one decode of `x` (already on the decoder's device), as its caller sees it."""
+    return call_ms(lambda: decoder.decode(x), decoder.device)
 
 
 def seeded_latent(batch: int, channels: int, frames: int, seed: int = 0) -> np.ndarray:

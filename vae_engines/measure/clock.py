@@ -1,4 +1,4 @@
-"""The GPU time of one call's kernels, without the host's time to queue them.
+"""Two clocks for a call on a GPU: as its caller sees it (`call_ms`), and its kernels alone (`kernel_ms`).
 
 Timed between two CUDA events on an idle GPU, a call also counts the host's work to launch it: the start
 event fires as soon as it is queued, and the kernel starts only once Python has run the module, made its
@@ -6,12 +6,12 @@ TMA descriptors and bound Triton's arguments. A decode replays a CUDA graph, whe
 the kernels, so a layer's time in the tune stage and in the layer table has to leave it out. Here the GPU
 is given a spin first (torch.cuda._sleep, a kernel that waits a number of clock cycles), long enough that
 the start event, the call's kernels and the end event are all queued before it ends; the events then
-bracket the kernels alone, back to back. Every timed call checks it: where queuing took more than half the
-spin, that call is timed again behind a spin twice as long.
+bracket the kernels alone, back to back (`kernel_ms`). Every timed call checks it: where queuing took
+more than half the spin, that call is timed again behind a spin twice as long.
 
 Before this (the tune records and layer tables up to run 20, benchmarks/results/), each layer's time held
 its launch's host work too: on the H100 run 20's 28 fp16 layer and unit kernels, timed alone, added to
-19.97 ms, where a decode of the same length took 17.22 ms.
+19.97 ms, where the same run's decodes of that length took 17.22-17.65 ms.
 """
 
 from __future__ import annotations
@@ -27,6 +27,21 @@ LEAD_MS = 0.5  # the shortest spin; a Triton layer's launch takes the host a fra
 LONGEST_MS = 200.0  # a call that needs a longer spin than this waits for the GPU while queuing
 _CALIBRATION_CYCLES = 10_000_000
 _cycles_per_ms: dict[int, float] = {}
+
+
+def call_ms(fn: Callable[[], Any], device: Any) -> float:
+    """Milliseconds of one call of `fn()` as its caller sees it: CUDA events on the current stream from
+    an idle GPU, so the host's work to queue it counts (a decode's figure); on a CPU the wall clock."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return float(start.elapsed_time(end))
+    began = time.perf_counter()
+    fn()
+    return (time.perf_counter() - began) * 1e3
 
 
 def cycles_per_ms(device: Any) -> float:
@@ -50,13 +65,9 @@ def kernel_ms(fn: Callable[[], Any], device: Any, repeats: int = 5, warmup: int 
     the wall clock."""
     for _ in range(warmup):
         fn()
-    times: list[float] = []
     if device.type != "cuda":
-        for _ in range(repeats):
-            began = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - began) * 1e3)
-        return sorted(times)[len(times) // 2]
+        return sorted(call_ms(fn, device) for _ in range(repeats))[repeats // 2]
+    times: list[float] = []
     rate = cycles_per_ms(device)
     torch.cuda.synchronize(device)
     lead = LEAD_MS
