@@ -19,7 +19,9 @@ Phases, each writing DIR/results.json as it ends (a call cut short keeps what fi
 1. ceilings: copy bandwidth (bytes read + written), dense fp16 and int8 GEMMs at 8192^3;
 2. tune: each layer's tile and each unit's kernel against its two layers, at the lengths of
    the 60 s configuration's tune stage (250 and 1500 frames), kernels compiled ahead;
-3. checks: each unit kernel in every tile against the CPU reference of its two layers;
+3. checks: each unit kernel in every tile against the CPU reference of its two layers, and clocks:
+   a few fp16 layers timed from an idle GPU, as kernels alone behind a spin (the tune stage's
+   clock since 2026-12-08) and inside a CUDA graph, to show the second matches the third;
 4. table: the layer table with the roofline column (benchmarks/layer_table.py), layers and units;
 5. decode: 60 s decodes, rounds taking turns, ratios with 95% intervals, device memory;
 6. sweep: milliseconds per second of audio from 250 to 1500 frames, each engine;
@@ -263,6 +265,59 @@ def tune(decoder) -> dict:
     """What the tune stage records (compiled.build.tune_kernels), here."""
     record = tune_tiles(decoder, CFG.device, CFG.tune_frames, jobs=8 if CFG.device.type == "cuda" else 1)
     return {"device": devices.describe(CFG.device), "frames": CFG.tune_frames, **record}
+
+
+CLOCKED = ["conv1", "block.0.res_unit1.conv1", "block.0.res_unit1.conv2", "block.4.conv_t1", "block.4.res_unit1"]
+GRAPHED = 20  # launches captured in one CUDA graph
+
+
+def clocks(decoder, tuned: dict) -> dict:
+    """The fp16 engine's CLOCKED layers and unit at CFG.frames, each timed three ways (median of 11): one
+    call from an idle GPU (measure.clock.call_ms, as every layer time was until run 20: the host's launch
+    work included), its kernels behind a spin (clock.kernel_ms, as the tune stage times now), and GRAPHED
+    launches captured in one CUDA graph, per launch (no host work between kernels, as in a decode).
+    kernel_ms should match the graph's figure, and call_ms exceed it by the host's work."""
+    from vae_engines.compiled.tune import layer_frames, layer_inputs
+
+    module = FusedDecoder(decoder, None, tiles_for(tuned, set())).to(CFG.device).eval()
+    rows = layer_frames([layer.spec for layer in module.layers], CFG.frames)
+    g = torch.Generator(device=CFG.device).manual_seed(3)
+    out = {}
+    with torch.inference_mode():
+        for i, layer in enumerate(module.layers):
+            unit, name = unit_of(layer.spec), layer.spec.name
+            fused = bool(module.unit_tiles[i])
+            if (unit if fused else name) not in CLOCKED:
+                continue
+            x, residual = layer_inputs(layer, rows[i], CFG.device, g)
+            if fused:
+                stream = torch.randn(1, rows[i], layer.weight.shape[0], generator=g, device=CFG.device,
+                                     dtype=torch.float16)
+                call = (lambda i=i, x=x, stream=stream: module._unit(i, x, stream))
+            else:
+                call = (lambda layer=layer, x=x, r=residual: layer(x, r))
+            entry = {"call_ms": call_ms(call, repeats=11), "kernel_ms": event_ms(call, repeats=11)}
+            many = (lambda call=call: [call() for _ in range(GRAPHED)])
+            if CFG.device.type == "cuda":
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    many()
+                torch.cuda.current_stream().wait_stream(side)
+                captured = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(captured):
+                    many()
+                many = captured.replay
+            entry["graph_ms"] = call_ms(many, repeats=11) / GRAPHED
+            entry = {k: round(v, 4) for k, v in entry.items()}
+            entry["kernel_over_graph"] = round(entry["kernel_ms"] / entry["graph_ms"], 3)
+            entry["host_ms"] = round(entry["call_ms"] - entry["kernel_ms"], 4)
+            out[unit if fused else name] = entry
+            log.info("clocks %s: %s", unit if fused else name, entry)
+            x = residual = stream = call = many = captured = None
+    module = None
+    torch.cuda.empty_cache() if CFG.device.type == "cuda" else None
+    return {"frames": CFG.frames, "graphed": GRAPHED, "layers": out}
 
 
 def engines(decoder, quants: dict, tuned: dict) -> dict:
@@ -593,6 +648,8 @@ def main() -> None:
     if tuned is None:
         return
     run.phase("checks", checks, decoder, quants)
+    if "clocks" not in args.skip:
+        run.phase("clocks", clocks, decoder, tuned)
     run.phase("table", lambda: table_md(roofline_rows(tuned, decoder, ceiling), tuned, ceiling))
     (args.out / "layer_table.md").write_text(run.results["phases"]["table"].get("result") or "")
     decoders = engines(decoder, quants, tuned)
