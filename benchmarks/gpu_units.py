@@ -59,11 +59,11 @@ from layer_table import roofline_rows, table_md  # noqa: E402
 
 from vae_engines.compiled.int8 import layer_quant, observed_quant  # noqa: E402
 from vae_engines.compiled.tune import tile_of, tiles_for, tune_tiles  # noqa: E402
+from vae_engines.core import clock  # noqa: E402
 from vae_engines.core import device as devices  # noqa: E402
 from vae_engines.core.env import fingerprint  # noqa: E402
 from vae_engines.core.params import ModelParams  # noqa: E402
 from vae_engines.kernels.op import is_outconv  # noqa: E402
-from vae_engines.measure import clock  # noqa: E402
 from vae_engines.measure.timing import Timing, paired_ratio, turns  # noqa: E402
 from vae_engines.metrics import peak_psnr  # noqa: E402
 from vae_engines.model.fused import FusedDecoder, unit_of  # noqa: E402
@@ -115,12 +115,12 @@ def sync() -> None:
 
 def event_ms(fn, repeats: int = 5, warm: bool = True) -> float:
     """Median ms of the kernels fn() queues, without the host's work to queue them
-    (measure.clock; the wall clock on a CPU), after one untimed call where `warm`."""
+    (core.clock; the wall clock on a CPU), after one untimed call where `warm`."""
     return clock.kernel_ms(fn, CFG.device, repeats, warmup=1 if warm else 0)
 
 
 def call_ms(fn, repeats: int = 5, warm: bool = True) -> float:
-    """Median ms of fn() as its caller sees it, the host's work to queue it included (measure.clock.call_ms:
+    """Median ms of fn() as its caller sees it, the host's work to queue it included (core.clock.call_ms:
     a decode's figure), after one untimed call where `warm`."""
     if warm:
         fn()
@@ -157,7 +157,7 @@ def ceilings() -> dict:
                          for s, f, i in zip(shapes, rates["fp16"], rates["int8"])},
             "how": f"copy of {copied >> 20} MiB (read + write); torch.matmul fp16 and torch._int_mm int8, the fastest of "
                    f"{', '.join('x'.join(map(str, s)) for s in shapes)}; median of 5 after one call, the kernels alone "
-                   "(measure.clock)"}
+                   "(core.clock)"}
 
 
 def quant_of(decoder, ranges: Path | None) -> dict:
@@ -273,7 +273,7 @@ GRAPHED = 20  # launches captured in one CUDA graph
 
 def clocks(decoder, tuned: dict) -> dict:
     """The fp16 engine's CLOCKED layers and unit at CFG.frames, each timed three ways (median of 11): one
-    call from an idle GPU (measure.clock.call_ms, as every layer time was until run 20: the host's launch
+    call from an idle GPU (core.clock.call_ms, as every layer time was until run 20: the host's launch
     work included), its kernels behind a spin (clock.kernel_ms, as the tune stage times now), and GRAPHED
     launches captured in one CUDA graph, per launch (no host work between kernels, as in a decode).
     kernel_ms should match the graph's figure, and call_ms exceed it by the host's work."""

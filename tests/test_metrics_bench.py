@@ -227,7 +227,7 @@ class SimulatedGPU:
 def test_a_kernels_time_leaves_out_the_hosts_work_to_launch_it(monkeypatch):
     import torch
 
-    from vae_engines.measure import clock
+    from vae_engines.core import clock
 
     cuda = torch.device("cuda", 0)
     for launch_ms, kernel_ms in ((0.1, 0.04), (0.3, 0.04), (1.7, 2.0)):  # a launch under, over the shortest spin
@@ -243,7 +243,7 @@ def test_a_kernels_time_leaves_out_the_hosts_work_to_launch_it(monkeypatch):
 def test_a_call_that_waits_for_the_gpu_cannot_be_timed_apart_from_the_host(monkeypatch):
     import torch
 
-    from vae_engines.measure import clock
+    from vae_engines.core import clock
 
     gpu = SimulatedGPU(0.05, 0.5)
     gpu.install(monkeypatch, clock)

@@ -3,7 +3,7 @@
     python3 benchmarks/experiments/gpu_fp8_unit.py --out DIR [--smoke]
 
 A record: it ran at 28b384d, with a timing loop of its own; it times through gpu_units.event_ms
-now (the same median of 11, since 2026-12-08 without the host's launch work: measure.clock).
+now (the same median of 11, since 2026-12-08 without the host's launch work: core.clock).
 
 Why it might: Nsight Compute put a fifth of the int8 unit's warp stalls on its k=7 loop waiting
 for each wgmma to finish. Triton's Hopper pipeliner keeps a wgmma in flight only when its

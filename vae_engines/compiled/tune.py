@@ -28,9 +28,9 @@ import multiprocessing
 import time
 from typing import Any
 
+from vae_engines.core.clock import kernel_ms
 from vae_engines.core.lazy import lazy_import
 from vae_engines.kernels.op import outconv_fits, unit_fits
-from vae_engines.measure.clock import kernel_ms
 from vae_engines.model.fused import FusedDecoder, LayerQuant, layer_specs, unit_call, unit_of
 
 torch = lazy_import("torch")
@@ -76,7 +76,7 @@ OUTCONV_CANDIDATES = ((128, 128, 4, 3, 4), (128, 128, 4, 2, 8), (256, 128, 8, 2,
 # how every time in a tune record was taken (the record's "timing"); records without it (before 2026-12-08)
 # timed each call from an idle GPU, so each time also held the host's work to launch it
 TIMING = ("median of 5 calls after 2 untimed: on a GPU the kernels alone, queued behind a spin that hides the "
-          "host's launch work (measure.clock); on a CPU the wall clock")
+          "host's launch work (core.clock); on a CPU the wall clock")
 TORCH = "torch"  # the label of the torch implementation (cuDNN's convolution on a GPU)
 LAYERS = "layers"  # a unit's label for its two convolutions run as separate layers
 
@@ -145,7 +145,7 @@ def layer_inputs(layer: Any, rows: int, device: Any, generator: Any) -> tuple[An
 
 def time_call(fn: Any, device: Any, repeats: int = 5, warmup: int = 2) -> float:
     """Median milliseconds of `fn()`: on a GPU its kernels alone, as they run inside a decode's CUDA
-    graph (measure.clock); on a CPU the wall clock."""
+    graph (core.clock); on a CPU the wall clock."""
     return kernel_ms(fn, device, repeats, warmup)
 
 

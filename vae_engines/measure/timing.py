@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import psutil
 
+from vae_engines.core.clock import call_ms
 from vae_engines.core.lazy import lazy_import
-from vae_engines.measure.clock import call_ms
 from vae_engines.metrics import peak_psnr
 from vae_engines.runtime.base import Decoder
 from vae_engines.runtime.stream import stream_decode, windows
