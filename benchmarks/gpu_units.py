@@ -113,7 +113,7 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def event_ms(fn, repeats: int = 5, warm: bool = True) -> float:
+def kernel_ms(fn, repeats: int = 5, warm: bool = True) -> float:
     """Median ms of the kernels fn() queues, without the host's work to queue them
     (core.clock; the wall clock on a CPU), after one untimed call where `warm`."""
     return clock.kernel_ms(fn, CFG.device, repeats, warmup=1 if warm else 0)
@@ -136,18 +136,18 @@ def ceilings() -> dict:
     cuda = CFG.device.type == "cuda"
     a = torch.empty(1 << (30 if cuda else 20), dtype=torch.uint8, device=CFG.device)
     b = torch.empty_like(a)
-    copy_ms, copied = event_ms(lambda: b.copy_(a)), a.numel()
+    copy_ms, copied = kernel_ms(lambda: b.copy_(a)), a.numel()
     a = b = None
     shapes = [(8192, 8192, 8192), (15000, 1024, 7168), (2880000, 128, 896)] if cuda else [(256, 256, 256)]
     rates: dict[str, list[float]] = {"fp16": [], "int8": []}
     for m, n, k in shapes:
         x = torch.randn(m, k, device=CFG.device, dtype=torch.float16)
         w = torch.randn(n, k, device=CFG.device, dtype=torch.float16)
-        rates["fp16"].append(2.0 * m * n * k / event_ms(lambda: x @ w.T) / 1e9)
+        rates["fp16"].append(2.0 * m * n * k / kernel_ms(lambda: x @ w.T) / 1e9)
         if cuda:
             xi = torch.randint(-127, 128, (m, k), device=CFG.device, dtype=torch.int8)
             wi = torch.randint(-127, 128, (n, k), device=CFG.device, dtype=torch.int8)
-            rates["int8"].append(2.0 * m * n * k / event_ms(lambda: torch._int_mm(xi, wi.T)) / 1e9)
+            rates["int8"].append(2.0 * m * n * k / kernel_ms(lambda: torch._int_mm(xi, wi.T)) / 1e9)
             xi = wi = None
         x = w = None
     rates["int8"] = rates["int8"] or rates["fp16"]
@@ -247,10 +247,10 @@ def explore(decoder, quants: dict) -> dict:
                         try:
                             if what == "unit":
                                 module.unit_tiles[i] = tile
-                                ms = event_ms(lambda: module._unit(i, x, stream), repeats=11)
+                                ms = kernel_ms(lambda: module._unit(i, x, stream), repeats=11)
                             else:
                                 layer.tile = tile
-                                ms = event_ms(lambda: layer(x, residual), repeats=11)
+                                ms = kernel_ms(lambda: layer(x, residual), repeats=11)
                             out.setdefault(f"{kind} {key}", {})[label] = round(ms, 4)
                         except Exception as exc:  # a tile this GPU cannot run: recorded, not fatal
                             out.setdefault(f"{kind} {key}", {})[label] = f"{type(exc).__name__}: {str(exc)[:120]}"
@@ -296,7 +296,7 @@ def clocks(decoder, tuned: dict) -> dict:
                 call = (lambda i=i, x=x, stream=stream: module._unit(i, x, stream))
             else:
                 call = (lambda layer=layer, x=x, r=residual: layer(x, r))
-            entry = {"call_ms": call_ms(call, repeats=11), "kernel_ms": event_ms(call, repeats=11)}
+            entry = {"call_ms": call_ms(call, repeats=11), "kernel_ms": kernel_ms(call, repeats=11)}
 
             def many(call=call) -> None:  # each output dropped at once: the graph reuses its memory
                 for _ in range(GRAPHED):

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gpu_units  # noqa: E402  (sets TRITON_INTERPRET for --smoke before torch and Triton load)
 import torch  # noqa: E402
-from gpu_units import CFG, Run, event_ms, quant_of, rounds, seeded  # noqa: E402
+from gpu_units import CFG, Run, kernel_ms, quant_of, rounds, seeded  # noqa: E402
 
 from vae_engines.compiled.tune import layer_frames, layer_inputs, tiles_for  # noqa: E402
 from vae_engines.kernels import triton_conv  # noqa: E402
@@ -106,7 +106,7 @@ def layers(decoder, quants: dict, tuned: dict) -> dict:
                 for _ in range(TURNS):
                     for level in LEVELS:
                         with Lean(level):
-                            ms[level].append(event_ms(call))
+                            ms[level].append(kernel_ms(call))
                 table[name] = {"tile": "x".join(map(str, tile)) if tile else "torch",
                                **{f"L{level}_ms": round(float(np.median(v)), 4) for level, v in ms.items()}}
                 x = residual = None
@@ -146,7 +146,7 @@ def explore(decoder, quants: dict) -> dict:
                         key = f"{'x'.join(map(str, tile))} L{level}"
                         try:
                             with Lean(level):
-                                entry[key] = round(event_ms(lambda: module._unit(i, x, stream)), 4)
+                                entry[key] = round(kernel_ms(lambda: module._unit(i, x, stream)), 4)
                         except Exception as exc:  # a tile this GPU cannot run: recorded, not fatal
                             entry[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
                 module.unit_tiles[i] = []

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gpu_units  # noqa: E402
-from gpu_units import CFG, event_ms, seeded  # noqa: E402
+from gpu_units import CFG, kernel_ms, seeded  # noqa: E402
 
 from vae_engines.compiled.int8 import layer_quant, observed_quant  # noqa: E402
 from vae_engines.compiled.tune import layer_frames, layer_inputs, tiles_for  # noqa: E402
@@ -99,9 +99,9 @@ def layers(decoder, q: dict, tuned: dict) -> dict:
                 stream = torch.randn(1, rows[i], module.layers[i].weight.shape[0], generator=g, device=CFG.device,
                                      dtype=torch.float16)
                 if unit:
-                    ms = event_ms(lambda m=module: m._unit(i, x, stream), repeats=11)
+                    ms = kernel_ms(lambda m=module: m._unit(i, x, stream), repeats=11)
                 else:
-                    ms = event_ms(lambda m=module: m.layers[i](x, residual), repeats=11)
+                    ms = kernel_ms(lambda m=module: m.layers[i](x, residual), repeats=11)
                 out[name][kind] = round(ms, 4)
             log.info("%s: %s", name, out[name])
     modules = first = None

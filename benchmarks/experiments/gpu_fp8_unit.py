@@ -2,7 +2,7 @@
 
     python3 benchmarks/experiments/gpu_fp8_unit.py --out DIR [--smoke]
 
-A record: it ran at 28b384d, with a timing loop of its own; it times through gpu_units.event_ms
+A record: it ran at 28b384d, with a timing loop of its own; it times through gpu_units.kernel_ms
 now (the same median of 11, since 2026-12-08 without the host's launch work: core.clock).
 
 Why it might: Nsight Compute put a fifth of the int8 unit's warp stalls on its k=7 loop waiting
@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_units import CFG, event_ms  # noqa: E402
+from gpu_units import CFG, kernel_ms  # noqa: E402
 from unit_ncu import unit_inputs  # noqa: E402
 
 from vae_engines.core.env import fingerprint  # noqa: E402
@@ -97,7 +97,7 @@ def shape(rows: int, channels: int, device: str) -> dict:
     for turn in range(TURNS):
         for kind, tile in turns(variants, turn):
             o = operands[kind]
-            ms[f"{kind} {'x'.join(map(str, tile))}"].append(event_ms(lambda: run(o, kind, tile), REPEATS, warm=False))
+            ms[f"{kind} {'x'.join(map(str, tile))}"].append(kernel_ms(lambda: run(o, kind, tile), REPEATS, warm=False))
     out["ms"] = {k: [round(v, 4) for v in vs] for k, vs in ms.items()}
     out["median_ms"] = {k: round(float(np.median(vs)), 4) for k, vs in ms.items()}
     best = {kind: min(v for k, v in out["median_ms"].items() if k.startswith(kind + " ")) for kind in KINDS}

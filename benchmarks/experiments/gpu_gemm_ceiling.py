@@ -17,8 +17,11 @@ shape (rows M, C channels in and out, K = 7 C), fp16 operands, random data:
 
 Tiles: the tuner's fp16 candidates and four more. Timing: each variant's median of 5 launches between
 CUDA events, in 5 rounds taking turns (measure.timing.turns); the figure is the median over rounds,
-with the rounds' range. Check: the first tile of the Triton matmul and of the layer's plain store
-against the same product in fp32, as the largest difference over the largest output.
+with the rounds' range. Since 2026-12-08 each launch is timed behind a GPU spin, the kernels alone
+(core.clock.kernel_ms); run 20's record (h100_run20_gemm/) timed them from an idle GPU, the host's
+launch work included (small beside these 0.3-7.7 ms kernels). Check: the first tile of the Triton
+matmul and of the layer's plain store against the same product in fp32, as the largest difference over
+the largest output.
 DIR/results.json is written as each shape ends, DIR/table.md at the end.
 --smoke runs it on the CPU (Triton's interpreter, small shapes): it checks the script only.
 """
@@ -43,7 +46,7 @@ import triton.language as tl  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpu_units import CFG, event_ms  # noqa: E402
+from gpu_units import CFG, kernel_ms  # noqa: E402
 
 from vae_engines.compiled.tune import CANDIDATES  # noqa: E402
 from vae_engines.core import device as devices  # noqa: E402
@@ -92,12 +95,13 @@ def im2col(x: torch.Tensor) -> torch.Tensor:
 
 
 def in_turns(fns: dict, flops: float, rounds: int, repeats: int) -> dict:
-    """Each callable's median of `repeats` launches between CUDA events, in `rounds` rounds taking turns
-    (measure.timing.turns): the median over rounds, the rounds' range, and TFLOP/s at that median."""
+    """Each callable's median of `repeats` launches (the kernels alone: gpu_units.kernel_ms), in `rounds`
+    rounds taking turns (measure.timing.turns): the median over rounds, the rounds' range, and TFLOP/s at
+    that median."""
     ms: dict[str, list[float]] = {n: [] for n in fns}
     for r in range(rounds):
         for name in turns(list(fns), r):
-            ms[name].append(event_ms(fns[name], repeats=repeats, warm=False))
+            ms[name].append(kernel_ms(fns[name], repeats=repeats, warm=False))
     return {n: {"ms": round(statistics.median(v), 4), "rounds_ms": [round(min(v), 4), round(max(v), 4)],
                 "tflops": round(flops / statistics.median(v) / 1e9, 1)} for n, v in ms.items()}
 

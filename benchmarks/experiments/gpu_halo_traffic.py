@@ -27,9 +27,10 @@ they load:
   x @ (sum of the taps' weights), checked against that product: the wrong convolution, the right traffic.
 Beside them the project's layer kernel with a plain store (kernels.triton_conv, the tile gpu_gemm_ceiling.py
 found fastest at 128 channels). Shapes: blocks 2-4 at 60 s (dilation 1). Timing: each kernel's median of
-REPEATS launches between CUDA events, in ROUNDS rounds taking turns (measure.timing.turns); the figure is the
-median over rounds, with the rounds' range. `reuse` against `taps` in the same tile is the bound: the share
-of the layer's time that the per-tap input traffic costs. DIR/results.json is written as each shape ends.
+REPEATS launches (the kernels alone, gpu_units.kernel_ms), in ROUNDS rounds taking turns
+(measure.timing.turns); the figure is the median over rounds, with the rounds' range. `reuse` against
+`taps` in the same tile is the bound: the share of the layer's time that the per-tap input traffic
+costs. DIR/results.json is written as each shape ends.
 """
 
 from __future__ import annotations

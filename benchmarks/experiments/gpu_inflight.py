@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gpu_units  # noqa: E402
-from gpu_units import CFG, event_ms, seeded  # noqa: E402
+from gpu_units import CFG, kernel_ms, seeded  # noqa: E402
 
 from vae_engines.compiled.tune import layer_frames, layer_inputs, tiles_for  # noqa: E402
 from vae_engines.kernels import inflight  # noqa: E402
@@ -155,7 +155,7 @@ def layers(module: FusedDecoder) -> dict:
             times = {}
             for on in (False, True, False, True):
                 with switched(on):
-                    times.setdefault(on, []).append(event_ms(call, repeats=11))
+                    times.setdefault(on, []).append(kernel_ms(call, repeats=11))
             out[name] = {"tile": module.unit_tiles[i] if unit else module.layers[i].tile,
                          "plain_ms": round(min(times[False]), 4), "inflight_ms": round(min(times[True]), 4)}
             out[name]["speedup"] = round(out[name]["plain_ms"] / out[name]["inflight_ms"], 3)

@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gpu_units  # noqa: E402
-from gpu_units import CFG, event_ms, seeded  # noqa: E402
+from gpu_units import CFG, kernel_ms, seeded  # noqa: E402
 from layer_table import roofline_rows, table_md  # noqa: E402
 
 from vae_engines.compiled import tune as tuner  # noqa: E402
@@ -202,7 +202,7 @@ def timed(change: dict, call, use) -> dict:
     times: dict = {}
     for which in ("old", "new", "old", "new"):
         use(tile_of(change[which]))
-        times.setdefault(which, []).append(event_ms(call, repeats=11))
+        times.setdefault(which, []).append(kernel_ms(call, repeats=11))
     out = {"old": change["old"], "new": change["new"], "old_ms": round(min(times["old"]), 4),
            "new_ms": round(min(times["new"]), 4), "speedup": round(min(times["old"]) / min(times["new"]), 3)}
     log.info("%s", out)
