@@ -220,7 +220,7 @@ class SimulatedGPU:
         monkeypatch.setattr(torch.cuda, "_sleep", self.sleep)
         monkeypatch.setattr(torch.cuda, "synchronize", self.synchronize)
         monkeypatch.setattr(torch.cuda, "device", lambda index: contextlib.nullcontext())
-        monkeypatch.setattr(clock.time, "perf_counter", lambda: self.host / 1e3)
+        monkeypatch.setattr(clock, "host_ms", lambda: self.host)
         monkeypatch.setattr(clock, "_cycles_per_ms", {})
 
 

@@ -29,6 +29,11 @@ _CALIBRATION_CYCLES = 10_000_000
 _cycles_per_ms: dict[int, float] = {}
 
 
+def host_ms() -> float:
+    """The host's clock, in milliseconds."""
+    return time.perf_counter() * 1e3
+
+
 def call_ms(fn: Callable[[], Any], device: Any) -> float:
     """Milliseconds of one call of `fn()` as its caller sees it: CUDA events on the current stream from
     an idle GPU, so the host's work to queue it counts (a decode's figure); on a CPU the wall clock."""
@@ -39,9 +44,9 @@ def call_ms(fn: Callable[[], Any], device: Any) -> float:
         end.record()
         end.synchronize()
         return float(start.elapsed_time(end))
-    began = time.perf_counter()
+    began = host_ms()
     fn()
-    return (time.perf_counter() - began) * 1e3
+    return host_ms() - began
 
 
 def cycles_per_ms(device: Any) -> float:
@@ -73,12 +78,12 @@ def kernel_ms(fn: Callable[[], Any], device: Any, repeats: int = 5, warmup: int 
     lead = LEAD_MS
     while len(times) < repeats:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        began = time.perf_counter()
+        began = host_ms()
         torch.cuda._sleep(int(lead * rate))
         start.record()
         fn()
         end.record()
-        queued_ms = (time.perf_counter() - began) * 1e3
+        queued_ms = host_ms() - began
         end.synchronize()
         if queued_ms <= lead / 2:
             times.append(start.elapsed_time(end))
