@@ -302,24 +302,14 @@ def clocks(decoder, tuned: dict) -> dict:
                 for _ in range(GRAPHED):
                     call()
 
-            replay = many  # on a CPU: the same calls, wall clock
-            if CFG.device.type == "cuda":
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    many()
-                torch.cuda.current_stream().wait_stream(side)
-                captured = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(captured):
-                    many()
-                replay = captured.replay
+            replay, _ = captured(many)
             entry["graph_ms"] = call_ms(replay, repeats=11) / GRAPHED
             entry = {k: round(v, 4) for k, v in entry.items()}
             entry["kernel_over_graph"] = round(entry["kernel_ms"] / entry["graph_ms"], 3)
             entry["host_ms"] = round(entry["call_ms"] - entry["kernel_ms"], 4)
             out[unit if fused else name] = entry
             log.info("clocks %s: %s", unit if fused else name, entry)
-            x = residual = stream = call = replay = captured = None
+            x = residual = stream = call = replay = None
     module = None
     torch.cuda.empty_cache() if CFG.device.type == "cuda" else None
     return {"frames": CFG.frames, "graphed": GRAPHED, "layers": out}
@@ -354,18 +344,25 @@ def graph(module, latent):
     freed module's weights make a replay fault (benchmarks/experiments/package_graphs.py met it)."""
     static = latent.clone()
     with torch.inference_mode():
-        if CFG.device.type != "cuda":
-            return (lambda: module(static)), None
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            module(static)
-        torch.cuda.current_stream().wait_stream(side)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            out = module(static)
-    held = (g, module, static)
-    return (lambda: held[0].replay()), out
+        replay, out = captured(lambda: module(static))
+    held = (replay, module, static)
+    return (lambda: held[0]()), out
+
+
+def captured(fn):
+    """fn() captured in a CUDA graph after one call on a side stream: (its replay, the captured call's
+    output); on a CPU (fn, None)."""
+    if CFG.device.type != "cuda":
+        return fn, None
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = fn()
+    return g.replay, out
 
 
 def rounds(decoders: dict, frames: int, n: int) -> dict[str, Timing]:
